@@ -1,0 +1,1 @@
+"""SAGE-nano: inverse reasoning for language models."""

@@ -1,0 +1,537 @@
+"""Traced generation for any Hugging Face causal LM: the forward module F of the paper (eq. 3).
+
+`trace_generate` runs the model's own `generate()` (so it reuses the KV cache and yields exactly the
+tokens `generate` yields) with hooks that record, for every generated token, its log-probability,
+entropy, top-k alternatives and a bounded attention summary; hidden states and full attention maps
+only on request. The chain is then cut into reasoning steps.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import itertools
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+AttentionRecord = Literal["none", "summary", "full"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The trace
+
+
+@dataclass
+class StepSpan:
+    """One reasoning step: generated tokens [token_start, token_end) and characters [char_start, char_end)."""
+
+    index: int
+    text: str
+    token_start: int
+    token_end: int
+    char_start: int
+    char_end: int
+
+
+@dataclass
+class ReasoningTrace:
+    """What the model generated for one prompt, token by token (T generated tokens, P prompt tokens).
+
+    Attention rows belong to the forward pass that *produced* each token: row t is the attention of the
+    position just before generated token t over the context then available (P + t positions). The last
+    generated token is never fed back, so full maps and hidden states cover N = P + T - 1 positions.
+    """
+
+    prompt: str
+    prompt_ids: torch.Tensor  # (P,)
+    token_ids: torch.Tensor  # (T,)
+    tokens: list[str]  # each generated token decoded on its own
+    text: str  # the generated text (a final end-of-sequence token left out)
+    token_char_ends: list[int]  # end offset of each token in `text`'s decoding
+    logprobs: torch.Tensor  # (T,) log P(token | prefix)
+    entropies: torch.Tensor  # (T,) entropy (nats) of the next-token distribution
+    topk_ids: torch.Tensor  # (T, K)
+    topk_logprobs: torch.Tensor  # (T, K)
+    topk_tokens: list[list[str]]
+    finish_reason: Literal["eos", "stop_string", "length"]
+    head_groups: list[str]
+    attention: torch.Tensor | None = None  # (T, L, G, P + T) mean over each head group, float16
+    attention_maps: torch.Tensor | None = None  # (L, H, N, N), N = P + T - 1, on request
+    hidden_states: torch.Tensor | None = None  # (L + 1, N, D), N = P + T - 1, on request
+    steps: list[StepSpan] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: text, steps and the per-token records (no attention or hidden states)."""
+        return {
+            "prompt": self.prompt,
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "steps": [vars(s) for s in self.steps],
+            "tokens": [
+                {
+                    "id": int(tid),
+                    "token": tok,
+                    "logprob": float(lp),
+                    "entropy": float(ent),
+                    "top_k": [
+                        {"id": int(i), "token": t, "logprob": float(v)} for i, t, v in zip(ids, toks, vals, strict=True)
+                    ],
+                }
+                for tid, tok, lp, ent, ids, toks, vals in zip(
+                    self.token_ids,
+                    self.tokens,
+                    self.logprobs,
+                    self.entropies,
+                    self.topk_ids,
+                    self.topk_tokens,
+                    self.topk_logprobs,
+                    strict=True,
+                )
+            ],
+        }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Step segmentation
+
+_STEP_MARKER = re.compile(r"(?im)^\s*step\s*\d+\s*[:.)]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _spans_lines(text: str) -> list[tuple[int, int]]:
+    spans, start = [], 0
+    for line in text.split("\n"):
+        if line.strip():
+            spans.append((start, start + len(line)))
+        start += len(line) + 1
+    return spans
+
+
+def _spans_sentences(text: str) -> list[tuple[int, int]]:
+    spans, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        spans.append((start, match.start()))
+        start = match.end()
+    spans.append((start, len(text)))
+    return [(a, b) for a, b in spans if text[a:b].strip()]
+
+
+def _spans_markers(text: str) -> list[tuple[int, int]]:
+    starts = [m.start() + len(m.group()) - len(m.group().lstrip()) for m in _STEP_MARKER.finditer(text)]
+    if not starts:
+        return [(0, len(text))] if text.strip() else []
+    bounds = [*starts, len(text)]
+    spans = [(a, b) for a, b in itertools.pairwise(bounds)]
+    if text[: starts[0]].strip():
+        spans.insert(0, (0, starts[0]))
+    return [(a, len(text[a:b].rstrip()) + a) for a, b in spans]
+
+
+STEP_STRATEGIES: dict[str, Callable[[str], list[tuple[int, int]]]] = {
+    "lines": _spans_lines,
+    "sentences": _spans_sentences,
+    "markers": _spans_markers,
+}
+
+
+def choose_step_strategy(text: str) -> str:
+    """`auto`: "Step k:" markers if present, else lines if there are several, else sentences."""
+    if _STEP_MARKER.search(text):
+        return "markers"
+    if len(_spans_lines(text)) > 1:
+        return "lines"
+    return "sentences"
+
+
+def segment_steps(text: str, token_char_ends: list[int], strategy: str = "auto") -> list[StepSpan]:
+    """Cuts generated text into steps and maps each to the generated tokens it covers.
+
+    A token belongs to the step its last character falls in; a step that no token ends in still gets
+    the token that covers its last character.
+    """
+    if strategy == "auto":
+        strategy = choose_step_strategy(text)
+    if strategy not in STEP_STRATEGIES:
+        raise ValueError(f"unknown step strategy {strategy!r}; choose one of {['auto', *STEP_STRATEGIES]}")
+    steps = []
+    for index, (a, b) in enumerate(STEP_STRATEGIES[strategy](text)):
+        first = bisect.bisect_right(token_char_ends, a)  # first token ending after char a
+        last = bisect.bisect_left(token_char_ends, b)  # token covering char b - 1
+        last = min(last, len(token_char_ends) - 1)
+        steps.append(StepSpan(index, text[a:b], first, max(first, last) + 1, a, b))
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------------
+# Finding what to hook
+
+
+def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
+    """(name, module, index of the weights in its output) for every self-attention layer of the model.
+
+    Uses the table transformers keeps for `output_attentions` (`_can_record_outputs`), so it works for
+    any model family transformers ships, and SAGE's own layers.
+    """
+    from .model import MultiscaleAttention
+
+    sage = [(n, m, 1) for n, m in model.named_modules() if isinstance(m, MultiscaleAttention) and m.is_causal]
+    if sage:
+        return sage
+    found = []
+    for owner in model.modules():
+        spec = (getattr(owner, "_can_record_outputs", None) or {}).get("attentions")
+        if spec is None:
+            continue
+        target = getattr(spec, "target_class", spec)
+        index = getattr(spec, "index", 1) or 1
+        layer_name = getattr(spec, "layer_name", None)
+        for name, module in owner.named_modules():
+            if isinstance(module, target) and (layer_name is None or name.endswith(layer_name.lstrip("."))):
+                found.append((name, module, index))
+        if found:
+            return found
+    raise ValueError(f"cannot find the attention layers of {type(model).__name__}; pass attention='none'")
+
+
+def head_groups(model: nn.Module) -> dict[str, int]:
+    """Named groups of attention heads: SAGE's reasoning / memory / meta-cognitive, else one group 'all'."""
+    groups = getattr(model.config, "head_groups", None)
+    if groups:
+        return dict(groups)
+    heads = getattr(model.config, "num_attention_heads", None) or getattr(model.config, "n_head", None)
+    return {"all": int(heads)}
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    config = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recording
+
+
+class _Recorder:
+    """Forward hooks that reduce each decoding step to per-token records as it happens.
+
+    Nothing of size vocabulary × steps is kept: log-probs are reduced to entropy and top-k at once, and
+    only the latest step's full distribution is held until the next call reveals the chosen token.
+    """
+
+    def __init__(self, top_k: int, groups: dict[str, int], attention: AttentionRecord, hidden: bool):
+        self.top_k = top_k
+        self.group_sizes = list(groups.values())
+        self.attention = attention
+        self.hidden = hidden
+        self.entropies: list[torch.Tensor] = []  # per step (B,)
+        self.topk_values: list[torch.Tensor] = []  # per step (B, K)
+        self.topk_ids: list[torch.Tensor] = []
+        self.chosen_logprobs: list[torch.Tensor] = []  # per step (B,), filled one step late
+        self.last_logprobs: torch.Tensor | None = None  # (B, V)
+        self.summaries: list[list[torch.Tensor]] = []  # per step, per layer (B, G, kv)
+        self.maps: list[list[torch.Tensor]] = []  # per forward, per layer (B, H, q, kv)
+        self.hidden_states: list[torch.Tensor] = []  # per forward (L + 1, B, q, D)
+        self._layer_rows: list[torch.Tensor] = []
+
+    def on_model_output(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        logprobs = output.logits[:, -1].float().log_softmax(-1)  # (B, V)
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if self.last_logprobs is not None:
+            self.chosen_logprobs.append(self.last_logprobs.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.last_logprobs = logprobs
+        self.entropies.append(-(logprobs.exp() * logprobs).nan_to_num().sum(-1))
+        values, ids = logprobs.topk(self.top_k, dim=-1)
+        self.topk_values.append(values)
+        self.topk_ids.append(ids)
+        if self.attention != "none":
+            self.summaries.append(self._layer_rows)
+            self._layer_rows = []
+        if self.hidden and output.hidden_states is not None:
+            self.hidden_states.append(torch.stack([h.detach() for h in output.hidden_states]))
+
+    def on_attention(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: tuple) -> None:
+            weights = output[index]  # (B, H, q, kv)
+            if weights is None:
+                raise RuntimeError("attention weights are empty: the model is not running eager attention")
+            row = weights[:, :, -1].detach().float()  # (B, H, kv): the position that predicts the next token
+            groups = row.split(self.group_sizes, dim=1)
+            self._layer_rows.append(torch.stack([g.mean(1) for g in groups], 1).half())  # (B, G, kv)
+            if self.attention == "full":
+                if len(self._layer_rows) == 1:
+                    self.maps.append([])
+                self.maps[-1].append(weights.detach().float())
+
+        return hook
+
+    def finish(self, last_tokens: torch.Tensor) -> None:
+        """Records the log-prob of the token chosen at the last step (no forward pass follows it)."""
+        self.chosen_logprobs.append(self.last_logprobs.gather(1, last_tokens[:, None]).squeeze(1))
+
+
+@contextlib.contextmanager
+def _eager_attention(model: PreTrainedModel, needed: bool) -> Iterator[None]:
+    """Switches to eager attention (the only kind that returns weights) for the block, then back."""
+    previous = model.config._attn_implementation
+    if not needed or previous == "eager":
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+@contextlib.contextmanager
+def _hooks(recorder: _Recorder, model: PreTrainedModel) -> Iterator[None]:
+    handles = [model.register_forward_hook(recorder.on_model_output, with_kwargs=True)]
+    try:
+        if recorder.attention != "none":
+            for _, module, index in attention_modules(model):
+                handles.append(module.register_forward_hook(recorder.on_attention(index)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The entry point
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, question: str, chat: bool | None) -> str:
+    """The prompt as the model sees it: through the chat template when asked (or, with None, when present)."""
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("the prompt is empty: pass a question or text to continue")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat and not has_template:
+        raise ValueError("chat=True but this tokenizer has no chat template; pass chat=False")
+    if chat or (chat is None and has_template):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+    return question
+
+
+@torch.no_grad()
+def trace_generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: str | list[str],
+    max_new_tokens: int = 128,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    stop_strings: list[str] | None = None,
+    top_k: int = 5,
+    attention: AttentionRecord = "summary",
+    hidden_states: bool = False,
+    step_strategy: str = "auto",
+    chat: bool | None = None,
+) -> ReasoningTrace | list[ReasoningTrace]:
+    """Generates from one prompt or a batch and records every generated token.
+
+    Args:
+        model: any Hugging Face causal LM (SAGE or Llama, Qwen2, GPT-2, Mistral, ...).
+        tokenizer: its tokenizer.
+        prompts: one prompt (returns one trace) or a list (returns a list, generated as one batch).
+        max_new_tokens: bound on generated tokens (cut to what the context leaves, with a warning).
+        do_sample / temperature / top_p / seed: sampling; greedy by default.
+        stop_strings: generation of a sequence stops once its text contains one of these.
+        top_k: alternatives kept per token.
+        attention: "summary" (per layer × head group over the context), "full" (also L×H×N×N maps) or "none".
+        hidden_states: also keep every layer's hidden state at every position.
+        step_strategy: "auto", "lines", "sentences" or "markers" ("Step k:").
+        chat: wrap the prompt in the tokenizer's chat template (None: when the tokenizer has one).
+    """
+    single = isinstance(prompts, str)
+    rendered = [render_prompt(tokenizer, p, chat) for p in ([prompts] if single else prompts)]
+    if not rendered:
+        raise ValueError("prompts is an empty list")
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if attention not in ("none", "summary", "full"):
+        raise ValueError(f"attention must be 'none', 'summary' or 'full', got {attention!r}")
+    inputs, pad_id = _tokenize(tokenizer, rendered, model)
+    max_new_tokens = _fit_to_context(model, inputs["input_ids"].shape[1], max_new_tokens)
+
+    groups = head_groups(model)
+    recorder = _Recorder(min(top_k, model.config.get_text_config().vocab_size), groups, attention, hidden_states)
+    if seed is not None:
+        torch.manual_seed(seed)
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if do_sample else {}
+    with _eager_attention(model, attention != "none"), _hooks(recorder, model):
+        sequences = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            pad_token_id=pad_id,
+            stop_strings=stop_strings,
+            tokenizer=tokenizer if stop_strings else None,
+            **({"output_hidden_states": True} if hidden_states else {}),
+            **sampling,
+        )
+    recorder.finish(sequences[:, -1])
+    traces = [
+        _build_trace(
+            recorder,
+            tokenizer,
+            model,
+            inputs,
+            sequences,
+            b,
+            rendered[b],
+            list(groups),
+            stop_strings,
+            step_strategy,
+        )
+        for b in range(len(rendered))
+    ]
+    return traces[0] if single else traces
+
+
+def _tokenize(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], model: PreTrainedModel
+) -> tuple[dict[str, torch.Tensor], int | None]:
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # decoder-only batches pad on the left so every row ends at "now"
+    try:
+        if tokenizer.pad_token is None and len(prompts) > 1:
+            tokenizer.pad_token = tokenizer.eos_token
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not _templated(tokenizer))
+    finally:
+        tokenizer.padding_side = side
+    if inputs["input_ids"].shape[1] == 0 or (inputs["attention_mask"].sum(1) == 0).any():
+        raise ValueError("a prompt encodes to no tokens")
+    inputs = {k: v.to(model.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+    return inputs, pad_id
+
+
+def _templated(tokenizer: PreTrainedTokenizerBase) -> bool:
+    # A chat template already writes the special tokens it wants.
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _fit_to_context(model: PreTrainedModel, prompt_len: int, max_new_tokens: int) -> int:
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    context = context_length(model)
+    if context is None:
+        return max_new_tokens
+    if prompt_len >= context:
+        raise ValueError(f"the prompt is {prompt_len} tokens but the model's context is {context}: shorten the prompt")
+    if prompt_len + max_new_tokens > context:
+        warnings.warn(
+            f"max_new_tokens={max_new_tokens} does not fit the context ({context}) after a {prompt_len}-token "
+            f"prompt; generating at most {context - prompt_len}",
+            stacklevel=3,
+        )
+        return context - prompt_len
+    return max_new_tokens
+
+
+def _generated_length(
+    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel,
+    new_ids: list[int],
+    stop_strings: list[str] | None,
+) -> tuple[int, str]:
+    """How many of a row's generated tokens are real (the rest is batch padding), and why it ended."""
+    eos = model.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    for i, token in enumerate(new_ids):
+        if token in eos_ids:
+            return i + 1, "eos"
+        if stop_strings and any(s in tokenizer.decode(new_ids[: i + 1]) for s in stop_strings):
+            return i + 1, "stop_string"
+    return len(new_ids), "length"
+
+
+def _build_trace(
+    recorder: _Recorder,
+    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel,
+    inputs: dict[str, torch.Tensor],
+    sequences: torch.Tensor,
+    b: int,
+    prompt: str,
+    group_names: list[str],
+    stop_strings: list[str] | None,
+    step_strategy: str,
+) -> ReasoningTrace:
+    padded_len = inputs["input_ids"].shape[1]
+    pad = int((inputs["attention_mask"][b] == 0).sum())  # left padding of this row
+    prompt_ids = inputs["input_ids"][b, pad:].cpu()
+    new_ids = sequences[b, padded_len:].tolist()
+    length, finish_reason = _generated_length(tokenizer, model, new_ids, stop_strings)
+    token_ids = torch.tensor(new_ids[:length], dtype=torch.long)
+    text_ids = token_ids[:-1] if finish_reason == "eos" else token_ids
+    char_ends = [len(t) for t in tokenizer.batch_decode([new_ids[: i + 1] for i in range(length)])]
+    text = tokenizer.decode(text_ids)
+    topk_ids = torch.stack([ids[b] for ids in recorder.topk_ids[:length]]).cpu()
+
+    trace = ReasoningTrace(
+        prompt=prompt,
+        prompt_ids=prompt_ids,
+        token_ids=token_ids,
+        tokens=tokenizer.batch_decode([[t] for t in token_ids.tolist()]),
+        text=text,
+        token_char_ends=char_ends,
+        logprobs=torch.stack([lp[b] for lp in recorder.chosen_logprobs[:length]]).cpu(),
+        entropies=torch.stack([e[b] for e in recorder.entropies[:length]]).cpu(),
+        topk_ids=topk_ids,
+        topk_logprobs=torch.stack([v[b] for v in recorder.topk_values[:length]]).cpu(),
+        topk_tokens=[tokenizer.batch_decode([[i] for i in row]) for row in topk_ids.tolist()],
+        finish_reason=finish_reason,
+        head_groups=group_names,
+    )
+    if recorder.attention != "none":
+        trace.attention = _attention_summary(recorder.summaries[:length], b, pad)
+    if recorder.attention == "full":
+        trace.attention_maps = _attention_maps(recorder.maps, b, pad, length)
+    if recorder.hidden_states:
+        states = torch.cat([h[:, b] for h in recorder.hidden_states], dim=1)  # (L + 1, N_padded, D)
+        trace.hidden_states = states[:, pad : padded_len + length - 1].cpu()
+    trace.steps = segment_steps(text, char_ends[: len(text_ids)], step_strategy)
+    return trace
+
+
+def _attention_summary(summaries: list[list[torch.Tensor]], b: int, pad: int) -> torch.Tensor:
+    """Per step list of per-layer (B, G, kv) rows -> (T, L, G, P + T), zero beyond each row's context."""
+    steps = len(summaries)
+    full_len = summaries[-1][0].shape[-1]
+    out = torch.zeros(steps, len(summaries[0]), summaries[0][0].shape[1], full_len - pad, dtype=torch.float16)
+    for t, layers in enumerate(summaries):
+        row = torch.stack([layer[b] for layer in layers])  # (L, G, kv)
+        out[t, :, :, : row.shape[-1] - pad] = row[:, :, pad:].cpu()
+    return out
+
+
+def _attention_maps(maps: list[list[torch.Tensor]], b: int, pad: int, length: int) -> torch.Tensor:
+    """Per forward list of per-layer (B, H, q, kv) -> (L, H, N, N), N = P + T - 1, causal rows filled in."""
+    prefill = torch.stack([layer[b] for layer in maps[0]])  # (L, H, P_padded, P_padded)
+    n = prefill.shape[-1] + length - 1 - pad
+    out = torch.zeros(*prefill.shape[:2], n, n)
+    out[:, :, : prefill.shape[-1] - pad, : prefill.shape[-1] - pad] = prefill[:, :, pad:, pad:]
+    for t, layers in enumerate(maps[1:length], start=prefill.shape[-1] - pad):
+        row = torch.stack([layer[b, :, -1] for layer in layers])  # (L, H, kv)
+        out[:, :, t, : row.shape[-1] - pad] = row[:, :, pad:]
+    return out
