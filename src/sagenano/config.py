@@ -28,7 +28,8 @@ class SageConfig(PreTrainedConfig):
         hidden_size: width of the residual stream; must equal `sum(head_groups.values()) * head_dim`.
         num_hidden_layers: depth of the forward reasoning stack.
         num_inverse_layers: depth of the inverse analysis stack (bidirectional over the chain).
-        head_groups: token-head count per named group, e.g. reasoning / memory / meta_cognitive.
+        head_groups: token-head count per named group, e.g. reasoning / memory / meta_cognitive, in the
+            order the heads sit in each layer (saved as `head_group_names` + `head_group_sizes`).
         head_dim: width of one attention head (token and concept heads alike).
         num_concept_heads: heads that attend over learnable concept embeddings (eq. 12).
         num_concepts: how many learnable concept embeddings each layer's concept heads see.
@@ -57,6 +58,8 @@ class SageConfig(PreTrainedConfig):
         num_hidden_layers: int = 4,
         num_inverse_layers: int = 2,
         head_groups: dict[str, int] | None = None,
+        head_group_names: list[str] | None = None,
+        head_group_sizes: list[int] | None = None,
         head_dim: int = 32,
         num_concept_heads: int = 2,
         num_concepts: int = 16,
@@ -82,7 +85,12 @@ class SageConfig(PreTrainedConfig):
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
         self.num_inverse_layers = num_inverse_layers
-        self.head_groups = dict(head_groups or {"reasoning": 2, "memory": 2, "meta_cognitive": 2})
+        if head_groups is None and head_group_names is not None:
+            head_groups = dict(zip(head_group_names, head_group_sizes or [], strict=True))
+        head_groups = dict(head_groups or {"reasoning": 2, "memory": 2, "meta_cognitive": 2})
+        # Stored as two lists: JSON sorts dict keys on save, and the order decides which heads form a group.
+        self.head_group_names = list(head_groups)
+        self.head_group_sizes = [int(n) for n in head_groups.values()]
         self.head_dim = head_dim
         self.num_concept_heads = num_concept_heads
         self.num_concepts = num_concepts
@@ -103,6 +111,11 @@ class SageConfig(PreTrainedConfig):
         self.use_cache = use_cache
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
         self._validate_sizes()
+
+    @property
+    def head_groups(self) -> dict[str, int]:
+        """Token-head count per named group, in the order the heads sit in each attention layer."""
+        return dict(zip(self.head_group_names, self.head_group_sizes, strict=True))
 
     @property
     def num_attention_heads(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
+import math
 import re
 import warnings
 from collections.abc import Callable, Iterator
@@ -62,7 +63,8 @@ class ReasoningTrace:
     topk_tokens: list[list[str]]
     finish_reason: Literal["eos", "stop_string", "length"]
     head_groups: list[str]
-    attention: torch.Tensor | None = None  # (T, L, G, P + T) mean over each head group, float16
+    vocab_size: int
+    attention: torch.Tensor | None = None  # (T, L, G, P + T - 1) mean over each head group, float16
     attention_maps: torch.Tensor | None = None  # (L, H, N, N), N = P + T - 1, on request
     hidden_states: torch.Tensor | None = None  # (L + 1, N, D), N = P + T - 1, on request
     steps: list[StepSpan] = field(default_factory=list)
@@ -71,19 +73,36 @@ class ReasoningTrace:
     def num_tokens(self) -> int:
         return len(self.token_ids)
 
+    @property
+    def normalized_entropies(self) -> torch.Tensor:
+        """(T,) entropy divided by its maximum, log(vocabulary size): 0 = certain, 1 = uniform."""
+        return self.entropies / math.log(self.vocab_size)
+
+    def step_stats(self) -> list[dict[str, float]]:
+        """Per step: mean and lowest token probability, and mean normalised entropy of its tokens."""
+        stats = []
+        for step in self.steps:
+            probs = self.logprobs[step.token_start : step.token_end].exp()
+            entropy = self.normalized_entropies[step.token_start : step.token_end]
+            stats.append(
+                {"mean_prob": float(probs.mean()), "min_prob": float(probs.min()), "entropy": float(entropy.mean())}
+            )
+        return stats
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: text, steps and the per-token records (no attention or hidden states)."""
         return {
             "prompt": self.prompt,
             "text": self.text,
             "finish_reason": self.finish_reason,
-            "steps": [vars(s) for s in self.steps],
+            "steps": [{**vars(s), **stats} for s, stats in zip(self.steps, self.step_stats(), strict=True)],
             "tokens": [
                 {
                     "id": int(tid),
                     "token": tok,
                     "logprob": float(lp),
                     "entropy": float(ent),
+                    "normalized_entropy": float(ent) / math.log(self.vocab_size),
                     "top_k": [
                         {"id": int(i), "token": t, "logprob": float(v)} for i, t, v in zip(ids, toks, vals, strict=True)
                     ],
@@ -235,6 +254,7 @@ class _Recorder:
 
     def __init__(self, top_k: int, groups: dict[str, int], attention: AttentionRecord, hidden: bool):
         self.top_k = top_k
+        self.vocab_size = 0
         self.group_sizes = list(groups.values())
         self.attention = attention
         self.hidden = hidden
@@ -250,6 +270,7 @@ class _Recorder:
 
     def on_model_output(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         logprobs = output.logits[:, -1].float().log_softmax(-1)  # (B, V)
+        self.vocab_size = logprobs.shape[-1]
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if self.last_logprobs is not None:
             self.chosen_logprobs.append(self.last_logprobs.gather(1, input_ids[:, -1:]).squeeze(1))
@@ -502,6 +523,7 @@ def _build_trace(
         topk_tokens=[tokenizer.batch_decode([[i] for i in row]) for row in topk_ids.tolist()],
         finish_reason=finish_reason,
         head_groups=group_names,
+        vocab_size=recorder.vocab_size,
     )
     if recorder.attention != "none":
         trace.attention = _attention_summary(recorder.summaries[:length], b, pad)
@@ -515,7 +537,7 @@ def _build_trace(
 
 
 def _attention_summary(summaries: list[list[torch.Tensor]], b: int, pad: int) -> torch.Tensor:
-    """Per step list of per-layer (B, G, kv) rows -> (T, L, G, P + T), zero beyond each row's context."""
+    """Per step list of per-layer (B, G, kv) rows -> (T, L, G, P + T - 1), zero beyond each row's context."""
     steps = len(summaries)
     full_len = summaries[-1][0].shape[-1]
     out = torch.zeros(steps, len(summaries[0]), summaries[0][0].shape[1], full_len - pad, dtype=torch.float16)

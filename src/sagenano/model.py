@@ -10,6 +10,7 @@ reasoning FFN of gated sub-networks (eq. 13) and LayerNorm adapted to the reason
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -22,11 +23,8 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import logging
 
 from .config import SageConfig
-
-logger = logging.get_logger(__name__)
 
 
 class HookPoint(nn.Identity):
@@ -47,8 +45,11 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.head_dim, self.theta = head_dim, theta
+        self.register_buffer("inv_freq", self.frequencies(), persistent=False)
+
+    def frequencies(self) -> torch.Tensor:
+        return 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float) / self.head_dim))
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         freqs = position_ids[..., None].float() * self.inv_freq  # (B, T, hd/2)
@@ -189,7 +190,8 @@ class MultiscaleAttention(nn.Module):
         attention_mask: torch.Tensor | None,
         cache: Cache | None = None,
         attn_implementation: str = "sdpa",
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        output_group_norms: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         B, T, _ = hidden_states.shape
         hd = self.head_dim
         q = self.q_proj(hidden_states).view(B, T, -1, hd).transpose(1, 2)  # (B, nh + nc, T, hd)
@@ -209,7 +211,7 @@ class MultiscaleAttention(nn.Module):
         if self.num_concept_heads:
             heads.append(self._concept_heads(q_concept))
         heads = torch.cat(heads, dim=2)  # (B, T, nh + nc, hd)
-        group_norms = self.hook_group_norms(self._group_norms(heads))
+        group_norms = self.hook_group_norms(self._group_norms(heads)) if output_group_norms else None
         return self.o_proj(heads.reshape(B, T, -1)), weights, group_norms
 
     def _concept_heads(self, q_concept: torch.Tensor) -> torch.Tensor:
@@ -226,8 +228,9 @@ class MultiscaleAttention(nn.Module):
         This is the attention summary the inverse stack reads; it exists under SDPA and eager alike.
         """
         norms = heads.float().norm(dim=-1)  # (B, T, nh + nc)
-        groups = norms.split([*self.group_sizes, self.num_concept_heads], dim=-1)
-        return torch.stack([g.mean(-1) if g.shape[-1] else norms.new_zeros(norms.shape[:2]) for g in groups], -1)
+        sizes = [*self.group_sizes, self.num_concept_heads]
+        groups = norms.split([n for n in sizes if n], dim=-1)  # empty groups have no heads to summarise
+        return torch.stack([g.mean(-1) for g in groups], -1)
 
 
 def build_attention_mask(
@@ -279,10 +282,11 @@ class SageBlock(GradientCheckpointingLayer):
         step_ids: torch.Tensor | None,
         cache: Cache | None = None,
         attn_implementation: str = "sdpa",
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        output_group_norms: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         x = self.hook_resid_pre(hidden_states)
         attn_out, weights, group_norms = self.attn(
-            self.ln_attn(x, step_ids), rotary, attention_mask, cache, attn_implementation
+            self.ln_attn(x, step_ids), rotary, attention_mask, cache, attn_implementation, output_group_norms
         )
         x = x + self.hook_attn_out(attn_out)
         x = x + self.hook_ffn_out(self.ffn(self.ln_ffn(x, step_ids)))
@@ -298,7 +302,7 @@ class InverseAnalysisStack(nn.Module):
 
     def __init__(self, config: SageConfig) -> None:
         super().__init__()
-        num_groups = len(config.head_groups) + (1 if config.active_concept_heads else 0)
+        num_groups = sum(1 for n in [*config.head_groups.values(), config.active_concept_heads] if n)
         self.summary_proj = nn.Linear(config.num_hidden_layers * num_groups, config.hidden_size)
         self.layers = nn.ModuleList(
             SageBlock(config, i, is_causal=False, reasoning_ffn=False) for i in range(config.num_inverse_layers)
@@ -349,7 +353,8 @@ class SageModelOutput(ModelOutput):
         cache: the KV cache, when `use_cache`.
         hidden_states: embeddings + each layer's output, when `output_hidden_states`.
         attentions: per layer (B, nh, T, past + T) token-head weights, when `output_attentions`.
-        group_norms: (B, T, L, G) each layer's head-group output norms (the attention summary).
+        group_norms: (B, T, L, G) each layer's head-group output norms (the attention summary), when
+            `output_group_norms` (G = the head groups, then the concept heads if any).
         step_ids: (B, T) reasoning-step index of each token.
     """
 
@@ -429,6 +434,8 @@ class SagePreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, MultiscaleAttention) and module.num_concept_heads:
             init.normal_(module.concepts, mean=0.0, std=self.config.initializer_range)
+        if isinstance(module, RotaryEmbedding):  # a buffer, not saved: from_pretrained builds it on meta
+            init.copy_(module.inv_freq, module.frequencies())
         if isinstance(module, AdaptiveLayerNorm) and module.step_proj is not None:
             init.zeros_(module.step_proj.weight)  # start as a plain LayerNorm (eq. 14 with tanh(0) = 0)
             init.zeros_(module.step_proj.bias)
@@ -505,6 +512,7 @@ class SageModel(SagePreTrainedModel):
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_group_norms: bool = False,
         **kwargs,
     ) -> SageModelOutput:
         if (input_ids is None) == (inputs_embeds is None):
@@ -530,7 +538,7 @@ class SageModel(SagePreTrainedModel):
         all_hidden = [x] if output_hidden_states else None
         all_attentions, group_norms = [], []
         for layer in self.layers:
-            x, weights, norms = layer(x, rotary, mask, step_ids, cache=cache, attn_implementation=attn_impl)
+            x, weights, norms = layer(x, rotary, mask, step_ids, cache, attn_impl, output_group_norms)
             group_norms.append(norms)
             if output_attentions:
                 all_attentions.append(weights)
@@ -544,7 +552,7 @@ class SageModel(SagePreTrainedModel):
             cache=cache if use_cache else None,
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
-            group_norms=torch.stack(group_norms, dim=2),  # (B, T, L, G)
+            group_norms=torch.stack(group_norms, dim=2) if output_group_norms else None,  # (B, T, L, G)
             step_ids=step_ids,
         )
 
@@ -566,9 +574,10 @@ class SageModel(SagePreTrainedModel):
     def _attention_implementation(self, output_attentions: bool) -> str:
         impl = self.config._attn_implementation or "sdpa"
         if output_attentions and impl != "eager":
-            logger.warning_once(
+            warnings.warn(
                 f"output_attentions=True needs eager attention; {impl!r} returns no weights, so this call falls "
-                "back to eager. Load with attn_implementation='eager' to silence this warning."
+                "back to eager. Load with attn_implementation='eager' to silence this warning.",
+                stacklevel=3,
             )
             return "eager"
         return impl
@@ -606,6 +615,7 @@ class SageForCausalLM(SagePreTrainedModel, GenerationMixin):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         run_inverse: bool = False,
+        output_group_norms: bool = False,
         logits_to_keep: int = 0,
         **kwargs,
     ) -> SageCausalLMOutput:
@@ -624,6 +634,7 @@ class SageForCausalLM(SagePreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            output_group_norms=output_group_norms or run_inverse,
         )
         hidden = out.last_hidden_state
         kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden

@@ -1,0 +1,192 @@
+"""The `sage-nano` command: explain a reasoning chain, build models and tokenizers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+app = typer.Typer(
+    help="SAGE-nano: inverse reasoning for language models. Generate a reasoning chain and show, "
+    "token by token and step by step, what the model measured while choosing it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+tokenizer_app = typer.Typer(help="Train and inspect byte-level BPE tokenizers.", no_args_is_help=True)
+model_app = typer.Typer(help="Build SAGE models from the named presets and inspect their sizes.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+app.add_typer(model_app, name="model")
+console = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def explain(
+    question: Annotated[str, typer.Argument(help="The question or problem to reason about.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="A local Hugging Face checkpoint folder, a hub id, or preset:NAME (an untrained SAGE preset). "
+            "Default: the model that ships with the package."
+        ),
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 128,
+    steps: Annotated[str, typer.Option(help="How to cut the chain into steps: auto, lines, sentences, markers.")] = "auto",
+    top_k: Annotated[int, typer.Option(help="Alternatives to show per token.")] = 5,
+    uncertain: Annotated[int, typer.Option(help="How many of the most uncertain tokens to list.")] = 5,
+    sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (with --sample).")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed for sampling.")] = None,
+    chat: Annotated[
+        bool | None, typer.Option(help="Use the tokenizer's chat template (default: when it has one).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the full trace as JSON to this file ('-' = stdout).")
+    ] = None,
+) -> None:
+    """Answer QUESTION with a reasoning chain and report what was measured along it."""
+    from .generation import trace_generate
+    from .loading import load_model
+
+    try:
+        loaded = load_model(model)
+        trace = trace_generate(
+            loaded.model, loaded.tokenizer, question, max_new_tokens=max_new_tokens, top_k=top_k,
+            step_strategy=steps, do_sample=sample, temperature=temperature, seed=seed, chat=chat,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    report = {"model": loaded.source, "trained": loaded.trained, **trace.to_dict()}
+    if json_out is not None and str(json_out) == "-":
+        print(json.dumps(report, indent=2))
+        return
+    _print_trace(loaded, question, trace, uncertain)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2))
+        console.print(f"full trace written to {json_out}")
+
+
+def _print_trace(loaded, question: str, trace, uncertain: int) -> None:
+    console.print(f"[bold]model:[/] {loaded.source}")
+    if not loaded.trained:
+        console.print(
+            Panel(
+                "This model is [bold]untrained[/]: randomly initialised weights, so its text is noise. "
+                "Every number below is still measured on it. Pass --model with a trained checkpoint "
+                "(any Hugging Face causal LM folder) for a meaningful chain.",
+                title="untrained model",
+                border_style="yellow",
+            )
+        )
+    console.print(f"[bold]question:[/] {question}")
+    console.print(Panel(trace.text or "(nothing generated)", title=f"reasoning chain ({trace.finish_reason})"))
+    _print_steps(trace)
+    _print_uncertain_tokens(trace, uncertain)
+    console.print(
+        "[dim]Shown: measured token probabilities, entropies and top-k alternatives. Decision points with "
+        "rolled-out alternatives, dependencies and their verification are not part of this version yet.[/]"
+    )
+
+
+def _print_steps(trace) -> None:
+    table = Table(title="steps", show_lines=False)
+    for column in ("#", "step", "tokens", "mean p", "min p", "entropy"):
+        table.add_column(column, justify="right" if column not in ("step",) else "left")
+    for step, stats in zip(trace.steps, trace.step_stats(), strict=True):
+        text = step.text if len(step.text) <= 70 else step.text[:67] + "..."
+        table.add_row(
+            str(step.index + 1), text, str(step.token_end - step.token_start),
+            f"{stats['mean_prob']:.3f}", f"{stats['min_prob']:.3f}", f"{stats['entropy']:.2f}",
+        )  # fmt: skip
+    console.print(table)
+
+
+def _print_uncertain_tokens(trace, count: int) -> None:
+    if count <= 0 or trace.num_tokens == 0:
+        return
+    order = trace.normalized_entropies.argsort(descending=True)[:count].tolist()
+    table = Table(title=f"{len(order)} most uncertain tokens (normalised entropy: 0 certain, 1 uniform)")
+    for column in ("pos", "chosen", "p", "entropy", "alternatives (p)"):
+        table.add_column(column)
+    for t in sorted(order):
+        alternatives = ", ".join(
+            f"{tok!r} {lp.exp():.3f}"
+            for tok, lp in zip(trace.topk_tokens[t], trace.topk_logprobs[t], strict=True)
+            if tok != trace.tokens[t]
+        )
+        table.add_row(
+            str(t), repr(trace.tokens[t]), f"{trace.logprobs[t].exp():.3f}",
+            f"{trace.normalized_entropies[t]:.2f}", alternatives,
+        )  # fmt: skip
+    console.print(table)
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    files: Annotated[list[Path], typer.Argument(help="UTF-8 text files to learn the vocabulary from.")],
+    out: Annotated[Path, typer.Option(help="Folder to write tokenizer.json into.")] = Path("tokenizer"),
+    vocab_size: Annotated[int, typer.Option(help="Vocabulary size, special tokens included.")] = 4096,
+    min_frequency: Annotated[int, typer.Option(help="Least count for a merge to be learned.")] = 2,
+) -> None:
+    """Train a byte-level BPE tokenizer (digits split one by one, SAGE's special tokens) on FILES."""
+    from .tokenizer import save_tokenizer, train_tokenizer
+
+    try:
+        tokenizer = train_tokenizer(files, vocab_size=vocab_size, min_frequency=min_frequency)
+    except ValueError as error:
+        _fail(str(error))
+    save_tokenizer(tokenizer, out)
+    console.print(f"tokenizer with {len(tokenizer)} tokens written to {out}/tokenizer.json")
+
+
+@model_app.command("init")
+def model_init(
+    out: Annotated[Path, typer.Option(help="Folder to save the model and tokenizer into.")],
+    preset: Annotated[str, typer.Option(help="pico, micro, small, nano or medium.")] = "pico",
+    seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
+) -> None:
+    """Save a freshly initialised (untrained) SAGE model of PRESET with the shipped tokenizer."""
+    from .config import PRESETS
+    from .loading import fresh_sage_model
+
+    if preset not in PRESETS:
+        _fail(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    loaded = fresh_sage_model(preset, seed=seed)
+    loaded.model.save_pretrained(out)
+    loaded.tokenizer.save_pretrained(out)
+    console.print(f"untrained SAGE {preset} saved to {out} ({loaded.model.num_parameters():,} parameters)")
+
+
+@model_app.command("info")
+def model_info(preset: Annotated[str, typer.Argument(help="pico, micro, small, nano or medium.")] = "pico") -> None:
+    """Count a preset's parameters per component, on the meta device (no memory is allocated)."""
+    from .config import PRESETS
+    from .model_info import parameter_breakdown
+
+    if preset not in PRESETS:
+        _fail(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    table = Table(title=f"SAGE {preset}")
+    table.add_column("component")
+    table.add_column("parameters", justify="right")
+    for name, count in parameter_breakdown(preset).items():
+        table.add_row(name, f"{count:,}")
+    console.print(table)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

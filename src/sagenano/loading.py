@@ -1,0 +1,102 @@
+"""Loading a (model, tokenizer) pair: a SAGE preset, a local checkpoint folder, or a hub id."""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from . import model as _register_sage  # noqa: F401  (registers sage_nano with the Auto classes)
+from .config import PRESETS, SageConfig
+from .model import SageForCausalLM
+from .tokenizer import load_tokenizer, step_token_id
+
+SHIPPED_MODEL_DIR = "assets/model"
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer, and where they came from (shown to the user)."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: str
+    trained: bool
+
+
+def shipped_model_dir() -> Path:
+    return Path(str(importlib.resources.files("sagenano"))) / SHIPPED_MODEL_DIR
+
+
+def fresh_sage_model(preset: str = "pico", seed: int = 0) -> LoadedModel:
+    """A randomly initialised SAGE model of a preset, with the shipped tokenizer. Untrained."""
+    tokenizer = load_tokenizer()
+    config = SageConfig.from_name(
+        preset,
+        vocab_size=len(tokenizer),
+        step_separator_token_ids=[step_token_id(tokenizer)],
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = SageForCausalLM(config).eval()
+    return LoadedModel(model, tokenizer, f"SAGE {preset}, freshly initialised (seed {seed})", trained=False)
+
+
+def load_model(
+    name_or_path: str | None = None,
+    dtype: torch.dtype | str = "auto",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Loads the model to explain.
+
+    Args:
+        name_or_path: None for the model that ships with the package (a fresh `pico` until one is
+            trained), a SAGE preset name prefixed with `preset:` (e.g. `preset:pico`, untrained), a
+            local folder holding a Hugging Face checkpoint (config.json, *.safetensors, tokenizer),
+            or a hub id (needs network access or a filled cache).
+        dtype: torch dtype of the weights ("auto": as stored).
+        attn_implementation: "eager", "sdpa", ... (None: the library's default).
+        trust_remote_code: allow custom modelling code from the checkpoint; off unless you ask.
+    """
+    if name_or_path is None:
+        if (shipped_model_dir() / "config.json").is_file():
+            return _from_pretrained(str(shipped_model_dir()), dtype, attn_implementation, False, trained=True)
+        return fresh_sage_model("pico")
+    if name_or_path.startswith("preset:"):
+        preset = name_or_path.removeprefix("preset:")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown SAGE preset {preset!r}; choose one of {sorted(PRESETS)}")
+        return fresh_sage_model(preset)
+    path = Path(name_or_path).expanduser()
+    looks_local = path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_local and not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no model at {name_or_path!r}: expected a folder with config.json and *.safetensors "
+            "(as written by model.save_pretrained)"
+        )
+    return _from_pretrained(name_or_path, dtype, attn_implementation, trust_remote_code, trained=True)
+
+
+def _from_pretrained(
+    name: str, dtype: torch.dtype | str, attn_implementation: str | None, trust_remote_code: bool, trained: bool
+) -> LoadedModel:
+    kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except SafetensorError as error:
+        raise ValueError(f"the weights in {name!r} are corrupt or truncated ({error}); save them again") from error
+    except OSError as error:
+        raise FileNotFoundError(
+            f"cannot load {name!r}: {error}. Pass a local folder written by save_pretrained, or a hub id "
+            "reachable from this machine"
+        ) from error
+    return LoadedModel(model.eval(), tokenizer, name, trained=trained)

@@ -1,0 +1,75 @@
+"""Shared fixtures: the shipped tokenizer and tiny models built from configs (never from a hub)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from sagenano.config import SageConfig
+from sagenano.model import SageForCausalLM
+from sagenano.tokenizer import load_tokenizer, step_token_id
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return load_tokenizer()
+
+
+def tiny_sage_config(tokenizer, **overrides) -> SageConfig:
+    """SAGE pico, shrunk further so tests run in milliseconds; every component stays on."""
+    sizes = dict(
+        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_inverse_layers=2, head_dim=16,
+        head_groups={"reasoning": 2, "memory": 1, "meta_cognitive": 1}, num_concept_heads=2, num_concepts=8,
+        expert_intermediate_size=32, intermediate_size=128, max_position_embeddings=256,
+        step_separator_token_ids=[step_token_id(tokenizer)], eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return SageConfig(**{**sizes, **overrides})
+
+
+def make_sage(tokenizer, seed: int = 0, **overrides) -> SageForCausalLM:
+    torch.manual_seed(seed)
+    return SageForCausalLM(tiny_sage_config(tokenizer, **overrides)).eval()
+
+
+@pytest.fixture
+def sage(tokenizer) -> SageForCausalLM:
+    return make_sage(tokenizer)
+
+
+def make_hf_model(family: str, vocab_size: int, seed: int = 0):
+    """A tiny, randomly initialised model of a transformers family, built from its config."""
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab_size, max_position_embeddings=256, bos_token_id=None, eos_token_id=0)
+    llama_like = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, **common)  # fmt: skip
+    if family == "gpt2":
+        config = GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=256,
+                            bos_token_id=0, eos_token_id=0)  # fmt: skip
+        return GPT2LMHeadModel(config).eval()
+    if family == "llama":
+        return LlamaForCausalLM(LlamaConfig(**llama_like)).eval()
+    if family == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**llama_like)).eval()
+    if family == "mistral":
+        return MistralForCausalLM(MistralConfig(**llama_like)).eval()
+    raise ValueError(family)
+
+
+def encode(tokenizer, text: str) -> torch.Tensor:
+    return tokenizer(text, return_tensors="pt").input_ids
