@@ -210,6 +210,7 @@ def test_hook_points_cache_and_cleanup(sage, tokenizer):
     names = sage.hook_points()
     assert "model.layers.0.attn.hook_pattern" in names and "model.layers.1.hook_resid_post" in names
     out, cache = sage.run_with_cache(ids, output_attentions=True, names_filter=lambda n: "layers.1" in n)
+    torch.testing.assert_close(out.logits, sage(ids).logits, atol=1e-5, rtol=0)
     T = ids.shape[1]
     assert cache["model.layers.1.attn.hook_pattern"].shape == (1, sage.config.num_attention_heads, T, T)
     assert cache["model.layers.1.hook_resid_post"].shape == (1, T, sage.config.hidden_size)
