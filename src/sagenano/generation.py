@@ -124,7 +124,7 @@ class ReasoningTrace:
 # ---------------------------------------------------------------------------------------------------
 # Step segmentation
 
-_STEP_MARKER = re.compile(r"(?im)^\s*step\s*\d+\s*[:.)]")
+_STEP_MARKER = re.compile(r"(?i)\bstep\s*\d+\s*[:.)]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -147,7 +147,7 @@ def _spans_sentences(text: str) -> list[tuple[int, int]]:
 
 
 def _spans_markers(text: str) -> list[tuple[int, int]]:
-    starts = [m.start() + len(m.group()) - len(m.group().lstrip()) for m in _STEP_MARKER.finditer(text)]
+    starts = [m.start() for m in _STEP_MARKER.finditer(text)]
     if not starts:
         return [(0, len(text))] if text.strip() else []
     bounds = [*starts, len(text)]
@@ -397,7 +397,7 @@ def trace_generate(
     recorder = _Recorder(min(top_k, model.config.get_text_config().vocab_size), groups, attention, hidden_states)
     if seed is not None:
         torch.manual_seed(seed)
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if do_sample else {}
+    sampling = dict(temperature=temperature, top_p=top_p, top_k=0) if do_sample else {}
     with _eager_attention(model, attention != "none"), _hooks(recorder, model):
         sequences = model.generate(
             **inputs,
