@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: it reads this once; tests never go online
+
 import pytest
 import torch
 from transformers import (
@@ -21,7 +23,6 @@ from sagenano.config import SageConfig
 from sagenano.model import SageForCausalLM
 from sagenano.tokenizer import load_tokenizer, step_token_id
 
-os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
 
 

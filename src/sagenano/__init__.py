@@ -1,1 +1,19 @@
 """SAGE-nano: inverse reasoning for language models."""
+
+from .config import PRESETS, SageConfig
+from .generation import ReasoningTrace, StepSpan, trace_generate
+from .loading import LoadedModel, load_model
+from .model import SageForCausalLM, SageModel
+
+__all__ = [
+    "PRESETS",
+    "LoadedModel",
+    "ReasoningTrace",
+    "SageConfig",
+    "SageForCausalLM",
+    "SageModel",
+    "StepSpan",
+    "load_model",
+    "trace_generate",
+]
+__version__ = "0.1.0"
