@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from sagenano.config import SageConfig
 from sagenano.loading import fresh_sage_model
 from sagenano.tokenizer import load_tokenizer
 
@@ -73,7 +74,7 @@ def generation_param_count(model: nn.Module) -> int:
     return param_count(model) - sum(param_count(m) for m in unused if m is not None)
 
 
-def llama_config(sage_config: object, intermediate_size: int) -> LlamaConfig:
+def llama_config(sage_config: SageConfig, intermediate_size: int) -> LlamaConfig:
     """A Llama of SAGE's width, depth, heads, vocabulary, context and tied embeddings."""
     c = sage_config
     return LlamaConfig(
@@ -110,11 +111,14 @@ def build_models(
     names: Sequence[str], device: str, match: str = "generation"
 ) -> tuple[dict[str, PreTrainedModel], PreTrainedTokenizerBase]:
     """SAGE `pico` (fresh, seed 0) and/or the matching Llama (seed 0), eval mode, eos off, on `device`."""
-    sage = fresh_sage_model("pico").model
     models: dict[str, PreTrainedModel] = {}
     if "sage" in names:
-        models["sage"] = sage
+        models["sage"] = fresh_sage_model("pico").model
     if "llama" in names:
+        sage = models.get("sage")
+        if sage is None:  # only its sizes are needed: build it without memory
+            with torch.device("meta"):
+                sage = fresh_sage_model("pico").model
         torch.manual_seed(0)
         config = llama_config(sage.config, matching_intermediate_size(sage, match))
         models["llama"] = LlamaForCausalLM(config).eval()
@@ -195,5 +199,5 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     line = "  ".join("-" * w for w in widths)
     print(line)
     for row in [headers, None, *rows]:
-        print(line if row is None else "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+        print(line if row is None else "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     print(line)

@@ -7,8 +7,10 @@ of what is measured. End-of-sequence is disabled so both generate exactly --new-
 
 Models: SAGE `pico` (fresh) and a `LlamaForCausalLM` of the same width, depth, heads and vocabulary.
 Time: one warm-up each, then plain, traced, plain, traced, ... (--repeats rounds); medians and their ratio.
-Memory: each variant in its own fresh process (this script with --child), measured after loading the
-model and a short warm-up generation, and again after the measured generation.
+Memory: each variant in its own fresh process (this script with --child): peak RSS of the whole process,
+and the peak during the measured generation minus the RSS just before it (after loading and a short
+warm-up). Read from /proc/self/status (Linux), not ru_maxrss, which a child inherits from its parent.
+With --device cuda: torch.cuda.max_memory_allocated instead.
 
 Run:  .venv/bin/python bench/trace_overhead.py [--repeats 5] [--threads 1] [--device cpu] [--models sage,llama]
 Goal: traced / plain <= 1.10 for time and for memory.
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -66,28 +67,50 @@ def runner(
 # Memory: one fresh process per (model, variant)
 
 
-def max_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+def proc_status_bytes(key: str) -> int | None:
+    """A VmHWM / VmRSS line of /proc/self/status in bytes (None off Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            fields = dict(line.split(":", 1) for line in status)
+    except OSError:
+        return None
+    return int(fields[key].split()[0]) * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Resets this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def child(args: argparse.Namespace) -> None:
-    """Loads one model, warms up, then prints {before, peak, tokens} of one generation as JSON."""
+    """Loads one model, warms up, generates once and prints its memory (bytes) as JSON.
+
+    CPU: ru_maxrss is not used because a child started by a large process inherits that process's peak
+    in it (Linux keeps the larger of the two across exec); /proc/self/status VmHWM is this process's own.
+    """
     models, tokenizer = build_models([args.model], args.device, args.llama_match)
     model = models[args.model]
     runner(args.child, model, tokenizer, WARMUP_TOKENS, args.device)()
     run = runner(args.child, model, tokenizer, args.new_tokens, args.device)
     if args.device == "cuda":
         torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
+        before = load_peak = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         tokens = len(run())
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
     else:
-        before = max_rss_bytes()
+        load_peak, before = proc_status_bytes("VmHWM"), proc_status_bytes("VmRSS")
+        if load_peak is None or before is None or not reset_peak_rss():
+            raise SystemExit("peak RSS needs Linux's /proc/self/status and /proc/self/clear_refs")
         tokens = len(run())
-        peak = max_rss_bytes()
-    print(json.dumps({"before": before, "peak": peak, "tokens": tokens}))
+        peak = proc_status_bytes("VmHWM")
+    print(json.dumps({"load_peak": load_peak, "before": before, "peak": peak, "tokens": tokens}))
 
 
 def measure_memory(args: argparse.Namespace, model: str, variant: str) -> dict[str, int]:
@@ -129,16 +152,20 @@ def main() -> None:
         same = "identical" if outputs["plain"] == outputs["traced"] else "DIFFERENT (eager vs sdpa numerics?)"
         counts = ", ".join(f"{v} {len(ids)}" for v, ids in outputs.items())
         print(f"\n{name}: generated tokens: {counts}; token ids {same}")
+        if any(len(ids) != args.new_tokens for ids in outputs.values()):
+            print(f"  WARNING: not {args.new_tokens} tokens each, so the times compare different work")
         times = interleaved_times(fns, args.repeats, args.device)
         for v in VARIANTS:
             print(f"  {v:<6} times (s): " + " ".join(f"{t:.3f}" for t in times[v]))
         t_plain, t_traced = median(times["plain"]), median(times["traced"])
         mem = {v: measure_memory(args, name, v) for v in VARIANTS}
-        for v in VARIANTS:
-            m = mem[v]
-            print(f"  {v:<6} {memory_unit}: before {m['before'] / MIB:.1f} MiB, peak {m['peak'] / MIB:.1f} MiB")
-        peak = {v: mem[v]["peak"] for v in VARIANTS}
-        grow = {v: mem[v]["peak"] - mem[v]["before"] for v in VARIANTS}
+        for v, m in mem.items():
+            print(
+                f"  {v:<6} {memory_unit} (MiB): peak loading {m['load_peak'] / MIB:.1f}, just before "
+                f"generating {m['before'] / MIB:.1f}, peak generating {m['peak'] / MIB:.1f} ({m['tokens']} tokens)"
+            )
+        peak = {v: max(m["load_peak"], m["peak"]) for v, m in mem.items()}
+        grow = {v: m["peak"] - m["before"] for v, m in mem.items()}
         measures = (
             ("time, median (s)", t_plain, t_traced, 1),
             (f"peak {memory_unit}, whole process (MiB)", peak["plain"], peak["traced"], MIB),
@@ -152,14 +179,14 @@ def main() -> None:
     print()
     print_table(["model", "measure", "plain", "traced", "traced/plain", "goal", "result"], rows)
     if args.device == "cuda":
-        print("peak CUDA allocated: torch.cuda.max_memory_allocated during the measured generation (weights included);")
-        print("growth: that peak minus what was allocated just before it (what generating itself needs).")
+        print("peak, whole process: torch.cuda.max_memory_allocated over the measured generation (weights included).")
+        print("growth in generation: that peak minus what was allocated just before it: what generating needs.")
     else:
-        print("peak RSS, whole process: ru_maxrss of a fresh process after model load, a short warm-up and the")
-        print("  measured generation; includes Python, torch and the weights, so it shows what a user's process needs.")
-        print("peak RSS growth in generation: ru_maxrss after minus before the measured generation: how far the")
-        print("  generation pushed the process's peak beyond load + warm-up. Small absolute values (allocator reuse,")
-        print("  page granularity) make this ratio noisy; read it with the MiB numbers.")
+        print("peak RSS, whole process: VmHWM of a fresh process over loading, a short warm-up and the measured")
+        print("  generation (Python, torch and the weights included): the memory a user's process needs.")
+        print("peak RSS growth in generation: peak RSS during the measured generation (VmHWM reset just before it)")
+        print("  minus RSS just before it: the memory generating itself needs on top of the loaded model. Small")
+        print("  absolute values (allocator reuse, page granularity) make this ratio noisy; read it with the MiB.")
     print(f"total run time {time.perf_counter() - started:.1f} s")
 
 

@@ -255,7 +255,9 @@ class _Recorder:
     def __init__(self, top_k: int, groups: dict[str, int], attention: AttentionRecord, hidden: bool):
         self.top_k = top_k
         self.vocab_size = 0
-        self.group_sizes = list(groups.values())
+        # (G, H) averaging matrix: one matmul turns a layer's per-head rows into per-group means.
+        sizes = torch.tensor(list(groups.values()))
+        self.group_means = torch.repeat_interleave(torch.eye(len(sizes)) / sizes[:, None], sizes, dim=1)
         self.attention = attention
         self.hidden = hidden
         self.entropies: list[torch.Tensor] = []  # per step (B,)
@@ -263,7 +265,7 @@ class _Recorder:
         self.topk_ids: list[torch.Tensor] = []
         self.chosen_logprobs: list[torch.Tensor] = []  # per step (B,), filled one step late
         self.last_logprobs: torch.Tensor | None = None  # (B, V)
-        self.summaries: list[list[torch.Tensor]] = []  # per step, per layer (B, G, kv)
+        self.summaries: list[list[torch.Tensor]] = []  # per step, per layer (B, G, kv) float32
         self.maps: list[list[torch.Tensor]] = []  # per forward, per layer (B, H, q, kv)
         self.hidden_states: list[torch.Tensor] = []  # per forward (L + 1, B, q, D)
         self._layer_rows: list[torch.Tensor] = []
@@ -275,7 +277,7 @@ class _Recorder:
         if self.last_logprobs is not None:
             self.chosen_logprobs.append(self.last_logprobs.gather(1, input_ids[:, -1:]).squeeze(1))
         self.last_logprobs = logprobs
-        self.entropies.append(-(logprobs.exp() * logprobs).nan_to_num().sum(-1))
+        self.entropies.append(torch.special.entr(logprobs.exp()).sum(-1))  # entr(p) = -p·log p, 0 at p = 0
         values, ids = logprobs.topk(self.top_k, dim=-1)
         self.topk_values.append(values)
         self.topk_ids.append(ids)
@@ -290,9 +292,10 @@ class _Recorder:
             weights = output[index]  # (B, H, q, kv)
             if weights is None:
                 raise RuntimeError("attention weights are empty: the model is not running eager attention")
-            row = weights[:, :, -1].detach().float()  # (B, H, kv): the position that predicts the next token
-            groups = row.split(self.group_sizes, dim=1)
-            self._layer_rows.append(torch.stack([g.mean(1) for g in groups], 1).half())  # (B, G, kv)
+            row = weights[:, :, -1].detach()  # (B, H, kv): the position that predicts the next token
+            if self.group_means.device != row.device or self.group_means.dtype != row.dtype:
+                self.group_means = self.group_means.to(row.device, row.dtype)
+            self._layer_rows.append(torch.matmul(self.group_means, row))  # (B, G, kv)
             if self.attention == "full":
                 if len(self._layer_rows) == 1:
                     self.maps.append([])
@@ -513,14 +516,14 @@ def _build_trace(
         prompt=prompt,
         prompt_ids=prompt_ids,
         token_ids=token_ids,
-        tokens=tokenizer.batch_decode([[t] for t in token_ids.tolist()]),
+        tokens=_decode_each(tokenizer, token_ids),
         text=text,
         token_char_ends=char_ends,
         logprobs=torch.stack([lp[b] for lp in recorder.chosen_logprobs[:length]]).cpu(),
         entropies=torch.stack([e[b] for e in recorder.entropies[:length]]).cpu(),
         topk_ids=topk_ids,
         topk_logprobs=torch.stack([v[b] for v in recorder.topk_values[:length]]).cpu(),
-        topk_tokens=[tokenizer.batch_decode([[i] for i in row]) for row in topk_ids.tolist()],
+        topk_tokens=_decode_each(tokenizer, topk_ids),
         finish_reason=finish_reason,
         head_groups=group_names,
         vocab_size=recorder.vocab_size,
@@ -534,6 +537,15 @@ def _build_trace(
         trace.hidden_states = states[:, pad : padded_len + length - 1].cpu()
     trace.steps = segment_steps(text, char_ends[: len(text_ids)], step_strategy)
     return trace
+
+
+def _decode_each(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor) -> list:
+    """Every id decoded on its own, in one call; the result has the shape of `ids` as nested lists."""
+    flat = tokenizer.batch_decode([[i] for i in ids.flatten().tolist()])
+    if ids.dim() == 1:
+        return flat
+    width = ids.shape[-1]
+    return [flat[i : i + width] for i in range(0, len(flat), width)]
 
 
 def _attention_summary(summaries: list[list[torch.Tensor]], b: int, pad: int) -> torch.Tensor:

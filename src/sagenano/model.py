@@ -35,6 +35,12 @@ class HookPoint(nn.Identity):
 
     name: str = ""
 
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # Without hooks there is nothing to run: skip nn.Module's call machinery on the hot path.
+        if not (self._forward_hooks or self._forward_pre_hooks):
+            return x
+        return super().__call__(x)
+
 
 # ---------------------------------------------------------------------------------------------------
 # Building blocks
@@ -79,12 +85,13 @@ class AdaptiveLayerNorm(nn.Module):
         self.alpha = alpha
         self.step_proj = nn.Linear(1, hidden_size) if adaptive else None
 
-    def forward(self, x: torch.Tensor, step_ids: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step_pos: torch.Tensor | None) -> torch.Tensor:
+        """`step_pos` is the (B, T, 1) step index as a float tensor."""
         x = self.norm(x)
-        if self.step_proj is None or step_ids is None:
+        if self.step_proj is None or step_pos is None:
             return x
-        pos = step_ids[..., None].to(x.dtype)  # (B, T, 1)
-        return x * (1 + self.alpha * torch.tanh(self.step_proj(pos)))
+        modulation = torch.tanh(torch.addcmul(self.step_proj.bias, step_pos, self.step_proj.weight[:, 0]))
+        return torch.addcmul(x, x, modulation, value=self.alpha)  # x·(1 + α·tanh(W·pos + b))
 
 
 class SwiGLU(nn.Module):
@@ -179,6 +186,7 @@ class MultiscaleAttention(nn.Module):
         if self.num_concept_heads:
             self.concepts = nn.Parameter(torch.empty(config.num_concepts, d))
             self.concept_kv = nn.Linear(d, 2 * self.num_concept_heads * hd, bias=False)
+        self._concept_kv_cache: torch.Tensor | None = None  # set only inside SageForCausalLM.generate
         self.hook_pattern = HookPoint()  # (B, nh, q, kv) token-head weights; eager path only
         self.hook_concept_pattern = HookPoint()  # (B, nc, q, num_concepts)
         self.hook_group_norms = HookPoint()  # (B, q, G) mean output norm of each head group
@@ -214,10 +222,16 @@ class MultiscaleAttention(nn.Module):
         group_norms = self.hook_group_norms(self._group_norms(heads)) if output_group_norms else None
         return self.o_proj(heads.reshape(B, T, -1)), weights, group_norms
 
+    def _concept_keys_values(self) -> torch.Tensor:
+        """(2, nc, M, hd) keys and values of the concepts; reused within one `generate` call."""
+        if self._concept_kv_cache is not None:
+            return self._concept_kv_cache
+        nc, hd = self.num_concept_heads, self.head_dim
+        return self.concept_kv(self.concepts).view(-1, 2, nc, hd).permute(1, 2, 0, 3)
+
     def _concept_heads(self, q_concept: torch.Tensor) -> torch.Tensor:
         """(B, nc, T, hd) queries over the learnable concepts -> (B, T, nc, hd)."""
-        nc, hd = self.num_concept_heads, self.head_dim
-        k, v = self.concept_kv(self.concepts).view(-1, 2, nc, hd).permute(1, 2, 0, 3)  # each (nc, M, hd)
+        k, v = self._concept_keys_values()  # each (nc, M, hd)
         weights = (torch.matmul(q_concept, k.transpose(1, 2)) * self.scaling).softmax(dim=-1)  # (B, nc, T, M)
         weights = self.hook_concept_pattern(weights)
         return torch.matmul(weights, v).transpose(1, 2)
@@ -242,8 +256,8 @@ def build_attention_mask(
     itself, so rows of left-padding are never empty (their outputs are ignored anyway).
     """
     has_padding = padding_mask is not None and not bool(padding_mask.all())
-    if not has_padding and not materialize and (q_len == 1 or not causal or q_len == kv_len):
-        return None
+    if not has_padding and (q_len == 1 or not causal or (not materialize and q_len == kv_len)):
+        return None  # nothing is hidden from any query (one new token, or bidirectional without padding)
     device = padding_mask.device if padding_mask is not None else None
     q_pos = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]  # (q, 1) absolute positions
     k_pos = torch.arange(kv_len, device=device)[None, :]  # (1, kv)
@@ -279,17 +293,17 @@ class SageBlock(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         rotary: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None,
-        step_ids: torch.Tensor | None,
+        step_pos: torch.Tensor | None,
         cache: Cache | None = None,
         attn_implementation: str = "sdpa",
         output_group_norms: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         x = self.hook_resid_pre(hidden_states)
         attn_out, weights, group_norms = self.attn(
-            self.ln_attn(x, step_ids), rotary, attention_mask, cache, attn_implementation, output_group_norms
+            self.ln_attn(x, step_pos), rotary, attention_mask, cache, attn_implementation, output_group_norms
         )
         x = x + self.hook_attn_out(attn_out)
-        x = x + self.hook_ffn_out(self.ffn(self.ln_ffn(x, step_ids)))
+        x = x + self.hook_ffn_out(self.ffn(self.ln_ffn(x, step_pos)))
         return self.hook_resid_post(x), weights, group_norms
 
 
@@ -316,7 +330,7 @@ class InverseAnalysisStack(nn.Module):
         group_norms: torch.Tensor,
         rotary: tuple[torch.Tensor, torch.Tensor],
         padding_mask: torch.Tensor | None,
-        step_ids: torch.Tensor | None,
+        step_pos: torch.Tensor | None,
         attn_implementation: str,
     ) -> torch.Tensor:
         _B, T, _ = hidden_states.shape
@@ -324,7 +338,7 @@ class InverseAnalysisStack(nn.Module):
         x = self.hook_input(hidden_states + self.summary_proj(summary))
         mask = build_attention_mask(padding_mask, T, T, causal=False, materialize=attn_implementation == "eager")
         for layer in self.layers:
-            x, _, _ = layer(x, rotary, mask, step_ids, None, attn_implementation)
+            x, _, _ = layer(x, rotary, mask, step_pos, None, attn_implementation)
         return self.norm(x)
 
 
@@ -534,11 +548,12 @@ class SageModel(SagePreTrainedModel):
         attn_impl = self._attention_implementation(bool(output_attentions))
         mask = build_attention_mask(attention_mask, T, past + T, causal=True, materialize=attn_impl == "eager")
         rotary = self.rotary(position_ids, x.dtype)
+        step_pos = step_ids[..., None].to(x.dtype) if step_ids is not None else None  # (B, T, 1)
 
         all_hidden = [x] if output_hidden_states else None
         all_attentions, group_norms = [], []
         for layer in self.layers:
-            x, weights, norms = layer(x, rotary, mask, step_ids, cache, attn_impl, output_group_norms)
+            x, weights, norms = layer(x, rotary, mask, step_pos, cache, attn_impl, output_group_norms)
             group_norms.append(norms)
             if output_attentions:
                 all_attentions.append(weights)
@@ -664,12 +679,26 @@ class SageForCausalLM(SagePreTrainedModel, GenerationMixin):
             positions = torch.arange(T, device=hidden.device)[None].expand(B, -1)
             rotary = self.model.rotary(positions, hidden.dtype)
             impl = self.model._attention_implementation(False)
-            hidden = self.inverse(hidden, out.group_norms, rotary, attention_mask, out.step_ids, impl)
+            step_pos = out.step_ids[..., None].to(hidden.dtype) if out.step_ids is not None else None
+            hidden = self.inverse(hidden, out.group_norms, rotary, attention_mask, step_pos, impl)
             result["inverse_hidden_states"] = hidden
             result["reconstructed_logits"] = self.lm_head(hidden)
         if self.meta_head is not None:
             result["decision_logits"], result["confidence_logits"] = self.meta_head(hidden)
         return result
+
+    @torch.no_grad()
+    def generate(self, *args, **kwargs):
+        """`GenerationMixin.generate`, with the concepts' keys and values computed once per call: they do
+        not depend on the input, and the weights cannot change while it runs."""
+        attentions = [m for m in self.modules() if isinstance(m, MultiscaleAttention) and m.num_concept_heads]
+        try:
+            for attention in attentions:
+                attention._concept_kv_cache = attention._concept_keys_values()
+            return super().generate(*args, **kwargs)
+        finally:
+            for attention in attentions:
+                attention._concept_kv_cache = None
 
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs) -> dict:
         """As transformers does, plus the step index of the new tokens, computed over the whole prefix."""
