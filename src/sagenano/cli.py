@@ -20,8 +20,10 @@ app = typer.Typer(
 )
 tokenizer_app = typer.Typer(help="Train and inspect byte-level BPE tokenizers.", no_args_is_help=True)
 model_app = typer.Typer(help="Build SAGE models from the named presets and inspect their sizes.", no_args_is_help=True)
+data_app = typer.Typer(help="Generate synthetic reasoning tasks with ground truth.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(model_app, name="model")
+app.add_typer(data_app, name="data")
 console = Console()
 
 
@@ -183,6 +185,49 @@ def model_info(preset: Annotated[str, typer.Argument(help="pico, micro, small, n
     for name, count in parameter_breakdown(preset).items():
         table.add_row(name, f"{count:,}")
     console.print(table)
+
+
+@data_app.command("synth")
+def data_synth(
+    task: Annotated[str, typer.Option(help="arithmetic, linear_equation, multiple_choice or logic.")],
+    n: Annotated[int, typer.Option(help="How many items.")],
+    out: Annotated[Path, typer.Option(help="JSONL file to write.")],
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same items.")] = 0,
+    split: Annotated[str, typer.Option(help="train, or heldout (names and numbers never used in train).")] = "train",
+) -> None:
+    """Generate N checked items of TASK (question, steps, answer, dependency spans, distractors) as JSONL."""
+    from .data import synth
+
+    try:
+        count = synth(task=task, n=n, seed=seed, out=out, split=split)
+    except ValueError as error:
+        _fail(str(error))
+    console.print(f"{count} {task} items ({split}, seed {seed}) written to {out}; every one passed the checker")
+
+
+@app.command()
+def train(
+    recipe: Annotated[Path, typer.Option(help="YAML recipe (see recipes/).")],
+    out: Annotated[Path, typer.Option(help="Run folder: data, checkpoints, metrics.jsonl, and the final model/.")],
+    resume: Annotated[bool, typer.Option(help="Continue from the run folder's latest checkpoint.")] = False,
+    stop_after: Annotated[
+        int | None, typer.Option(help="Stop with a checkpoint after this many steps (continue later with --resume).")
+    ] = None,
+) -> None:
+    """Train a SAGE model through the recipe's curriculum (base LM -> chain of thought -> inverse).
+
+    Runs as one process, or under `torchrun --nproc_per_node N` with DDP or FSDP2 (the recipe's
+    `distributed`); SIGTERM writes a checkpoint and stops cleanly.
+    """
+    from .train.recipe import Recipe
+    from .train.trainer import TrainingDiverged
+    from .train.trainer import train as run_training
+
+    try:
+        final = run_training(Recipe.load(recipe), out, resume=resume, stop_after=stop_after)
+    except (ValueError, FileNotFoundError, TrainingDiverged) as error:
+        _fail(str(error))
+    console.print(f"done: {final}")
 
 
 def main() -> None:

@@ -1,0 +1,47 @@
+"""The curriculum's losses (eq. 8–11), summed over tokens so that any split of a batch adds up exactly."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..model import SageCausalLMOutput
+from .batches import IGNORE
+
+
+def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Σ −log P(token | prefix) over the labelled tokens (L_reasoning, eq. 9, and L_explanation, eq. 10)."""
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE, reduction="sum"
+    )
+
+
+def consistency_sum(out: SageCausalLMOutput, labels: torch.Tensor) -> torch.Tensor:
+    """Σ KL(P_forward ‖ P_reconstructed) over the labelled positions (eq. 11).
+
+    The forward distribution is the target (detached): the inverse stack learns to reconstruct it,
+    and the loss does not pull the forward model towards its own reconstruction.
+    """
+    mask = labels[:, 1:] != IGNORE
+    log_p = out.logits[:, :-1].float().log_softmax(-1).detach()[mask]
+    log_q = out.reconstructed_logits[:, :-1].float().log_softmax(-1)[mask]
+    return F.kl_div(log_q, log_p, log_target=True, reduction="sum")
+
+
+def meta_sum(out: SageCausalLMOutput, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Binary cross-entropy of the meta-cognitive head where targets are given (−1 = no target).
+
+    `targets["confidence"]` (B, T): 1 where the token's step is correct, 0 where it is wrong;
+    `targets["decision"]` (B, T): 1 at the first token of a step whose resampling changed the answer.
+    """
+    total = out.logits.new_zeros((), dtype=torch.float32)
+    for name, logits in (("confidence", out.confidence_logits), ("decision", out.decision_logits)):
+        target = targets.get(name)
+        if target is None or logits is None:
+            continue
+        keep = target >= 0
+        if keep.any():
+            total = total + F.binary_cross_entropy_with_logits(
+                logits[keep].float(), target[keep].float(), reduction="sum"
+            )
+    return total

@@ -1,0 +1,153 @@
+"""Stage-3 data, synthesised from the stage-2 model's own answers (paper §5.2), with measured labels only.
+
+For each training question the stage-2 model answers greedily. Each generated step is labelled
+correct when it equals the reference step at the same place, and the answer when it equals the
+reference answer. Decision points are measured by resampling: from the start of every step, `R`
+samples are drawn to the answer; p_k is the share that reaches the greedy answer. Step k is a
+decision point when fixing it moves that share by at least `DECISION_SHIFT` (|p_{k+1} − p_k|).
+The explanation the model learns to write states only these measured numbers.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from ..model import SageForCausalLM
+from .recipe import Recipe, StageConfig
+
+DECISION_SHIFT = 0.5
+MAX_CHAIN_TOKENS = 160
+
+
+def split_generated(text: str) -> tuple[list[str], str | None]:
+    """Steps and answer of a generated continuation of `prompt_text` (which ends with `<|step|>`)."""
+    body, has_answer, rest = text.partition("<|answer|>")
+    steps = [s for s in body.split("<|step|>")]
+    answer = rest.split("<|endoftext|>")[0].strip() if has_answer else None
+    return [s.strip() for s in steps if s.strip()], answer
+
+
+@torch.no_grad()
+def _greedy(model, tokenizer, prompts: list[str]) -> list[str]:
+    from ..generation import trace_generate
+
+    longest = max(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
+    room = min(MAX_CHAIN_TOKENS, model.config.max_position_embeddings - longest)
+    traces = trace_generate(model, tokenizer, prompts, max_new_tokens=room, attention="none", chat=False)
+    return [t.text + ("<|endoftext|>" if t.finish_reason == "eos" else "") for t in traces], traces
+
+
+@torch.no_grad()
+def _sample_answers(model, tokenizer, prefixes: list[str], samples: int, seed: int) -> list[list[str | None]]:
+    """`samples` sampled answers for each prefix (one batched generate per prefix)."""
+    from ..data.format import parse_answer
+
+    answers = []
+    for i, prefix in enumerate(prefixes):
+        inputs = tokenizer([prefix] * samples, return_tensors="pt", add_special_tokens=False)
+        room = min(MAX_CHAIN_TOKENS, model.config.max_position_embeddings - inputs.input_ids.shape[1])
+        if room < 1:
+            answers.append([None] * samples)
+            continue
+        torch.manual_seed(seed + i)
+        out = model.generate(**inputs, do_sample=True, top_k=0, max_new_tokens=room,
+                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        texts = tokenizer.batch_decode(out[:, inputs.input_ids.shape[1] :])
+        answers.append([parse_answer(prefix + text) for text in texts])
+    return answers
+
+
+def label_item(record: dict, generated: str, trace, model, tokenizer, resamples: int, seed: int) -> dict:
+    """A stage-3 record: the model's own chain, its measured step labels and explanation."""
+    from ..data.format import prompt_text
+
+    steps, answer = split_generated(generated)
+    gold_steps = record["steps"]
+    step_correct = [k < len(gold_steps) and s == gold_steps[k] for k, s in enumerate(steps)]
+    prompt = prompt_text(record["question"])
+    # From the start of each step, and (last) from after the final step, where the answer comes next.
+    prefixes = [prompt + "<|step|>".join(steps[:k]) + ("<|step|>" if 0 < k < len(steps) else "")
+                for k in range(len(steps))]  # fmt: skip
+    prefixes.append(prompt + "<|step|>".join(steps) + "<|answer|>")
+    sampled = _sample_answers(model, tokenizer, prefixes, resamples, seed)
+    share = [sum(a == answer for a in group) / resamples for group in sampled]
+    decision = [abs(share[k + 1] - share[k]) >= DECISION_SHIFT for k in range(len(steps))]
+    step_probs = [float(p) for p in _step_confidences(trace, len(steps))]
+    return {
+        **record,
+        "steps": steps,
+        "answer": answer or "",
+        "reference_answer": record["answer"],
+        "answer_correct": answer == record["answer"],
+        "step_correct": step_correct,
+        "decision_steps": decision,
+        "answer_share": share,
+        "step_confidence": step_probs,
+        "train_chain": answer == record["answer"] and all(step_correct),
+        "explanation": explain_measurements(step_probs, share, decision, resamples),
+    }
+
+
+def _step_confidences(trace, num_steps: int) -> list[float]:
+    """Mean token probability of each generated step, from the trace's `<|step|>` boundaries."""
+    probs = trace.logprobs.exp()
+    tokens = trace.tokens
+    bounds = [0] + [i + 1 for i, t in enumerate(tokens) if t == "<|step|>"]
+    out = []
+    for k in range(num_steps):
+        end = bounds[k + 1] if k + 1 < len(bounds) else len(tokens)
+        out.append(float(probs[bounds[k] : end].mean()) if end > bounds[k] else 0.0)
+    return out
+
+
+def explain_measurements(step_probs: list[float], share: list[float], decision: list[bool], resamples: int) -> str:
+    """A short explanation made only of what was measured on the model."""
+    parts = []
+    decisive = [k for k, d in enumerate(decision) if d]
+    if decisive:
+        for k in decisive:
+            before, after = round(share[k] * resamples), round(share[k + 1] * resamples)
+            parts.append(f"Step {k + 1} decided the answer: {before} of {resamples} samples from before it agree, "
+                         f"{after} of {resamples} after it.")  # fmt: skip
+    else:
+        parts.append(f"No single step decided the answer: {round(share[0] * resamples)} of {resamples} samples agree.")
+    if step_probs:
+        weakest = min(range(len(step_probs)), key=step_probs.__getitem__)
+        parts.append(f"Least confident step: {weakest + 1} (p={step_probs[weakest]:.2f}).")
+    return " ".join(parts)
+
+
+def write_inverse_data(
+    recipe: Recipe, stage: StageConfig, model: SageForCausalLM, tokenizer: PreTrainedTokenizerBase,
+    train_path: Path, out_path: Path, batch: int = 32,
+) -> None:  # fmt: skip
+    """Answers `stage.synth_questions` training questions with the current model and writes stage-3 records,
+    mixed with as many reference items (plain L_reasoning) so that stage 3 keeps the stage-2 skill."""
+    from ..data.format import prompt_text
+    from ..data.io import iter_records, write_jsonl
+
+    records = []
+    for record in iter_records(train_path):
+        if "question" in record:
+            records.append(record)
+        if len(records) == 2 * stage.synth_questions:
+            break
+    questions, references = records[: stage.synth_questions], records[stage.synth_questions :]
+    was_training = model.training
+    model.eval()
+    labelled = []
+    for start in tqdm(range(0, len(questions), batch), desc="synthesising stage-3 data"):
+        chunk = questions[start : start + batch]
+        texts, traces = _greedy(model, tokenizer, [prompt_text(r["question"]) for r in chunk])
+        for offset, (record, text, trace) in enumerate(zip(chunk, texts, traces, strict=True)):
+            seed = recipe.seed * 1_000_003 + start + offset
+            labelled.append(label_item(record, text, trace, model, tokenizer, stage.synth_resamples, seed))
+    model.train(was_training)
+    mixed = labelled + references
+    random.Random(recipe.seed + 3).shuffle(mixed)
+    write_jsonl(mixed, out_path)
