@@ -44,22 +44,23 @@ def _greedy(model, tokenizer, prompts: list[str]) -> list[str]:
 
 @torch.no_grad()
 def _sample_answers(model, tokenizer, prefixes: list[str], samples: int, seed: int) -> list[list[str | None]]:
-    """`samples` sampled answers for each prefix (one batched generate per prefix)."""
+    """`samples` sampled answers for each prefix, all prefixes in one left-padded batch."""
     from ..data.format import parse_answer
 
-    answers = []
-    for i, prefix in enumerate(prefixes):
-        inputs = tokenizer([prefix] * samples, return_tensors="pt", add_special_tokens=False)
-        room = min(MAX_CHAIN_TOKENS, model.config.max_position_embeddings - inputs.input_ids.shape[1])
-        if room < 1:
-            answers.append([None] * samples)
-            continue
-        torch.manual_seed(seed + i)
-        out = model.generate(**inputs, do_sample=True, top_k=0, max_new_tokens=room,
-                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-        texts = tokenizer.batch_decode(out[:, inputs.input_ids.shape[1] :])
-        answers.append([parse_answer(prefix + text) for text in texts])
-    return answers
+    rows = [prefix for prefix in prefixes for _ in range(samples)]
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        inputs = tokenizer(rows, return_tensors="pt", add_special_tokens=False, padding=True)
+    finally:
+        tokenizer.padding_side = side
+    room = min(MAX_CHAIN_TOKENS, model.config.max_position_embeddings - inputs.input_ids.shape[1])
+    if room < 1:
+        return [[None] * samples for _ in prefixes]
+    torch.manual_seed(seed)
+    out = model.generate(**inputs, do_sample=True, top_k=0, max_new_tokens=room, pad_token_id=tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(out[:, inputs.input_ids.shape[1] :])
+    answers = [parse_answer(row + text) for row, text in zip(rows, texts, strict=True)]
+    return [answers[i : i + samples] for i in range(0, len(answers), samples)]
 
 
 def label_item(record: dict, generated: str, trace, model, tokenizer, resamples: int, seed: int) -> dict:
