@@ -162,9 +162,12 @@ def iter_batches(
 
 
 def _bucket_batches(bucket: list[Example], batch_size: int, pad_id: int, key: tuple) -> Iterator[Batch]:
-    bucket = sorted(bucket, key=lambda e: len(e.input_ids))
+    rng = random.Random(repr(key))
+    bucket = list(bucket)
+    rng.shuffle(bucket)  # so equal lengths group differently each epoch (the sort below is stable)
+    bucket.sort(key=lambda e: len(e.input_ids))
     batches = [bucket[i : i + batch_size] for i in range(0, len(bucket) - batch_size + 1, batch_size)]
-    random.Random(repr(key)).shuffle(batches)
+    rng.shuffle(batches)
     for examples in batches:
         yield collate(examples, pad_id)
 

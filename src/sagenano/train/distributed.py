@@ -68,10 +68,12 @@ def wrap_model(model: nn.Module, runtime: Runtime, strategy: str) -> nn.Module:
         device_ids = [runtime.local_rank] if runtime.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import FSDPModule, fully_shard
 
         from ..model import SageBlock
 
+        if isinstance(model, FSDPModule):  # sharded by an earlier stage already
+            return model
         for module in model.modules():
             if isinstance(module, SageBlock):
                 fully_shard(module)

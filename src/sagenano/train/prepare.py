@@ -50,18 +50,36 @@ def prepare_stage_data(
     path = data_dir / ("train.jsonl" if stage.name != "inverse" else f"stage{index + 1}-inverse.jsonl")
     key = _data_key(recipe, stage)
     stamp = path.with_suffix(".key")
-    if runtime.is_main and not (path.is_file() and stamp.is_file() and stamp.read_text() == key):
+    up_to_date = path.is_file() and stamp.is_file() and stamp.read_text() == key
+    # Stage 3 answers questions with the current model; a sharded (FSDP) or replicated model is first
+    # gathered whole (a collective, so every rank takes part), then rank 0 alone generates with the copy.
+    source = _whole_copy(model, runtime) if stage.name == "inverse" and not up_to_date else None
+    if runtime.is_main and not up_to_date:
         data_dir.mkdir(parents=True, exist_ok=True)
         if stage.name == "inverse":
             from .synthesis import write_inverse_data
 
-            write_inverse_data(recipe, stage, model, tokenizer, data_dir / "train.jsonl", path)
+            write_inverse_data(recipe, stage, source, tokenizer, data_dir / "train.jsonl", path)
         else:
             write_training_items(recipe, path)
         stamp.write_text(key)
     if runtime.distributed:
         dist.barrier()
     return path
+
+
+def _whole_copy(model: SageForCausalLM, runtime: Runtime) -> SageForCausalLM | None:
+    """The model itself in one process; under torchrun an unsharded copy on rank 0 (None elsewhere)."""
+    if not runtime.distributed:
+        return model
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not runtime.is_main:
+        return None
+    copy = SageForCausalLM(model.config)
+    copy.load_state_dict(state)
+    return copy.eval()
 
 
 def _data_key(recipe: Recipe, stage: StageConfig) -> str:

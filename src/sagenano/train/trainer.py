@@ -117,6 +117,7 @@ class _StageLoop:
         self.ckpt_dir, self.logger, self.data = ckpt_dir, logger, data
         if recipe.gradient_checkpointing:
             model.activation_checkpointing_enable()
+        _train_only_what_the_stage_uses(model, stage)
         self.wrapped = wrap_model(model, runtime, recipe.distributed)
         self.optimizer = _adamw(self.wrapped, stage)
         self.scheduler = build_scheduler(self.optimizer, stage.schedule, stage.warmup, stage.steps)
@@ -162,7 +163,7 @@ class _StageLoop:
 
     def _step(self, micro: list[Batch]) -> dict[str, float]:
         """One optimizer step over the micro-batches; losses are normalised by the global token count."""
-        total_tokens = all_reduce_sum(torch.tensor(float(sum(b.num_loss_tokens for b in micro))), self.runtime)
+        total_tokens = torch.tensor(float(sum(b.num_loss_tokens for b in micro)))  # every rank holds the global batch
         scale = self.runtime.world_size / total_tokens.clamp(min=1)  # DDP / FSDP average over ranks
         sums: dict[str, float] = {}
         for batch in micro:
@@ -233,6 +234,13 @@ class _StageLoop:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
+
+
+def _train_only_what_the_stage_uses(model: SageForCausalLM, stage: StageConfig) -> None:
+    """Stages 1–2 do not run the inverse stack or the meta-cognitive head: freeze them there (their
+    weights stay as initialised, and DDP sees no unused parameters); stage 3 trains everything."""
+    for name, param in model.named_parameters():
+        param.requires_grad = stage.name == "inverse" or not name.startswith(("inverse.", "meta_head."))
 
 
 def _tied(model: SageForCausalLM) -> dict[str, str]:

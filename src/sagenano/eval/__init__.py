@@ -1,0 +1,1 @@
+"""Evaluation: held-out synthetic tasks (and, later, the paper's benchmarks)."""

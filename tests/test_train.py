@@ -1,0 +1,278 @@
+"""The training curriculum: schedule, losses, batches, torchrun DDP/FSDP2, checkpoints, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import make_sage
+from sagenano.train import losses
+from sagenano.train.batches import EXPLANATION, REASONING, collate, encode_item, iter_batches
+from sagenano.train.checkpoint import CorruptCheckpointError, latest_checkpoint
+from sagenano.train.recipe import Recipe
+from sagenano.train.schedule import build_scheduler
+from sagenano.train.trainer import TrainingDiverged, train
+
+TINY_MODEL = {
+    "hidden_size": 64, "head_dim": 16, "head_groups": {"reasoning": 2, "memory": 1, "meta_cognitive": 1},
+    "num_hidden_layers": 2, "num_inverse_layers": 1, "num_concepts": 8, "expert_intermediate_size": 32,
+    "intermediate_size": 64, "max_position_embeddings": 256,
+}  # fmt: skip
+
+
+def tiny_recipe(**overrides) -> dict:
+    recipe = {
+        "preset": "pico", "model": TINY_MODEL, "tasks": {"arithmetic": 64, "logic": 32}, "seed": 0,
+        "max_length": 200, "bf16": False, "checkpoint_every": 2, "log_every": 1,
+        "stages": [
+            {"name": "base_lm", "steps": 3, "lr": 3e-3, "warmup": 1, "batch_size": 8},
+            {"name": "cot", "steps": 3, "lr": 3e-3, "warmup": 1, "batch_size": 8, "grad_accum": 2, "schedule": "paper"},
+        ],
+    }  # fmt: skip
+    recipe.update(overrides)
+    return recipe
+
+
+def write_recipe(tmp_path: Path, **overrides) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(**overrides)))
+    return path
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(latest_checkpoint(run / "checkpoints") / "model.safetensors")
+
+
+# --- schedule ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["paper", "cosine"])
+def test_schedule_matches_a_reference_computation(name):
+    lr_max, warmup, total = 3e-4, 10, 100
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=lr_max)
+    scheduler = build_scheduler(optimizer, name, warmup, total)
+    for step in range(total):
+        t = step + 1
+        if name == "paper":  # eq. 15, written out independently
+            expected = lr_max * min(t / warmup, math.sqrt(warmup / t)) * math.cos(math.pi * t / (2 * total))
+        elif t <= warmup:
+            expected = lr_max * t / warmup
+        else:
+            expected = lr_max * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (t - warmup) / (total - warmup))))
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9, abs=1e-15), step
+        optimizer.step()
+        scheduler.step()
+
+
+def test_unknown_schedule_lists_the_choices():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="cosine"):
+        build_scheduler(optimizer, "linear", 1, 10)
+
+
+# --- batches and losses -----------------------------------------------------------------------------
+
+
+def stage3_record() -> dict:
+    from sagenano.data import generate_items
+
+    item = generate_items("arithmetic", 1, 0)[0].to_dict()
+    n = len(item["steps"])
+    return {**item, "explanation": "Step 1 decided the answer.", "step_correct": [True] * (n - 1) + [False],
+            "decision_steps": [True] + [False] * (n - 1), "answer_correct": False, "train_chain": True}  # fmt: skip
+
+
+def test_segments_and_meta_targets_follow_the_text(tokenizer):
+    record = stage3_record()
+    example = encode_item(record, tokenizer, "solution+explanation", 512)
+    ids, segments = example.input_ids, example.segments
+    decoded = {seg: tokenizer.decode([t for t, s in zip(ids, segments, strict=True) if s == seg]) for seg in (1, 2)}
+    assert decoded[REASONING].startswith(record["steps"][0]) and record["answer"] in decoded[REASONING]
+    assert decoded[EXPLANATION] == "<|explanation|>Step 1 decided the answer.<|endoftext|>"
+    step_id = tokenizer.convert_tokens_to_ids("<|step|>")
+    starts = [i for i, t in enumerate(ids) if t == step_id]
+    assert [example.decision[i] for i in starts] == [int(d) for d in record["decision_steps"]]
+    assert example.confidence[starts[0]] == 1 and example.confidence[starts[-1]] == 0
+    assert example.confidence[0] == -1, "the question carries no target"
+    cot = encode_item(record, tokenizer, "solution", 512)
+    assert EXPLANATION not in cot.segments and REASONING in cot.segments
+
+
+def test_each_loss_term_is_finite_and_has_a_gradient(tokenizer):
+    model = make_sage(tokenizer).train()
+    batch = collate([encode_item(stage3_record(), tokenizer, "solution+explanation", 512)] * 2, tokenizer.pad_token_id)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, run_inverse=True, use_cache=False)
+    terms = {
+        "reasoning": (losses.token_nll_sum(out.logits, batch.labels(REASONING)), model.model.layers[0].attn.q_proj),
+        "explanation": (losses.token_nll_sum(out.logits, batch.labels(EXPLANATION)), model.lm_head),
+        "consistency": (losses.consistency_sum(out, batch.labels(REASONING)), model.inverse.summary_proj),
+        "meta": (losses.meta_sum(out, batch.meta_targets), model.meta_head.proj),
+    }
+    for name, (value, module) in terms.items():
+        assert torch.isfinite(value) and value > 0, name
+        model.zero_grad()
+        value.backward(retain_graph=True)
+        grad = module.weight.grad
+        assert grad is not None and grad.abs().sum() > 0, f"{name} does not reach {type(module).__name__}"
+
+
+def test_batches_are_deterministic_and_shards_cover_the_batch(tokenizer, tmp_path):
+    from sagenano.data import generate_items, write_jsonl
+
+    path = tmp_path / "items.jsonl"
+    write_jsonl(generate_items("linear_equation", 40, 0), path)
+    first = list(iter_batches(path, tokenizer, 8, "solution", seed=1, epoch=0, max_length=256, bucket_batches=2))
+    again = list(iter_batches(path, tokenizer, 8, "solution", seed=1, epoch=0, max_length=256, bucket_batches=2))
+    other = list(iter_batches(path, tokenizer, 8, "solution", seed=1, epoch=1, max_length=256, bucket_batches=2))
+    assert len(first) == 5 and all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(first, again, strict=True))
+    assert any(not torch.equal(a.input_ids, b.input_ids) for a, b in zip(first, other, strict=True))
+    shards = [first[0].shard(rank, 2) for rank in range(2)]
+    assert sorted(map(tuple, torch.cat([s.input_ids for s in shards]).tolist())) == sorted(
+        map(tuple, first[0].input_ids.tolist())
+    )
+
+
+# --- whole runs -------------------------------------------------------------------------------------
+
+
+def test_three_stage_run_writes_a_loadable_model(tmp_path):
+    stages = tiny_recipe()["stages"] + [
+        {"name": "inverse", "steps": 2, "lr": 1e-3, "warmup": 1, "batch_size": 8, "synth_questions": 4,
+         "synth_resamples": 2},
+    ]  # fmt: skip
+    final = train(Recipe(**tiny_recipe(stages=stages)), tmp_path / "run")
+    rows = metrics(tmp_path / "run")
+    assert [r["stage"] for r in rows] == ["base_lm"] * 3 + ["cot"] * 3 + ["inverse"] * 2
+    inverse = rows[-1]
+    assert {"reasoning", "explanation", "consistency", "meta"} <= set(inverse)
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    from sagenano.loading import load_model
+
+    loaded = load_model(str(final))
+    assert loaded.trained and loaded.model.config.num_hidden_layers == 2
+    stage3 = [
+        json.loads(line) for line in (tmp_path / "run" / "data" / "stage3-inverse.jsonl").read_text().splitlines()
+    ]
+    labelled = [r for r in stage3 if "step_correct" in r]
+    assert len(labelled) == 4 and all("explanation" in r and "answer_share" in r for r in labelled)
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    recipe = Recipe(**tiny_recipe())
+    train(recipe, tmp_path / "straight")
+    train(recipe, tmp_path / "split", stop_after=4)  # stops mid-stage 2, between checkpoints
+    with pytest.raises(ValueError, match="--resume"):
+        train(recipe, tmp_path / "split")  # refuses to overwrite a run
+    train(recipe, tmp_path / "split", resume=True)
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5, msg=name)
+    straight = [r["loss"] for r in metrics(tmp_path / "straight")]
+    split = [r["loss"] for r in metrics(tmp_path / "split")]
+    assert split == pytest.approx(straight, rel=1e-5)
+
+
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = losses.token_nll_sum
+
+    def poisoned(logits, labels):
+        calls["n"] += 1
+        value = real(logits, labels)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    monkeypatch.setattr("sagenano.train.trainer.token_nll_sum", poisoned)
+    recipe = Recipe(**tiny_recipe(checkpoint_every=1))
+    with pytest.raises(TrainingDiverged, match="nan at step 3"):
+        train(recipe, tmp_path / "run")
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "stage1-step000002"
+
+
+def test_truncated_checkpoint_is_refused_with_a_clear_error(tmp_path):
+    recipe = Recipe(**tiny_recipe())
+    train(recipe, tmp_path / "run", stop_after=2)
+    weights = latest_checkpoint(tmp_path / "run" / "checkpoints") / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CorruptCheckpointError, match=r"is corrupt: model\.safetensors has 1000 bytes"):
+        train(recipe, tmp_path / "run", resume=True)
+
+
+def test_bad_recipe_is_a_clear_error(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({**tiny_recipe(), "learning_rate": 1}))
+    with pytest.raises(ValueError, match="unknown recipe keys"):
+        Recipe.load(path)
+    with pytest.raises(ValueError, match="unknown stage"):
+        Recipe(**tiny_recipe(stages=[{"name": "rlhf", "steps": 1}]))
+    with pytest.raises(FileNotFoundError, match="no recipe"):
+        Recipe.load(tmp_path / "missing.yaml")
+
+
+# --- real processes: SIGTERM and torchrun -----------------------------------------------------------
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sagenano.cli", *args]
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path):
+    recipe = write_recipe(tmp_path, stages=[{"name": "base_lm", "steps": 400, "lr": 1e-3, "warmup": 1,
+                                             "batch_size": 8}], checkpoint_every=1000)  # fmt: skip
+    run = tmp_path / "run"
+    process = subprocess.Popen(cli("train", "--recipe", str(recipe), "--out", str(run)), env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    checkpoint = latest_checkpoint(run / "checkpoints")
+    stopped_at = json.loads((checkpoint / "checkpoint.json").read_text())["step"]
+    assert 1 <= stopped_at < 400, "SIGTERM stops the run early, with a checkpoint"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_torchrun_two_processes_match_one_process(tmp_path, strategy):
+    recipe = write_recipe(tmp_path, distributed=strategy)
+    single = subprocess.run(cli("train", "--recipe", str(recipe), "--out", str(tmp_path / "one")),
+                            env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "sagenano.cli"]  # fmt: skip
+    double = subprocess.run([*torchrun, "train", "--recipe", str(recipe), "--out", str(tmp_path / "two")],
+                            env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert len(one) == len(two) == 6, "rank 0 alone writes metrics"
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4)
+    a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=1e-3, msg=name)
