@@ -37,7 +37,8 @@ def test_explain_reports_the_trace_and_says_the_model_is_untrained():
 
 def test_explain_json_to_stdout():
     report = json.loads(run("explain", "Tom has 3 apples.", "--max-new-tokens", "6", "--json", "-").stdout)
-    assert report["prompt"] == "Tom has 3 apples." and len(report["tokens"]) == 6
+    assert report["question"] == "Tom has 3 apples." and len(report["tokens"]) == 6
+    assert report["prompt"] == "<|question|>Tom has 3 apples.<|step|>", "SAGE models get their question format"
     assert report["trained"] is False and report["steps"]
 
 

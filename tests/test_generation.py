@@ -215,3 +215,11 @@ def test_trace_steps_partition_the_tokens(tokenizer):
     for step in trace.steps:
         assert 0 <= step.token_start < step.token_end <= trace.num_tokens
         assert trace.text[step.char_start : step.char_end] == step.text
+
+
+def test_steps_by_sage_step_tokens():
+    pieces = ["12", " +", " 7", " =", " 19", "<|step|>", "19", " -", " 4", " =", " 15", "<|answer|>", "15"]
+    text = "".join(pieces)
+    steps = segment_steps(text, char_ends_of(pieces))  # auto picks the step tokens
+    assert [s.text for s in steps] == ["12 + 7 = 19", "19 - 4 = 15", "15"]
+    assert [(s.token_start, s.token_end) for s in steps] == [(0, 5), (6, 11), (12, 13)]

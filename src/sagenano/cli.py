@@ -43,9 +43,9 @@ def explain(
         ),
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 128,
-    steps: Annotated[str, typer.Option(help="How to cut the chain into steps: auto, lines, sentences, markers.")] = (
-        "auto"
-    ),
+    steps: Annotated[
+        str, typer.Option(help="How to cut the chain into steps: auto, tokens, lines, sentences, markers.")
+    ] = ("auto"),
     top_k: Annotated[int, typer.Option(help="Alternatives to show per token.")] = 5,
     uncertain: Annotated[int, typer.Option(help="How many of the most uncertain tokens to list.")] = 5,
     sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
@@ -70,7 +70,7 @@ def explain(
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
-    report = {"model": loaded.source, "trained": loaded.trained, **trace.to_dict()}
+    report = {"model": loaded.source, "trained": loaded.trained, "question": question, **trace.to_dict()}
     if json_out is not None and str(json_out) == "-":
         print(json.dumps(report, indent=2))
         return

@@ -157,7 +157,24 @@ def _spans_markers(text: str) -> list[tuple[int, int]]:
     return [(a, len(text[a:b].rstrip()) + a) for a, b in spans]
 
 
+_STEP_TOKEN = re.compile(r"<\|(?:step|answer|endoftext|explanation)\|>")
+
+
+def _spans_step_tokens(text: str) -> list[tuple[int, int]]:
+    """SAGE's own format: steps between `<|step|>` tokens, the answer after `<|answer|>` as the last one."""
+    spans, start = [], 0
+    for match in _STEP_TOKEN.finditer(text):
+        spans.append((start, match.start()))
+        start = match.end()
+        if match.group() in ("<|endoftext|>", "<|explanation|>"):
+            break
+    else:
+        spans.append((start, len(text)))
+    return [(a, b) for a, b in spans if text[a:b].strip()]
+
+
 STEP_STRATEGIES: dict[str, Callable[[str], list[tuple[int, int]]]] = {
+    "tokens": _spans_step_tokens,
     "lines": _spans_lines,
     "sentences": _spans_sentences,
     "markers": _spans_markers,
@@ -165,7 +182,9 @@ STEP_STRATEGIES: dict[str, Callable[[str], list[tuple[int, int]]]] = {
 
 
 def choose_step_strategy(text: str) -> str:
-    """`auto`: "Step k:" markers if present, else lines if there are several, else sentences."""
+    """`auto`: SAGE's step tokens, else "Step k:" markers, else lines if there are several, else sentences."""
+    if "<|step|>" in text or "<|answer|>" in text:
+        return "tokens"
     if _STEP_MARKER.search(text):
         return "markers"
     if len(_spans_lines(text)) > 1:
@@ -382,7 +401,7 @@ def trace_generate(
         top_k: alternatives kept per token.
         attention: "summary" (per layer × head group over the context), "full" (also L×H×N×N maps) or "none".
         hidden_states: also keep every layer's hidden state at every position.
-        step_strategy: "auto", "lines", "sentences" or "markers" ("Step k:").
+        step_strategy: "auto", "tokens" (SAGE's `<|step|>`), "lines", "sentences" or "markers" ("Step k:").
         chat: wrap the prompt in the tokenizer's chat template (None: when the tokenizer has one).
     """
     single = isinstance(prompts, str)

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from . import model as _register_sage  # noqa: F401  (registers sage_nano with the Auto classes)
 from .config import PRESETS, SageConfig
 from .model import SageForCausalLM
-from .tokenizer import load_tokenizer, step_token_id
+from .tokenizer import load_tokenizer, step_token_id, with_sage_prompt
 
 SHIPPED_MODEL_DIR = "assets/model"
 
@@ -42,6 +42,7 @@ def fresh_sage_model(preset: str = "pico", seed: int = 0) -> LoadedModel:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    tokenizer = with_sage_prompt(tokenizer)
     torch.manual_seed(seed)
     model = SageForCausalLM(config).eval()
     return LoadedModel(model, tokenizer, f"SAGE {preset}, freshly initialised (seed {seed})", trained=False)

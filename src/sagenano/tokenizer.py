@@ -223,3 +223,16 @@ def step_token_id(tokenizer: PreTrainedTokenizerFast) -> int:
     if token_id is None:
         raise ValueError(f"Tokenizer has no {token} token; train it with sagenano.tokenizer.train_tokenizer.")
     return token_id
+
+
+# SAGE's question format (`data.format.prompt_text`) as a chat template: saved with SAGE models so that
+# chat-aware tools (and `trace_generate`) prompt them the way they were trained.
+CHAT_TEMPLATE = (
+    "{{ '" + SPECIAL_TOKENS["question"] + "' + messages[-1]['content'] + '" + SPECIAL_TOKENS["step"] + "' }}"
+)
+
+
+def with_sage_prompt(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """Sets SAGE's question format as the tokenizer's chat template and returns the tokenizer."""
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer

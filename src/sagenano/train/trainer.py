@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..model import SageForCausalLM
+from ..tokenizer import with_sage_prompt
 from .batches import EXPLANATION, REASONING, Batch, endless_batches
 from .checkpoint import gather_state, latest_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
 from .distributed import Runtime, all_reduce_sum, init_runtime, shutdown, wrap_model
@@ -44,6 +45,7 @@ class Position:
     step: int = 0
     epoch: int = 0
     batch: int = 0
+    tokens: int = 0  # loss tokens trained on in this stage so far
 
 
 class _Stop:
@@ -139,6 +141,7 @@ class _StageLoop:
                    disable=not self.runtime.is_main, dynamic_ncols=True)  # fmt: skip
         self.model.train()
         done, started, tokens = 0, time.perf_counter(), 0
+        tokens_before = position.tokens
         while position.step < self.stage.steps:
             micro = [next(batches) for _ in range(self.stage.grad_accum)]
             (position.epoch, position.batch) = micro[-1][0]
@@ -146,12 +149,15 @@ class _StageLoop:
             position.step += 1
             done += 1
             tokens += stats["tokens"]
-            rate = tokens / (time.perf_counter() - started)
+            position.tokens = tokens_before + int(tokens)
+            elapsed = time.perf_counter() - started
+            rate = tokens / elapsed
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:,.0f}")
             if position.step % self.recipe.log_every == 0 or position.step == self.stage.steps:
                 self.logger.write({"stage": self.stage.name, "step": position.step, **stats, "tokens_per_s": rate,
-                                   "lr": self.scheduler.get_last_lr()[0]})  # fmt: skip
+                                   "lr": self.scheduler.get_last_lr()[0], "stage_tokens": position.tokens,
+                                   "seconds": round(elapsed, 1)})  # fmt: skip
             interrupted = stop.requested or (budget is not None and done >= budget)
             if position.step % self.recipe.checkpoint_every == 0 or position.step == self.stage.steps or interrupted:
                 self._checkpoint(position)
@@ -290,6 +296,6 @@ def _save_final(ckpt_dir: Path, tokenizer, out_dir: Path, runtime: Runtime, reci
         final.mkdir(parents=True, exist_ok=True)
         for name in ("model.safetensors", "config.json"):
             shutil.copyfile(last / name, final / name)
-        tokenizer.save_pretrained(final)
+        with_sage_prompt(tokenizer).save_pretrained(final)
         (final / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1))
     return final
