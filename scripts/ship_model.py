@@ -80,6 +80,7 @@ def final_losses(run: Path) -> dict[str, float]:
 
 
 def model_card(recipe: Recipe, stages: list[dict], walls: list[float], losses: dict, report: dict, params: int) -> str:
+    calibration = report["calibration"]
     lines = [
         "# SAGE pico — the model that ships with sagenano",
         "",
@@ -105,13 +106,14 @@ def model_card(recipe: Recipe, stages: list[dict], walls: list[float], losses: d
         "",
         "## Stages",
         "",
-        "| stage | steps | batch | peak lr | schedule | tokens trained on (loss) | tokens seen | wall time | last loss |",
+        "| stage | steps | batch | peak lr | schedule | loss tokens | tokens seen | wall time | last loss |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row, wall in zip(stages, walls, strict=True):
         lines.append(
             f"| {row['stage']} | {row['steps']} | {row['batch']} | {row['lr']:g} | {row['schedule']} | "
-            f"{row['loss_tokens']:,} | {row['tokens']:,} | {wall / 60:.1f} min | {losses.get(row['stage'], float('nan')):.3f} |"
+            f"{row['loss_tokens']:,} | {row['tokens']:,} | {wall / 60:.1f} min | "
+            f"{losses.get(row['stage'], float('nan')):.3f} |"
         )
     lines += [
         "",
@@ -127,7 +129,7 @@ def model_card(recipe: Recipe, stages: list[dict], walls: list[float], losses: d
         "",
         "## Calibration",
         "",
-        *[f"- {name}: {value:.3f} (expected calibration error, 10 bins)" for name, value in report["calibration"].items()],
+        *[f"- {name}: {value:.3f} (expected calibration error, 10 bins)" for name, value in calibration.items()],
         "",
         "`answer_prob` is the probability the model gave its own answer tokens; `meta_head` is the meta-cognitive",
         "head's confidence on the answer tokens.",
