@@ -85,3 +85,14 @@ def test_model_info_counts_nano():
     total = next(line for line in out.splitlines() if "total" in line)
     count = int("".join(ch for ch in total if ch.isdigit()))
     assert 3.6e9 <= count <= 4.4e9
+
+
+def test_data_synth_writes_checked_items(tmp_path):
+    out = tmp_path / "logic.jsonl"
+    run("data", "synth", "--task", "logic", "--n", "25", "--seed", "3", "--out", str(out), "--split", "heldout")
+    from sagenano.data import check_item, iter_jsonl
+
+    items = list(iter_jsonl(out))
+    assert len(items) == 25 and all(item.split == "heldout" and not check_item(item) for item in items)
+    bad = run("data", "synth", "--task", "poetry", "--n", "2", "--out", str(tmp_path / "x.jsonl"), check=False)
+    assert bad.returncode == 2 and "arithmetic" in bad.stdout + bad.stderr
