@@ -22,7 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from sagenano.eval.synthetic import evaluate_synthetic
 from sagenano.loading import load_model, shipped_model_dir
 from sagenano.tokenizer import load_tokenizer, with_sage_prompt
-from sagenano.train.batches import endless_batches
+from sagenano.train.batches import cumulative_tokens
+from sagenano.train.prepare import stage_data_path
 from sagenano.train.recipe import Recipe
 
 FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.json")
@@ -45,14 +46,10 @@ def stage_tokens(run: Path, recipe: Recipe) -> list[dict]:
     tokenizer = load_tokenizer()
     rows = []
     for index, stage in enumerate(recipe.stages):
-        data = run / "data" / ("train.jsonl" if stage.name != "inverse" else f"stage{index + 1}-inverse.jsonl")
-        batches = endless_batches(data, tokenizer, stage.batch_size, stage.loss_on, recipe.seed + index,
-                                  recipe.max_length)  # fmt: skip
-        loss_tokens = all_tokens = 0
-        for _ in range(stage.steps * stage.grad_accum):
-            _, batch = next(batches)
-            loss_tokens += batch.num_loss_tokens
-            all_tokens += int(batch.attention_mask.sum())
+        loss_tokens, all_tokens = cumulative_tokens(
+            stage_data_path(run, index, stage), tokenizer, stage.batch_size, stage.grad_accum, stage.loss_on,
+            recipe.seed + index, recipe.max_length, stage.steps,
+        )[-1]  # fmt: skip
         rows.append({"stage": stage.name, "steps": stage.steps, "batch": stage.batch_size * stage.grad_accum,
                      "lr": stage.lr, "schedule": stage.schedule, "loss_tokens": loss_tokens,
                      "tokens": all_tokens})  # fmt: skip

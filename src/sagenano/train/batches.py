@@ -196,3 +196,19 @@ def endless_batches(
         if produced == 0:
             raise ValueError(f"{path} holds fewer examples than one batch ({batch_size}); make more data")
         epoch, skip = epoch + 1, 0
+
+
+def cumulative_tokens(
+    path: Path, tokenizer: PreTrainedTokenizerBase, batch_size: int, grad_accum: int, loss_on: LossOn, seed: int,
+    max_length: int, steps: int,
+) -> list[tuple[int, int]]:  # fmt: skip
+    """(loss tokens, all tokens) trained on after each of `steps` optimizer steps, by replaying the batches."""
+    batches = endless_batches(path, tokenizer, batch_size, loss_on, seed, max_length)
+    totals, loss_tokens, all_tokens = [], 0, 0
+    for _ in range(steps):
+        for _ in range(grad_accum):
+            _, batch = next(batches)
+            loss_tokens += batch.num_loss_tokens
+            all_tokens += int(batch.attention_mask.sum())
+        totals.append((loss_tokens, all_tokens))
+    return totals

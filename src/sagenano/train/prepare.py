@@ -46,8 +46,8 @@ def prepare_stage_data(
     tokenizer: PreTrainedTokenizerBase,
 ) -> Path:
     """The JSONL file a stage trains on, written by rank 0 (other ranks wait) and reused when up to date."""
-    data_dir = out_dir / "data"
-    path = data_dir / ("train.jsonl" if stage.name != "inverse" else f"stage{index + 1}-inverse.jsonl")
+    path = stage_data_path(out_dir, index, stage)
+    data_dir = path.parent
     key = _data_key(recipe, stage)
     stamp = path.with_suffix(".key")
     up_to_date = path.is_file() and stamp.is_file() and stamp.read_text() == key
@@ -66,6 +66,12 @@ def prepare_stage_data(
     if runtime.distributed:
         dist.barrier()
     return path
+
+
+def stage_data_path(out_dir: Path, index: int, stage: StageConfig) -> Path:
+    """Stages 1–2 share the generated items; stage 3 has its own synthesised file."""
+    name = "train.jsonl" if stage.name != "inverse" else f"stage{index + 1}-inverse.jsonl"
+    return out_dir / "data" / name
 
 
 def _whole_copy(model: SageForCausalLM, runtime: Runtime) -> SageForCausalLM | None:
