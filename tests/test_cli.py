@@ -29,17 +29,19 @@ def test_help_explains_the_commands():
 
 
 def test_explain_reports_the_trace_and_says_the_model_is_untrained():
-    out = run("explain", "If 3x + 2 = 14, what is x?", "--max-new-tokens", "12").stdout
+    out = run("explain", "If 3x + 2 = 14, what is x?", "--max-new-tokens", "12", "--model", "preset:pico").stdout
     assert "If 3x + 2 = 14, what is x?" in out
-    assert "untrained" in out, "an untrained default model must be announced plainly"
+    assert "untrained" in out, "an untrained model must be announced plainly"
     assert "steps" in out and "most uncertain tokens" in out
 
 
-def test_explain_json_to_stdout():
+def test_explain_json_on_the_default_model():
+    from sagenano.loading import shipped_model_dir
+
     report = json.loads(run("explain", "Tom has 3 apples.", "--max-new-tokens", "6", "--json", "-").stdout)
-    assert report["question"] == "Tom has 3 apples." and len(report["tokens"]) == 6
+    assert report["question"] == "Tom has 3 apples." and 1 <= len(report["tokens"]) <= 6
     assert report["prompt"] == "<|question|>Tom has 3 apples.<|step|>", "SAGE models get their question format"
-    assert report["trained"] is False and report["steps"]
+    assert report["trained"] is (shipped_model_dir() / "config.json").is_file() and report["steps"]
 
 
 def test_explain_on_a_saved_checkpoint(tmp_path):
