@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -30,7 +31,15 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--n", type=int, default=50, help="held-out items per task for each checkpoint")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--markdown", type=Path, default=None, help="append the curve as a table to this file")
+    parser.add_argument("--from-json", type=Path, default=None, help="only render a curve measured before")
     args = parser.parse_args()
+    if args.from_json:
+        rows = json.loads(args.from_json.read_text())
+        if args.markdown:
+            with args.markdown.open("a") as handle:
+                handle.write(markdown_table(rows, args.n))
+        return
     recipe = Recipe(**json.loads((args.run / "model" / "recipe.json").read_text()))
     tokenizer = load_tokenizer()
     checkpoints = sorted(
@@ -58,6 +67,28 @@ def main() -> None:
         print(json.dumps(row))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.markdown:
+        with args.markdown.open("a") as handle:
+            handle.write(markdown_table(rows, args.n))
+
+
+def markdown_table(rows: list[dict], n: int) -> str:
+    """The curve as a markdown section: held-out exact match per task at every checkpoint."""
+    tasks = sorted(k for k in rows[0] if k.startswith("all "))
+    lines = [
+        "",
+        f"## Learning curve (held-out exact match, {n} items per task at each checkpoint)",
+        "",
+        f"Measured by `scripts/learning_curve.py`. One standard error of a share of {n} items is up to "
+        f"{100 * math.sqrt(0.25 / n):.0f} points (at 50 %).",
+        "",
+        "| checkpoint | stage tokens seen | " + " | ".join(t.removeprefix("all ") for t in tasks) + " |",
+        "|---|---|" + "---|" * len(tasks),
+    ]
+    for row in rows:
+        cells = " | ".join(f"{row[t]:.0%}" for t in tasks)
+        lines.append(f"| {row['checkpoint']} | {row['stage_tokens']:,} | {cells} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
