@@ -48,6 +48,7 @@ def plausible_wrong_values(steps: list[str], answer: int, rng: random.Random) ->
 
 
 def _apply(operation: str, left: int, right: int) -> int | None:
+    # Kept apart from checker.evaluate on purpose: the checker must not share code with the generators.
     if operation == "+":
         return left + right
     if operation == "-":
