@@ -284,7 +284,7 @@ class _Recorder:
         self.topk_ids: list[torch.Tensor] = []
         self.chosen_logprobs: list[torch.Tensor] = []  # per step (B,), filled one step late
         self.last_logprobs: torch.Tensor | None = None  # (B, V)
-        self.summaries: list[list[torch.Tensor]] = []  # per step, per layer (B, G, kv) float32
+        self.summaries: list[torch.Tensor] = []  # per step (L, B, G, kv)
         self.maps: list[list[torch.Tensor]] = []  # per forward, per layer (B, H, q, kv)
         self.hidden_states: list[torch.Tensor] = []  # per forward (L + 1, B, q, D)
         self._layer_rows: list[torch.Tensor] = []
@@ -301,7 +301,7 @@ class _Recorder:
         self.topk_values.append(values)
         self.topk_ids.append(ids)
         if self.attention != "none":
-            self.summaries.append(self._layer_rows)
+            self.summaries.append(self._group_means(self._layer_rows))
             self._layer_rows = []
         if self.hidden and output.hidden_states is not None:
             self.hidden_states.append(torch.stack([h.detach() for h in output.hidden_states]))
@@ -311,16 +311,22 @@ class _Recorder:
             weights = output[index]  # (B, H, q, kv)
             if weights is None:
                 raise RuntimeError("attention weights are empty: the model is not running eager attention")
-            row = weights[:, :, -1].detach()  # (B, H, kv): the position that predicts the next token
-            if self.group_means.device != row.device or self.group_means.dtype != row.dtype:
-                self.group_means = self.group_means.to(row.device, row.dtype)
-            self._layer_rows.append(torch.matmul(self.group_means, row))  # (B, G, kv)
+            # (B, H, kv): the row of the position that predicts the next token; reduced once per step, for
+            # all layers together, in `on_model_output` (one op per step instead of several per layer).
+            self._layer_rows.append(weights[:, :, -1])
             if self.attention == "full":
                 if len(self._layer_rows) == 1:
                     self.maps.append([])
                 self.maps[-1].append(weights.detach().float())
 
         return hook
+
+    def _group_means(self, rows: list[torch.Tensor]) -> torch.Tensor:
+        """Per-layer (B, H, kv) rows -> (L, B, G, kv) means over each head group, in one matmul."""
+        stacked = torch.stack(rows).detach()  # (L, B, H, kv)
+        if self.group_means.device != stacked.device or self.group_means.dtype != stacked.dtype:
+            self.group_means = self.group_means.to(stacked.device, stacked.dtype)
+        return torch.matmul(self.group_means, stacked)
 
     def finish(self, last_tokens: torch.Tensor) -> None:
         """Records the log-prob of the token chosen at the last step (no forward pass follows it)."""
@@ -567,14 +573,12 @@ def _decode_each(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor) -> list:
     return [flat[i : i + width] for i in range(0, len(flat), width)]
 
 
-def _attention_summary(summaries: list[list[torch.Tensor]], b: int, pad: int) -> torch.Tensor:
-    """Per step list of per-layer (B, G, kv) rows -> (T, L, G, P + T - 1), zero beyond each row's context."""
-    steps = len(summaries)
-    full_len = summaries[-1][0].shape[-1]
-    out = torch.zeros(steps, len(summaries[0]), summaries[0][0].shape[1], full_len - pad, dtype=torch.float16)
-    for t, layers in enumerate(summaries):
-        row = torch.stack([layer[b] for layer in layers])  # (L, G, kv)
-        out[t, :, :, : row.shape[-1] - pad] = row[:, :, pad:].cpu()
+def _attention_summary(summaries: list[torch.Tensor], b: int, pad: int) -> torch.Tensor:
+    """Per step (L, B, G, kv) -> (T, L, G, P + T - 1), zero beyond each row's context."""
+    layers, _, groups, full_len = summaries[-1].shape
+    out = torch.zeros(len(summaries), layers, groups, full_len - pad, dtype=torch.float16)
+    for t, step in enumerate(summaries):
+        out[t, :, :, : step.shape[-1] - pad] = step[:, b, :, pad:].cpu()
     return out
 
 
