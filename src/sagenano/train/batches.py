@@ -119,8 +119,13 @@ def training_text_with_explanation(record: dict, training_text) -> str:
     return text
 
 
-def collate(examples: list[Example], pad_id: int) -> Batch:
+PAD_MULTIPLE = 64  # batch widths are rounded up to this: few distinct shapes, so oneDNN's bf16 kernel cache
+# (one JIT kernel per shape) stays small; measured: without it a tiny model's RSS grew 1.6 -> 2.9 GB in 250 steps
+
+
+def collate(examples: list[Example], pad_id: int, pad_multiple: int = PAD_MULTIPLE) -> Batch:
     width = max(len(e.input_ids) for e in examples)
+    width = -(-width // pad_multiple) * pad_multiple
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     segments = torch.full((len(examples), width), NONE, dtype=torch.long)
