@@ -27,13 +27,13 @@ MAX_CHAIN_TOKENS = 160
 def split_generated(text: str) -> tuple[list[str], str | None]:
     """Steps and answer of a generated continuation of `prompt_text` (which ends with `<|step|>`)."""
     body, has_answer, rest = text.partition("<|answer|>")
-    steps = [s for s in body.split("<|step|>")]
     answer = rest.split("<|endoftext|>")[0].strip() if has_answer else None
-    return [s.strip() for s in steps if s.strip()], answer
+    return [s.strip() for s in body.split("<|step|>") if s.strip()], answer
 
 
 @torch.no_grad()
-def _greedy(model, tokenizer, prompts: list[str]) -> list[str]:
+def _greedy(model, tokenizer, prompts: list[str]) -> tuple[list[str], list]:
+    """Greedy chains for the prompts: their texts (ending in `<|endoftext|>` when finished) and traces."""
     from ..generation import trace_generate
 
     longest = max(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
