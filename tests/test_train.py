@@ -155,7 +155,7 @@ def test_batches_are_deterministic_and_shards_cover_the_batch(tokenizer, tmp_pat
 def test_three_stage_run_writes_a_loadable_model(tmp_path):
     stages = tiny_recipe()["stages"] + [
         {"name": "inverse", "steps": 2, "lr": 1e-3, "warmup": 1, "batch_size": 8, "synth_questions": 4,
-         "synth_resamples": 2},
+         "synth_resamples": 2, "synth_repeats": 2},
     ]  # fmt: skip
     final = train(Recipe(**tiny_recipe(stages=stages)), tmp_path / "run")
     rows = metrics(tmp_path / "run")
@@ -171,7 +171,11 @@ def test_three_stage_run_writes_a_loadable_model(tmp_path):
         json.loads(line) for line in (tmp_path / "run" / "data" / "stage3-inverse.jsonl").read_text().splitlines()
     ]
     labelled = [r for r in stage3 if "step_correct" in r]
-    assert len(labelled) == 4 and all("explanation" in r and "answer_share" in r for r in labelled)
+    assert len(labelled) == 4 * 2 and all("explanation" in r and "answer_share" in r for r in labelled)
+    references = [r for r in stage3 if "step_correct" not in r]
+    # the references fill the stage's 2 steps x 8 examples, so stage 3 does not over-fit its few synthesised items
+    assert len(references) == 2 * 8 - 4 * 2 and all("explanation" not in r for r in references)
+    assert not {r["question"] for r in references} & {r["question"] for r in labelled}
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):

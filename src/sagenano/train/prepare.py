@@ -92,7 +92,10 @@ def _data_key(recipe: Recipe, stage: StageConfig) -> str:
     """Identifies the data a recipe asks for, so a changed recipe never reuses stale files."""
     fields = {"tasks": recipe.tasks, "options": recipe.task_options, "seed": recipe.seed, "text": recipe.text_files}
     if stage.name == "inverse":
-        fields.update(questions=stage.synth_questions, resamples=stage.synth_resamples)
+        fields.update(
+            questions=stage.synth_questions, resamples=stage.synth_resamples, repeats=stage.synth_repeats,
+            references=stage.reference_items, examples=stage.examples,
+        )
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 

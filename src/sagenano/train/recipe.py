@@ -30,6 +30,9 @@ class StageConfig:
         lambda_explanation / lambda_consistency / lambda_meta: weights of the inverse stage's extra losses.
         synth_questions: training questions the stage-2 model answers to synthesise stage-3 data.
         synth_resamples: samples drawn from each step boundary to find decision points.
+        synth_repeats: times each synthesised record appears in the stage's data.
+        reference_items: reference chains from the training data (plain L_reasoning) mixed into stage 3 so that
+            it keeps the stage-2 skill; by default enough that the stage's steps see no item twice.
     """
 
     name: str
@@ -45,12 +48,19 @@ class StageConfig:
     lambda_meta: float = 0.1
     synth_questions: int = 512
     synth_resamples: int = 4
+    synth_repeats: int = 1
+    reference_items: int | None = None
 
     def __post_init__(self) -> None:
         if self.name not in STAGES:
             raise ValueError(f"unknown stage {self.name!r}; choose one of {list(STAGES)}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError(f"stage {self.name}: steps, batch_size and grad_accum must be at least 1")
+
+    @property
+    def examples(self) -> int:
+        """Examples the stage trains on (over all ranks and accumulation steps)."""
+        return self.steps * self.batch_size * self.grad_accum
 
     @property
     def loss_on(self) -> str:

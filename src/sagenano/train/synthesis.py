@@ -127,16 +127,20 @@ def write_inverse_data(
     recipe: Recipe, stage: StageConfig, model: SageForCausalLM, tokenizer: PreTrainedTokenizerBase,
     train_path: Path, out_path: Path, batch: int = 32,
 ) -> None:  # fmt: skip
-    """Answers `stage.synth_questions` training questions with the current model and writes stage-3 records,
-    mixed with as many reference items (plain L_reasoning) so that stage 3 keeps the stage-2 skill."""
+    """Answers `stage.synth_questions` training questions with the current model and writes stage-3 records
+    (each `stage.synth_repeats` times), mixed with reference items (plain L_reasoning) so that stage 3 keeps the
+    stage-2 skill instead of over-fitting a few hundred synthesised items."""
     from ..data.format import prompt_text
     from ..data.io import iter_records, write_jsonl
 
+    num_references = stage.reference_items
+    if num_references is None:
+        num_references = max(stage.examples - stage.synth_questions * stage.synth_repeats, stage.synth_questions)
     records = []
     for record in iter_records(train_path):
         if "question" in record:
             records.append(record)
-        if len(records) == 2 * stage.synth_questions:
+        if len(records) == stage.synth_questions + num_references:
             break
     questions, references = records[: stage.synth_questions], records[stage.synth_questions :]
     was_training = model.training
@@ -149,6 +153,6 @@ def write_inverse_data(
             seed = recipe.seed * 1_000_003 + start + offset
             labelled.append(label_item(record, text, trace, model, tokenizer, stage.synth_resamples, seed))
     model.train(was_training)
-    mixed = labelled + references
+    mixed = labelled * stage.synth_repeats + references
     random.Random(recipe.seed + 3).shuffle(mixed)
     write_jsonl(mixed, out_path)
