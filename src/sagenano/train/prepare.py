@@ -93,8 +93,11 @@ def _data_key(recipe: Recipe, stage: StageConfig) -> str:
     fields = {"tasks": recipe.tasks, "options": recipe.task_options, "seed": recipe.seed, "text": recipe.text_files}
     if stage.name == "inverse":
         fields.update(
-            questions=stage.synth_questions, resamples=stage.synth_resamples, repeats=stage.synth_repeats,
-            references=stage.reference_items, examples=stage.examples,
+            questions=stage.synth_questions,
+            resamples=stage.synth_resamples,
+            repeats=stage.synth_repeats,
+            references=stage.reference_items,
+            examples=stage.examples,
         )
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
