@@ -2,6 +2,7 @@
 
 from .config import PRESETS, SageConfig
 from .generation import ReasoningTrace, StepSpan, trace_generate
+from .inverse import Report, explain
 from .loading import LoadedModel, load_model
 from .model import SageForCausalLM, SageModel
 
@@ -9,10 +10,12 @@ __all__ = [
     "PRESETS",
     "LoadedModel",
     "ReasoningTrace",
+    "Report",
     "SageConfig",
     "SageForCausalLM",
     "SageModel",
     "StepSpan",
+    "explain",
     "load_model",
     "trace_generate",
 ]

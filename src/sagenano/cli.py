@@ -42,6 +42,87 @@ def explain(
             "Default: the model that ships with the package."
         ),
     ] = None,
+    depth: Annotated[
+        str,
+        typer.Option(
+            help="How the explanation is written: novice (plain words), intermediate (step by step), "
+            "expert (every score)."
+        ),
+    ] = "intermediate",
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 160,
+    threshold: Annotated[float, typer.Option(help="Decision score (0..1) at which a token is a decision point.")] = 0.3,
+    decision_score: Annotated[
+        str, typer.Option(help="entropy, margin, meta (SAGE head), combined, or auto (combined on SAGE models).")
+    ] = "auto",
+    alternatives: Annotated[int, typer.Option(help="Alternative tokens rolled out per decision point.")] = 5,
+    rollouts: Annotated[bool, typer.Option(help="Roll every alternative out to its own answer.")] = True,
+    attention: Annotated[
+        str, typer.Option(help="Attention aggregate of the dependency score: mean, last, rollout or group:NAME.")
+    ] = "mean",
+    validate: Annotated[bool, typer.Option(help="Check every claim by intervention on the model.")] = True,
+    steps: Annotated[
+        str, typer.Option(help="How to cut the chain into steps: auto, tokens, lines, sentences, markers.")
+    ] = "auto",
+    chat: Annotated[
+        bool | None, typer.Option(help="Use the tokenizer's chat template (default: when it has one).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the report as JSON to this file ('-' = stdout only).")
+    ] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report here.")] = None,
+) -> None:
+    """Answer QUESTION with a reasoning chain and explain it: decision points, the alternatives and where they
+    lead, confidence, the spans each step rests on, and every claim checked by intervention on the model."""
+    from .inverse import DEPTHS
+    from .inverse import explain as run_explain
+    from .loading import load_model
+
+    if depth not in DEPTHS:
+        _fail(f"unknown depth {depth!r}; choose one of {', '.join(DEPTHS)}")
+    try:
+        loaded = load_model(model)
+        report = run_explain(
+            loaded.model, loaded.tokenizer, question, model_name=loaded.source, max_new_tokens=max_new_tokens,
+            threshold=threshold, decision_score=decision_score, alternatives=alternatives, rollouts=rollouts,
+            attention_aggregate=attention, validate=validate, step_strategy=steps, chat=chat,
+            temperature=loaded.temperature,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    if json_out is not None and str(json_out) == "-":
+        print(report.to_json())
+        return
+    if not loaded.trained:
+        console.print(_untrained_panel())
+    report.show(depth, console)
+    if json_out is not None:
+        json_out.write_text(report.to_json())
+        console.print(f"report written to {json_out}")
+    if html_out is not None:
+        html_out.write_text(report.to_html(depth), encoding="utf-8")
+        console.print(f"HTML report written to {html_out}")
+
+
+def _untrained_panel() -> Panel:
+    return Panel(
+        "This model is [bold]untrained[/]: randomly initialised weights, so its text is noise. Every number "
+        "below is still measured on it. Pass --model with a trained checkpoint (any Hugging Face causal LM "
+        "folder) for a meaningful chain.",
+        title="untrained model",
+        border_style="yellow",
+    )
+
+
+@app.command()
+def trace(
+    question: Annotated[str, typer.Argument(help="The question or problem to reason about.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="A local Hugging Face checkpoint folder, a hub id, or preset:NAME (an untrained SAGE preset). "
+            "Default: the model that ships with the package."
+        ),
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 128,
     steps: Annotated[
         str, typer.Option(help="How to cut the chain into steps: auto, tokens, lines, sentences, markers.")
@@ -58,7 +139,7 @@ def explain(
         Path | None, typer.Option("--json", help="Also write the full trace as JSON to this file ('-' = stdout).")
     ] = None,
 ) -> None:
-    """Answer QUESTION with a reasoning chain and report what was measured along it."""
+    """Generate a chain for QUESTION and show the raw per-token measurements (no explanation)."""
     from .generation import trace_generate
     from .loading import load_model
 
@@ -83,23 +164,13 @@ def explain(
 def _print_trace(loaded, question: str, trace, uncertain: int) -> None:
     console.print(f"[bold]model:[/] {loaded.source}")
     if not loaded.trained:
-        console.print(
-            Panel(
-                "This model is [bold]untrained[/]: randomly initialised weights, so its text is noise. "
-                "Every number below is still measured on it. Pass --model with a trained checkpoint "
-                "(any Hugging Face causal LM folder) for a meaningful chain.",
-                title="untrained model",
-                border_style="yellow",
-            )
-        )
+        console.print(_untrained_panel())
     console.print(f"[bold]question:[/] {question}")
     console.print(Panel(trace.text or "(nothing generated)", title=f"reasoning chain ({trace.finish_reason})"))
     _print_steps(trace)
     _print_uncertain_tokens(trace, uncertain)
-    console.print(
-        "[dim]Shown: measured token probabilities, entropies and top-k alternatives. Decision points with "
-        "rolled-out alternatives, dependencies and their verification are not part of this version yet.[/]"
-    )
+    console.print("[dim]Raw measurements only; `sage-nano explain` finds the decision points, rolls out the "
+                  "alternatives, ranks the dependencies and checks every claim.[/]")  # fmt: skip
 
 
 def _print_steps(trace) -> None:
@@ -228,6 +299,46 @@ def train(
     except (ValueError, FileNotFoundError, TrainingDiverged) as error:
         _fail(str(error))
     console.print(f"done: {final}")
+
+
+@app.command()
+def calibrate(
+    model: Annotated[
+        str | None, typer.Option(help="A local model folder (default: the model that ships with the package).")
+    ] = None,
+    tasks: Annotated[str, typer.Option(help="Comma-separated synthetic tasks to calibrate on.")] = (
+        "arithmetic,linear_equation,multiple_choice,logic"
+    ),
+    n: Annotated[int, typer.Option(help="Items per task.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the calibration items (not the evaluation seed).")] = 2_000_003,
+) -> None:
+    """Fit the answer-confidence temperature on held-out-style items and store it beside the weights."""
+    from .data import generate_items
+    from .eval.synthetic import EVAL_SEED, TASKS
+    from .inverse.calibration import calibrate as fit
+    from .inverse.calibration import save_calibration
+    from .loading import load_model, shipped_model_dir
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    unknown = sorted(set(names) - set(TASKS))
+    if unknown or not names:
+        _fail(f"unknown tasks {unknown}; choose from {', '.join(TASKS)}")
+    if seed == EVAL_SEED:
+        _fail(f"seed {seed} is the evaluation seed; calibrate on other items")
+    if n < 1:
+        _fail("--n must be at least 1")
+    try:
+        loaded = load_model(model)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    folder = Path(model) if model is not None else shipped_model_dir()
+    if not (folder / "config.json").is_file():
+        _fail(f"{folder} is not a local model folder; calibration is stored beside the weights")
+    items = [item for task in names for item in generate_items(task, n, seed, "heldout")]
+    result = fit(loaded.model, loaded.tokenizer, items)
+    path = save_calibration(folder, result, f"{n} heldout-split items per task of {names}, seed {seed}")
+    console.print_json(data=result)
+    console.print(f"written to {path}")
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     source: str
     trained: bool
+    temperature: float | None = None  # answer-confidence calibration stored with the model (calibration.json)
 
 
 def shipped_model_dir() -> Path:
@@ -46,6 +47,9 @@ def fresh_sage_model(preset: str = "pico", seed: int = 0) -> LoadedModel:
     torch.manual_seed(seed)
     model = SageForCausalLM(config).eval()
     return LoadedModel(model, tokenizer, f"SAGE {preset}, freshly initialised (seed {seed})", trained=False)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
 def load_model(
@@ -81,6 +85,11 @@ def load_model(
             f"no model at {name_or_path!r}: expected a folder with config.json and *.safetensors "
             "(as written by model.save_pretrained)"
         )
+    if looks_local and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"the model at {name_or_path!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save it beside "
+            f"the weights with tokenizer.save_pretrained({name_or_path!r})"
+        )
     return _from_pretrained(name_or_path, dtype, attn_implementation, trust_remote_code, trained=True)
 
 
@@ -100,4 +109,6 @@ def _from_pretrained(
             f"cannot load {name!r}: {error}. Pass a local folder written by save_pretrained, or a hub id "
             "reachable from this machine"
         ) from error
-    return LoadedModel(model.eval(), tokenizer, name, trained=trained)
+    from .inverse.calibration import load_temperature
+
+    return LoadedModel(model.eval(), tokenizer, name, trained=trained, temperature=load_temperature(name))

@@ -1,0 +1,116 @@
+"""GenerateExplanation: the explanation's claims, each built from a measured number and checkable.
+
+Four kinds (the paper's four parts): decision justifications, alternative analysis, confidence
+assessment and critical dependencies. A claim states numbers (`stated`) that `validate` re-measures
+by intervention; the natural-language text (`render`) is made from the claims and the report.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .report import Claim, Report
+
+_OWN_LEAST_CONFIDENT = re.compile(r"Least confident step: (\d+) \(p=([0-9.]+)\)")
+
+
+def _step_name(step: int | None) -> str:
+    return "the answer" if step is None else f"step {step + 1}"
+
+
+def make_claims(report: Report, opts) -> list[Claim]:
+    claims: list[Claim] = []
+    answer_step = next((s.index for s in report.steps if s.is_answer), None)
+    for point in report.decision_points:
+        where = _step_name(point.step)
+        claims.append(
+            Claim(
+                id=f"decision-{point.position}",
+                kind="decision",
+                step=point.step,
+                statement=f"At {where} the model chose {point.token!r} with probability {point.prob:.0%}: a decision "
+                f"point, its score {point.score:.2f} reaches the threshold {opts.threshold:g}.",
+                stated={"position": point.position, "prob": round(point.prob, 3), "score": round(point.score, 3)},
+            )
+        )
+        if not opts.rollouts:
+            continue
+        for alternative in point.alternatives:
+            result = {
+                "same_answer": f"to the same answer ({alternative.answer})",
+                "different_answer": f"to a different answer ({alternative.answer})",
+                "no_answer": "to no answer",
+            }[alternative.outcome]
+            claims.append(
+                Claim(
+                    id=f"alternative-{point.position}-{alternative.token_id}",
+                    kind="alternative",
+                    step=point.step,
+                    statement=f"Choosing {alternative.token!r} (probability {alternative.prob:.0%}) instead of "
+                    f"{point.token!r} at {where} leads {result}.",
+                    stated={
+                        "position": point.position,
+                        "token_id": alternative.token_id,
+                        "answer": alternative.answer,
+                        "outcome": alternative.outcome,
+                    },
+                )
+            )
+    for step in report.steps:
+        claims.append(
+            Claim(
+                id=f"confidence-step-{step.index}",
+                kind="confidence",
+                step=step.index,
+                statement=f"The model was {step.confidence:.0%} confident in {_step_name(step.index)} "
+                f"(mean token probability).",
+                stated={"prob": round(step.confidence, 3), "tokens": [step.token_start, step.token_end]},
+            )
+        )
+    if report.answer_confidence is not None:
+        claims.append(
+            Claim(
+                id="confidence-answer",
+                kind="confidence",
+                step=answer_step,
+                statement=f"The model gave its answer {report.answer!r} probability {report.answer_confidence:.0%}.",
+                stated={"prob": round(report.answer_confidence, 3), "answer": report.answer},
+            )
+        )
+    for step in report.steps:
+        for rank, dependency in enumerate(step.dependencies[: opts.critical_dependencies]):
+            span = dependency.span
+            source = "the question" if span.source == "question" else _step_name(span.step)
+            claims.append(
+                Claim(
+                    id=f"dependency-{step.index}-{rank}",
+                    kind="dependency",
+                    step=step.index,
+                    statement=f"{_step_name(step.index).capitalize()} rests on {span.text!r} in {source} "
+                    f"({dependency.share:.0%} of its significance): removing it changes the step more than "
+                    f"removing random spans of the same length.",
+                    stated={"positions": span.positions, "text": span.text, "share": round(dependency.share, 3)},
+                )
+            )
+    return claims
+
+
+def own_explanation_claims(report: Report) -> list[Claim]:
+    """The checkable statements of a SAGE model's own explanation (it learnt to write measured numbers)."""
+    if report.own_explanation is None:
+        return []
+    claims = []
+    for match in _OWN_LEAST_CONFIDENT.finditer(report.own_explanation.text):
+        step, prob = int(match.group(1)) - 1, float(match.group(2))
+        claims.append(
+            Claim(
+                id="own-least-confident",
+                kind="confidence",
+                step=step,
+                statement=f"The model's own explanation says its least confident step is step {step + 1} "
+                f"(p={prob:.2f}).",
+                stated={"least_confident_step": step, "prob": prob},
+            )
+        )
+        break
+    return claims

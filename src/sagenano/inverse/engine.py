@@ -1,0 +1,481 @@
+"""Algorithm 1 of the paper: explain a reasoning chain, then check the explanation against the model.
+
+trace = forward pass with tracking            (traced generation, KV cache)
+D = ExtractDecisionPoints(trace, threshold)   (normalised entropy, top-2 margin or SAGE's meta head)
+for d in D: GenerateAlternatives(d, top_k)    (each alternative rolled out to its own answer)
+confidences, dependencies (eq. 7)             (per token / step / answer; spans of the input)
+E = claims built only from those measurements
+ValidateConsistency(E) by intervention; RefineExplanation if the score is below the threshold
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..generation import ReasoningTrace, head_groups, trace_generate
+from .alternatives import decode_chain, extract_answer, outcome, rollouts
+from .claims import make_claims, own_explanation_claims
+from .measure import Chain, Scores, is_sage, score_chain, step_gradient_norms
+from .report import (
+    Alternative,
+    DecisionPoint,
+    DependencyScore,
+    OwnExplanation,
+    Report,
+    SpanRef,
+    Step,
+    TokenRecord,
+)  # fmt: skip
+from .spans import aggregate, question_units, step_units
+
+DECISION_SCORES = ("auto", "entropy", "margin", "meta", "combined")
+ATTENTION_AGGREGATES = ("mean", "last", "rollout")  # and "group:<name>"
+MAX_QUESTION_CHARS = 4000
+
+
+@dataclass
+class ExplainOptions:
+    """How `explain` measures; every option is recorded in the report.
+
+    Args:
+        max_new_tokens: bound on the generated chain.
+        threshold: a token is a decision point when its decision score reaches this.
+        decision_score: "entropy" (normalised entropy), "margin" (1 − top-1/top-2 margin), "meta" (SAGE's
+            meta-cognitive head, at step starts), "combined" (the larger of entropy and meta), or "auto"
+            (combined on SAGE models, entropy otherwise).
+        max_decision_points: keep at most this many, the highest-scoring.
+        alternatives: top-k alternative tokens per decision point.
+        rollouts: roll every alternative out to its own answer.
+        attention_aggregate: the w_ij of eq. 7: "mean" (all layers and heads), "last" (last layer),
+            "group:<name>" (one head group, all layers) or "rollout" (attention rollout over layers).
+        gradient_layer: the hidden state h_j of eq. 7 (0 = the embeddings).
+        entropy_term: "step" (the step's mean normalised token entropy, eq. 7's entropy factor) or "none".
+        span_aggregate: how token scores combine into a span's: max, sum or mean.
+        dependency_steps: "all" steps, or only the "decisions" (steps with a decision point, and the answer).
+        critical_dependencies: dependency claims per step (its top-ranked spans).
+        validate: check every claim by intervention (ValidateConsistency) and refine below `refine_below`.
+        random_controls: random spans ablated per dependency claim as its control.
+        refine_below: the validation score under which unverified claims are removed and validation reruns.
+        temperature: calibration temperature for the answer confidence (None: not calibrated).
+        own_explanation: on SAGE models, let the model write its own explanation and check it.
+        step_strategy / chat: how the chain is cut into steps; whether to use the chat template.
+        seed: seed of the random controls.
+    """
+
+    max_new_tokens: int = 160
+    threshold: float = 0.3
+    decision_score: str = "auto"
+    max_decision_points: int = 6
+    alternatives: int = 5
+    rollouts: bool = True
+    attention_aggregate: str = "mean"
+    gradient_layer: int = 0
+    entropy_term: str = "step"
+    span_aggregate: str = "max"
+    dependency_steps: str = "all"
+    critical_dependencies: int = 1
+    validate: bool = True
+    random_controls: int = 4
+    refine_below: float = 0.8
+    temperature: float | None = None
+    own_explanation: bool = True
+    step_strategy: str = "auto"
+    chat: bool | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.decision_score not in DECISION_SCORES:
+            raise ValueError(f"decision_score must be one of {DECISION_SCORES}, got {self.decision_score!r}")
+        if self.attention_aggregate not in ATTENTION_AGGREGATES and not self.attention_aggregate.startswith("group:"):
+            raise ValueError(
+                f"attention_aggregate must be one of {ATTENTION_AGGREGATES} or group:<name>, "
+                f"got {self.attention_aggregate!r}"
+            )
+        if self.entropy_term not in ("step", "none"):
+            raise ValueError(f"entropy_term must be 'step' or 'none', got {self.entropy_term!r}")
+        if self.dependency_steps not in ("all", "decisions"):
+            raise ValueError(f"dependency_steps must be 'all' or 'decisions', got {self.dependency_steps!r}")
+        if self.alternatives < 1 or self.max_decision_points < 0 or self.random_controls < 1:
+            raise ValueError("alternatives and random_controls must be at least 1, max_decision_points at least 0")
+        if self.temperature is not None and self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+
+
+def check_question(question: Any) -> str:
+    """The question, or a ValueError that says what is wrong with it."""
+    if not isinstance(question, str):
+        raise ValueError(f"the question must be text, got {type(question).__name__}")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("the question is not valid UTF-8 text; re-encode it as UTF-8") from error
+    if not question.strip():
+        raise ValueError("the question is empty; ask something, e.g. 'If 3x + 2 = 14, what is x?'")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValueError(f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+    return question.strip()
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
+def explain(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, question: str, model_name: str | None = None, **options
+) -> Report:
+    """Answers `question` with a reasoning chain and explains it: decision points, alternatives and their
+    outcomes, confidences, dependencies, and claims checked by intervention. See `ExplainOptions`."""
+    try:
+        opts = ExplainOptions(**options)
+    except TypeError as error:
+        known = [f.name for f in dataclasses.fields(ExplainOptions)]
+        raise ValueError(f"{error}; the options are {known}") from error
+    question = check_question(question)
+    model.eval()
+    timer = _Timer()
+    with timer("generation"):
+        trace = trace_generate(
+            model, tokenizer, question, max_new_tokens=opts.max_new_tokens, top_k=opts.alternatives + 1,
+            attention="full" if opts.attention_aggregate == "rollout" else "summary",
+            step_strategy=opts.step_strategy, chat=opts.chat,
+        )  # fmt: skip
+    chain = Chain(trace.prompt_ids, trace.token_ids)
+    answer, answer_tokens, answer_step = _locate_answer(trace)
+    with timer("scoring"):
+        scores = score_chain(model, chain, answer_tokens)
+    steps = _steps(trace, scores, chain, answer_step, opts.temperature)
+    with timer("decision_points"):
+        decisions = _decision_points(trace, scores, chain, steps, opts, model, tokenizer)
+    with timer("alternatives"):
+        if opts.rollouts:
+            _roll_out(model, tokenizer, chain, trace, decisions, answer, opts)
+    with timer("dependencies"):
+        _dependencies(model, tokenizer, question, trace, chain, steps, decisions, opts)
+    answer_confidence = math.exp(float(trace.logprobs[answer_tokens].sum())) if answer_tokens else None
+    report = Report(
+        model=model_name or getattr(model, "name_or_path", "") or type(model).__name__,
+        question=question,
+        prompt=trace.prompt,
+        prompt_ids=trace.prompt_ids.tolist(),
+        chain=trace.text,
+        finish_reason=trace.finish_reason,
+        answer=answer,
+        answer_confidence=answer_confidence,
+        calibrated_answer_confidence=None
+        if opts.temperature is None or not answer_tokens
+        else calibrated_prob(scores.answer_logits, trace.token_ids[answer_tokens], opts.temperature),
+        temperature=opts.temperature,
+        tokens=_tokens(trace),
+        steps=steps,
+        decision_points=decisions,
+        claims=[],
+        options={**dataclasses.asdict(opts), "decision_score": _decision_mode(opts, model)},
+    )
+    report.claims = make_claims(report, opts)
+    if opts.own_explanation and is_sage(model) and answer is not None:
+        with timer("own_explanation"):
+            _own_explanation(model, tokenizer, chain, trace, report)
+    if opts.validate:
+        from .validate import validate_and_refine
+
+        with timer("validation"):
+            validate_and_refine(report, model, tokenizer)
+    report.timings = timer.seconds
+    return report
+
+
+# --- the answer and the steps -------------------------------------------------------------------------
+
+
+def _locate_answer(trace: ReasoningTrace) -> tuple[str | None, list[int], int | None]:
+    """The chain's answer, the generated tokens that spell it, and the step that holds it."""
+    answer = extract_answer(trace.text)
+    if answer is None:
+        return None, [], None
+    if "<|answer|>" in trace.text:
+        at = trace.text.index("<|answer|>") + len("<|answer|>")
+        for step in trace.steps:
+            if step.char_start >= at:
+                return answer, list(range(step.token_start, step.token_end)), step.index
+    where = trace.text.rfind(answer)
+    ends = trace.token_char_ends
+    starts = [0, *ends[:-1]]
+    tokens = [t for t in range(len(ends)) if starts[t] < where + len(answer) and ends[t] > where]
+    holder = next((s.index for s in trace.steps if s.char_start <= where < s.char_end), None)
+    return answer, tokens, holder
+
+
+def _steps(
+    trace: ReasoningTrace, scores: Scores, chain: Chain, answer_step: int | None, temperature: float | None
+) -> list[Step]:
+    probs = trace.logprobs.exp()
+    entropies = trace.normalized_entropies
+    steps = []
+    for span in trace.steps:
+        tokens = range(span.token_start, span.token_end)
+        meta = None
+        if scores.meta_confidence is not None:
+            meta = float(scores.meta_confidence[chain.predicting(tokens)].mean())
+        steps.append(
+            Step(
+                index=span.index,
+                text=span.text,
+                token_start=span.token_start,
+                token_end=span.token_end,
+                confidence=float(probs[span.token_start : span.token_end].mean()),
+                min_prob=float(probs[span.token_start : span.token_end].min()),
+                entropy=float(entropies[span.token_start : span.token_end].mean()),
+                meta_confidence=meta,
+                is_answer=span.index == answer_step,
+            )
+        )
+    return steps
+
+
+def _tokens(trace: ReasoningTrace) -> list[TokenRecord]:
+    owner = {t: s.index for s in trace.steps for t in range(s.token_start, s.token_end)}
+    entropies = trace.normalized_entropies
+    return [
+        TokenRecord(index=t, id=int(trace.token_ids[t]), token=trace.tokens[t], prob=math.exp(float(trace.logprobs[t])),
+                    entropy=float(entropies[t]), step=owner.get(t))
+        for t in range(trace.num_tokens)
+    ]  # fmt: skip
+
+
+def calibrated_prob(answer_logits: torch.Tensor, answer_ids: torch.Tensor, temperature: float) -> float:
+    """P(answer tokens) with the logits divided by the calibration temperature."""
+    logp = (answer_logits.float() / temperature).log_softmax(-1)
+    return math.exp(float(logp.gather(1, answer_ids[:, None]).sum()))
+
+
+# --- decision points and alternatives ------------------------------------------------------------------
+
+
+def _decision_mode(opts: ExplainOptions, model: PreTrainedModel) -> str:
+    if opts.decision_score != "auto":
+        return opts.decision_score
+    return "combined" if is_sage(model) else "entropy"
+
+
+def decision_scores(
+    mode: str, entropies: torch.Tensor, margins: torch.Tensor, meta: torch.Tensor | None
+) -> torch.Tensor:
+    """(T,) the decision score of every generated token under `mode` (see `ExplainOptions.decision_score`)."""
+    if mode == "entropy":
+        return entropies
+    if mode == "margin":
+        return 1 - margins
+    if meta is None:
+        raise ValueError(f"decision_score={mode!r} needs a SAGE model with a meta-cognitive head")
+    return meta if mode == "meta" else torch.maximum(entropies, meta)
+
+
+def meta_at_step_starts(scores: Scores, chain: Chain, separators: set[int]) -> torch.Tensor | None:
+    """(T,) the meta head's decision probability where the predicting position is a step separator (where it
+    was trained), 0 elsewhere."""
+    if scores.meta_decision is None:
+        return None
+    positions = chain.predicting(range(len(chain.token_ids)))
+    inputs = chain.inputs
+    return torch.tensor([float(scores.meta_decision[p]) if int(inputs[p]) in separators else 0.0 for p in positions])
+
+
+def step_separators(model: PreTrainedModel) -> set[int]:
+    return set(getattr(model.config, "step_separator_token_ids", None) or [])
+
+
+def _decision_points(
+    trace: ReasoningTrace, scores: Scores, chain: Chain, steps: list[Step], opts: ExplainOptions, model, tokenizer
+) -> list[DecisionPoint]:
+    mode = _decision_mode(opts, model)
+    meta = meta_at_step_starts(scores, chain, step_separators(model))
+    top = trace.topk_logprobs.exp()
+    margins = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0)
+    score = decision_scores(mode, trace.normalized_entropies, margins, meta)
+    owner = {t: s.index for s in steps for t in range(s.token_start, s.token_end)}
+    candidates = [t for t in range(trace.num_tokens) if t in owner and float(score[t]) >= opts.threshold]
+    chosen = sorted(sorted(candidates, key=lambda t: -float(score[t]))[: opts.max_decision_points])
+    points = []
+    for t in chosen:
+        alternatives = [
+            Alternative(token=tok, token_id=int(tid), prob=math.exp(float(lp)), chain="", answer=None,
+                        outcome="no_answer")
+            for tid, tok, lp in zip(trace.topk_ids[t], trace.topk_tokens[t], trace.topk_logprobs[t], strict=True)
+            if int(tid) != int(trace.token_ids[t])
+        ][: opts.alternatives]  # fmt: skip
+        points.append(
+            DecisionPoint(
+                position=t,
+                step=owner[t],
+                token=trace.tokens[t],
+                prob=math.exp(float(trace.logprobs[t])),
+                score=float(score[t]),
+                entropy=float(trace.normalized_entropies[t]),
+                margin=float(margins[t]),
+                meta_score=None if meta is None else float(meta[t]),
+                alternatives=alternatives,
+            )
+        )
+    return points
+
+
+def _eos_ids(model: PreTrainedModel) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+def _roll_out(model, tokenizer, chain: Chain, trace: ReasoningTrace, decisions, answer, opts) -> None:
+    """Fills in every alternative's rolled-out chain, answer and outcome."""
+    eos = _eos_ids(model)
+    for point in decisions:
+        if not point.alternatives:
+            continue
+        prefix = torch.cat([chain.prompt_ids, chain.token_ids[: point.position]])
+        budget = opts.max_new_tokens - point.position - 1
+        ids = rollouts(model, prefix, [a.token_id for a in point.alternatives], budget)
+        for alternative, continuation in zip(point.alternatives, ids, strict=True):
+            text = decode_chain(tokenizer, chain.token_ids[: point.position].tolist() + continuation, eos)
+            alternative.chain = text
+            alternative.answer = extract_answer(text)
+            alternative.outcome = outcome(alternative.answer, answer)
+
+
+# --- dependencies (eq. 7) -----------------------------------------------------------------------------
+
+
+def attention_rows(trace: ReasoningTrace, model: PreTrainedModel, how: str) -> torch.Tensor:
+    """(T, N): for every generated token, the attention of the position predicting it over the input
+    positions (N = P + T − 1), aggregated over layers and heads as `how` says."""
+    if how == "rollout":
+        maps = trace.attention_maps.float().mean(1)  # (L, N, N) mean over heads
+        eye = torch.eye(maps.shape[-1])
+        rolled = eye
+        for layer in maps:
+            mixed = 0.5 * layer + 0.5 * eye
+            rolled = (mixed / mixed.sum(-1, keepdim=True)) @ rolled
+        start = len(trace.prompt_ids) - 1
+        return rolled[start : start + trace.num_tokens]
+    summary = trace.attention.float()  # (T, L, G, N)
+    sizes = torch.tensor(list(head_groups(model).values()), dtype=torch.float)
+    if how.startswith("group:"):
+        name = how.removeprefix("group:")
+        if name not in trace.head_groups:
+            raise ValueError(f"unknown head group {name!r}; the model has {trace.head_groups}")
+        return summary[:, :, trace.head_groups.index(name)].mean(1)
+    layers = summary[:, -1:] if how == "last" else summary
+    return (layers * (sizes / sizes.sum())[None, None, :, None]).sum(2).mean(1)
+
+
+def prompt_char_ends(tokenizer: PreTrainedTokenizerBase, prompt_ids: torch.Tensor) -> tuple[str, list[int]]:
+    ids = prompt_ids.tolist()
+    return tokenizer.decode(ids), [len(t) for t in tokenizer.batch_decode([ids[: i + 1] for i in range(len(ids))])]
+
+
+def candidate_units(tokenizer, question: str, trace: ReasoningTrace) -> tuple[list[SpanRef], dict[int, list[SpanRef]]]:
+    """The question's units, and each step's own units (which later steps may depend on)."""
+    text, ends = prompt_char_ends(tokenizer, trace.prompt_ids)
+    in_question = question_units(question, text, ends)
+    offset = len(trace.prompt_ids)
+    in_steps = {s.index: step_units(s.index, s.text, s.char_start, trace.token_char_ends, offset) for s in trace.steps}
+    limit = offset + trace.num_tokens - 1  # the last generated token is never an input
+    for units in in_steps.values():
+        units[:] = [u for u in units if max(u.positions) < limit]
+    return in_question, in_steps
+
+
+def _dependencies(model, tokenizer, question, trace, chain, steps: list[Step], decisions, opts) -> None:
+    """Ranks, for each step that needs it, the spans it rests on by eq. 7 significance."""
+    wanted = [s for s in steps if s.token_end > s.token_start]
+    if opts.dependency_steps == "decisions":
+        with_points = {d.step for d in decisions}
+        wanted = [s for s in wanted if s.index in with_points or s.is_answer]
+    if not wanted:
+        return
+    in_question, in_steps = candidate_units(tokenizer, question, trace)
+    attention = attention_rows(trace, model, opts.attention_aggregate)  # (T, N)
+    gradients = step_gradient_norms(
+        model, chain, [range(s.token_start, s.token_end) for s in wanted], opts.gradient_layer
+    )  # (S, N)
+    for step, gradient in zip(wanted, gradients, strict=True):
+        weight = attention[step.token_start : step.token_end].mean(0)
+        entropy = step.entropy if opts.entropy_term == "step" else 1.0
+        significance = weight * gradient * entropy
+        units = in_question + [u for k in range(step.index) for u in in_steps.get(k, [])]
+        step.dependencies = rank_units(units, significance, weight, gradient, opts.span_aggregate)
+
+
+def rank_units(units: list[SpanRef], significance, attention, gradient, how: str) -> list[DependencyScore]:
+    """Units scored by significance (aggregated over their tokens), highest first, with their share."""
+    scored = [
+        (unit, aggregate(significance, unit.positions, how), aggregate(attention, unit.positions, how),
+         aggregate(gradient, unit.positions, how))
+        for unit in units
+    ]  # fmt: skip
+    total = sum(s for _, s, _, _ in scored) or 1.0
+    scored.sort(key=lambda row: -row[1])
+    return [
+        DependencyScore(span=unit, significance=sig,
+                        share=sig / total, attention=att, gradient=grad)
+        for unit, sig, att, grad in scored
+    ]  # fmt: skip
+
+
+# --- the model's own explanation (SAGE, stage 3) -----------------------------------------------------------
+
+
+def _own_explanation(model, tokenizer, chain: Chain, trace: ReasoningTrace, report: Report) -> None:
+    """The explanation the model writes after `<|explanation|>`: already in the chain, or asked for."""
+    marker = "<|explanation|>"
+    if marker in trace.text:
+        at = trace.text.index(marker) + len(marker)
+        starts = [0, *trace.token_char_ends[:-1]]
+        tokens = [t for t in range(trace.num_tokens) if starts[t] >= at]
+        text = trace.text[at:]
+        probs = trace.logprobs[tokens].exp().tolist()
+    else:
+        text, probs = _ask_for_explanation(model, tokenizer, chain, marker)
+    if text.strip():
+        report.own_explanation = OwnExplanation(text=text.strip(), mean_prob=sum(probs) / max(len(probs), 1))
+        report.claims.extend(own_explanation_claims(report))
+
+
+@torch.no_grad()
+def _ask_for_explanation(model, tokenizer, chain: Chain, marker: str) -> tuple[str, list[float]]:
+    explanation_id = tokenizer.convert_tokens_to_ids(marker)
+    if explanation_id is None or explanation_id == tokenizer.unk_token_id:
+        return "", []
+    eos = _eos_ids(model)
+    ids = chain.token_ids.tolist()
+    if ids and ids[-1] in eos:
+        ids = ids[:-1]
+    prefix = torch.cat([chain.prompt_ids, torch.tensor([*ids, explanation_id])])[None].to(model.device)
+    room = min(96, (getattr(model.config, "max_position_embeddings", 0) or 10**9) - prefix.shape[1])
+    if room < 1:
+        return "", []
+    out = model.generate(
+        input_ids=prefix, attention_mask=torch.ones_like(prefix), max_new_tokens=room, do_sample=False,
+        output_scores=True, return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    new = out.sequences[0, prefix.shape[1] :]
+    probs = [float(s[0].float().softmax(-1)[t]) for s, t in zip(out.scores, new, strict=False)]
+    return decode_chain(tokenizer, new.tolist(), eos), probs

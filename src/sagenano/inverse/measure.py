@@ -1,0 +1,148 @@
+"""Teacher-forced measurements of a chain: token log-probabilities, step losses, gradients, ablations.
+
+The chain is the prompt ids followed by the generated ids. One forward pass over `inputs` (the whole
+sequence but its last token) scores every generated token: generated token t is predicted at position
+P - 1 + t. Every function here works for SAGE models and for any Hugging Face causal LM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+ROWS_PER_PASS = 16  # bounds the memory of batched passes (logits are rows × length × vocabulary)
+
+
+@dataclass
+class Chain:
+    """A prompt and its generated continuation as ids."""
+
+    prompt_ids: torch.Tensor  # (P,)
+    token_ids: torch.Tensor  # (T,)
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        """(N,) the ids fed to the model, N = P + T - 1."""
+        return torch.cat([self.prompt_ids, self.token_ids])[:-1]
+
+    def predicting(self, tokens: range | list[int]) -> list[int]:
+        """Input positions whose next-token prediction is each of the given generated tokens."""
+        return [self.prompt_len - 1 + t for t in tokens]
+
+
+@dataclass
+class Scores:
+    """What one teacher-forced pass measured for every generated token."""
+
+    logprobs: torch.Tensor  # (T,) log P(token t | prefix)
+    entropies: torch.Tensor  # (T,) normalised entropy 0..1
+    top2_margin: torch.Tensor  # (T,) p(top-1) - p(top-2)
+    answer_logits: torch.Tensor | None  # (A, V) logits at the answer tokens, for calibration
+    meta_decision: torch.Tensor | None  # (N,) SAGE meta-cognitive decision probability per position
+    meta_confidence: torch.Tensor | None  # (N,) SAGE meta-cognitive P(correct) per position
+
+
+def is_sage(model: PreTrainedModel) -> bool:
+    return getattr(model, "meta_head", None) is not None
+
+
+def _logits(model: PreTrainedModel, rows: torch.Tensor, **kwargs):
+    return model(input_ids=rows.to(model.device), use_cache=False, **kwargs)
+
+
+@torch.no_grad()
+def score_chain(model: PreTrainedModel, chain: Chain, answer_tokens: list[int]) -> Scores:
+    """Scores every generated token of the chain in one uncached forward pass."""
+    extra = {"run_inverse": True} if is_sage(model) else {}
+    out = _logits(model, chain.inputs[None], **extra)
+    positions = chain.predicting(range(len(chain.token_ids)))
+    logits = out.logits[0, positions].float()
+    logp = logits.log_softmax(-1)
+    top2 = logp.topk(min(2, logp.shape[-1]), dim=-1).values.exp()
+    margin = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0)
+    entropy = -(logp.exp() * logp).sum(-1) / torch.log(torch.tensor(float(logp.shape[-1])))
+    chosen = logp.gather(1, chain.token_ids[:, None].to(logp.device))[:, 0]
+    meta_decision = meta_confidence = None
+    if getattr(out, "decision_logits", None) is not None:
+        meta_decision = out.decision_logits[0].float().sigmoid().cpu()
+        meta_confidence = out.confidence_logits[0].float().sigmoid().cpu()
+    answer_logits = logits[answer_tokens].cpu() if answer_tokens else None
+    return Scores(chosen.cpu(), entropy.cpu(), margin.cpu(), answer_logits, meta_decision, meta_confidence)
+
+
+@torch.no_grad()
+def step_losses(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, steps: list[range]) -> torch.Tensor:
+    """(R, S) negative log-likelihood of each step's tokens, for each row of input ids (teacher forcing)."""
+    targets = chain.token_ids.to(model.device)
+    result = []
+    for start in range(0, len(rows), ROWS_PER_PASS):
+        logp = _logits(model, rows[start : start + ROWS_PER_PASS]).logits.float().log_softmax(-1)
+        token_logp = logp[:, chain.predicting(range(len(targets)))].gather(
+            2, targets[None, :, None].expand(len(logp), -1, 1)
+        )[..., 0]  # (r, T)
+        result.append(torch.stack([-token_logp[:, list(step)].sum(1) for step in steps], dim=1).cpu())
+    return torch.cat(result)
+
+
+@contextlib.contextmanager
+def _embeddings_require_grad(model: PreTrainedModel) -> Iterator[None]:
+    """Gradients with respect to hidden states need a graph, even for frozen (e.g. quantized) weights."""
+    weight = model.get_input_embeddings().weight
+    before = weight.requires_grad
+    weight.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        weight.requires_grad_(before)
+
+
+def step_gradient_norms(model: PreTrainedModel, chain: Chain, steps: list[range], layer: int = 0) -> torch.Tensor:
+    """(S, N): |∇_{h_j} L_i|, the norm of the gradient of step i's NLL with respect to the hidden state of
+    layer `layer` (0 = the embeddings) at every input position j.
+
+    One batched backward pass per `ROWS_PER_PASS` steps: row i of the batch carries only step i's loss,
+    so the gradient of the summed loss in row i is exactly ∇ L_i. No parameter gradients are kept.
+    """
+    norms = []
+    targets = chain.token_ids.to(model.device)
+    with _embeddings_require_grad(model):
+        for start in range(0, len(steps), ROWS_PER_PASS):
+            chunk = steps[start : start + ROWS_PER_PASS]
+            rows = chain.inputs[None].expand(len(chunk), -1).to(model.device)
+            out = model(input_ids=rows, use_cache=False, output_hidden_states=True)
+            if not out.hidden_states or not -len(out.hidden_states) <= layer < len(out.hidden_states):
+                raise ValueError(f"gradient_layer {layer} is out of range for this model's hidden states")
+            hidden = out.hidden_states[layer]
+            logp = out.logits.float().log_softmax(-1)
+            loss = 0
+            for row, step in enumerate(chunk):
+                positions = chain.predicting(step)
+                loss = loss - logp[row, positions].gather(1, targets[list(step), None])[:, 0].sum()
+            (grad,) = torch.autograd.grad(loss, hidden)
+            norms.append(grad.float().norm(dim=-1).detach().cpu())
+    return torch.cat(norms)
+
+
+def ablate(inputs: torch.Tensor, positions_per_row: list[list[int]], replacement: int) -> torch.Tensor:
+    """Copies of `inputs` with the given positions of each row replaced by `replacement` (masking)."""
+    rows = inputs[None].repeat(len(positions_per_row), 1)
+    for row, positions in enumerate(positions_per_row):
+        rows[row, positions] = replacement
+    return rows
+
+
+def replacement_id(tokenizer) -> int:
+    """The token that stands in for an ablated one: padding, else unknown, else end-of-sequence."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    raise ValueError("the tokenizer has no pad, unk or eos token to ablate spans with")

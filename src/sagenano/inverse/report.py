@@ -1,0 +1,204 @@
+"""The explanation report: what `explain` measured, the claims made from it, and how each was checked.
+
+Pydantic models, so the report has a JSON schema (`Report.json_schema()`), validates when read back
+(`Report.from_json`) and is the same object the REST API serves. Every number in it was measured on
+the model by the run that wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+Depth = Literal["novice", "intermediate", "expert"]
+DEPTHS: tuple[str, ...] = ("novice", "intermediate", "expert")
+ClaimStatus = Literal["unchecked", "verified", "refuted"]
+Outcome = Literal["same_answer", "different_answer", "no_answer"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenRecord(_Model):
+    """One generated token with its measured probability."""
+
+    index: int
+    id: int
+    token: str
+    prob: float = Field(description="P(token | prefix) under the model")
+    entropy: float = Field(description="entropy of the next-token distribution / log(vocabulary size), 0..1")
+    step: int | None = Field(description="index of the step the token belongs to (None: outside every step)")
+
+
+class Alternative(_Model):
+    """A token the model could have chosen at a decision point, rolled out greedily to its own answer."""
+
+    token: str
+    token_id: int
+    prob: float
+    chain: str = Field(description="the whole chain with this token forced in, continued greedily")
+    answer: str | None
+    outcome: Outcome
+
+
+class DecisionPoint(_Model):
+    """A generated token where the model's choice was uncertain enough to matter (score ≥ threshold)."""
+
+    position: int = Field(description="index of the token in the generated chain")
+    step: int | None
+    token: str
+    prob: float
+    score: float = Field(description="the decision score that crossed the threshold (see `Report.options`)")
+    entropy: float = Field(description="normalised entropy of the next-token distribution, 0..1")
+    margin: float = Field(description="top-1 minus top-2 probability")
+    meta_score: float | None = Field(default=None, description="SAGE meta-cognitive head's decision probability")
+    alternatives: list[Alternative] = Field(default_factory=list)
+
+
+class SpanRef(_Model):
+    """A piece of the input the chain may rest on: a number or clause of the question, or of an earlier step."""
+
+    source: Literal["question", "step"]
+    step: int | None = Field(description="the earlier step's index when source is 'step'")
+    start: int = Field(description="character offset in the question, or in the step's text")
+    end: int
+    text: str
+    kind: Literal["number", "text"]
+    positions: list[int] = Field(description="token positions that cover it in the full sequence (prompt + chain)")
+
+
+class DependencyScore(_Model):
+    """How much a step rests on a span: eq. 7 significance and its two measured factors."""
+
+    span: SpanRef
+    significance: float = Field(description="attention × gradient norm × step entropy (eq. 7), span aggregate")
+    share: float = Field(description="significance / the step's total over all spans")
+    attention: float
+    gradient: float
+
+
+class Step(_Model):
+    """One reasoning step of the chain (the answer is the last step when the model writes one)."""
+
+    index: int
+    text: str
+    token_start: int
+    token_end: int
+    confidence: float = Field(description="mean probability of the step's tokens")
+    calibrated_confidence: float | None = None
+    min_prob: float
+    entropy: float = Field(description="mean normalised entropy of the step's tokens")
+    meta_confidence: float | None = Field(default=None, description="SAGE meta-cognitive head's P(step correct)")
+    is_answer: bool = False
+    dependencies: list[DependencyScore] = Field(default_factory=list, description="ranked, most significant first")
+
+
+class Claim(_Model):
+    """One statement of the explanation, with the intervention that checked it."""
+
+    id: str
+    kind: Literal["decision", "alternative", "confidence", "dependency"]
+    step: int | None
+    statement: str = Field(description="the claim in plain words, built only from measured numbers")
+    stated: dict[str, Any] = Field(description="the numbers the claim states")
+    check: str = Field(default="", description="how the claim was checked")
+    evidence: dict[str, Any] = Field(default_factory=dict, description="what the check measured")
+    status: ClaimStatus = "unchecked"
+
+
+class Validation(_Model):
+    """ValidateConsistency's result: the share of claims that the interventions verified."""
+
+    score: float
+    verified: int
+    refuted: int
+    total: int
+    score_before_refinement: float | None = Field(
+        default=None, description="the first score, when it fell below the threshold and the claims were refined"
+    )
+    removed_claims: list[Claim] = Field(default_factory=list, description="claims refuted and dropped by refinement")
+    threshold: float
+
+
+class OwnExplanation(_Model):
+    """The explanation a SAGE model trained with stage 3 writes itself, scored like the rest."""
+
+    text: str
+    mean_prob: float
+
+
+class Report(_Model):
+    """Everything `sagenano.explain` measured about one reasoning chain, and the checked explanation."""
+
+    schema_version: int = SCHEMA_VERSION
+    model: str
+    question: str
+    prompt: str
+    prompt_ids: list[int]
+    chain: str
+    finish_reason: str
+    answer: str | None
+    answer_confidence: float | None = Field(description="probability of the answer's tokens together")
+    calibrated_answer_confidence: float | None = None
+    temperature: float | None = Field(default=None, description="the fitted calibration temperature, when known")
+    tokens: list[TokenRecord]
+    steps: list[Step]
+    decision_points: list[DecisionPoint]
+    claims: list[Claim]
+    validation: Validation | None = None
+    own_explanation: OwnExplanation | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="the options the report was made with")
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
+
+    # --- reading and writing ------------------------------------------------------------------------
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return self.model_dump_json(indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Report:
+        """Reads a report back, validating it against the schema (a wrong or newer version is refused)."""
+        data = json.loads(text)
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"report schema version {version!r} is not {SCHEMA_VERSION}; rerun `sage-nano explain`")
+        return cls.model_validate(data)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return cls.model_json_schema()
+
+    # --- views ------------------------------------------------------------------------------------------
+
+    def text(self, depth: Depth = "intermediate") -> str:
+        """The explanation in natural language at a depth: novice, intermediate or expert."""
+        from .render import render_text
+
+        return render_text(self, depth)
+
+    def show(self, depth: Depth = "intermediate", console=None) -> None:
+        """Prints the report in the terminal (rich)."""
+        from .render import show
+
+        show(self, depth, console)
+
+    def to_html(self, depth: Depth = "intermediate") -> str:
+        """A self-contained HTML page with the chain, decision points and a dependency heatmap."""
+        from .render import render_html
+
+        return render_html(self, depth)
+
+    def _repr_html_(self) -> str:
+        from .render import render_html
+
+        return render_html(self, "intermediate", fragment=True)
+
+    def claim(self, claim_id: str) -> Claim:
+        for claim in self.claims:
+            if claim.id == claim_id:
+                return claim
+        raise KeyError(f"no claim {claim_id!r}; the report has {[c.id for c in self.claims]}")
