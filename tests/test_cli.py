@@ -28,29 +28,54 @@ def test_help_explains_the_commands():
     assert "--max-new-tokens" in run("explain", "--help").stdout
 
 
-def test_explain_reports_the_trace_and_says_the_model_is_untrained():
-    out = run("explain", "If 3x + 2 = 14, what is x?", "--max-new-tokens", "12", "--model", "preset:pico").stdout
-    assert "If 3x + 2 = 14, what is x?" in out
+def test_explain_on_the_default_model_prints_a_readable_report():
+    out = run("explain", "If 3x + 2 = 14, what is x?").stdout
+    assert "If 3x + 2 = 14, what is x?" in out and "Reasoning chain" in out
+    assert "claims verified by intervention" in out and "Explanation (intermediate)" in out
+
+
+def test_explain_json_and_html_on_the_default_model(tmp_path):
+    from sagenano.inverse import Report
+    from sagenano.loading import shipped_model_dir
+
+    report = Report.from_json(run("explain", "Tom has 3 apples.", "--max-new-tokens", "12", "--json", "-").stdout)
+    assert report.question == "Tom has 3 apples." and 1 <= len(report.tokens) <= 12
+    assert report.prompt == "<|question|>Tom has 3 apples.<|step|>", "SAGE models get their question format"
+    assert report.model.endswith("model") == (shipped_model_dir() / "config.json").is_file()
+    page = tmp_path / "report.html"
+    out = run("explain", "Tom has 3 apples.", "--max-new-tokens", "12", "--depth", "novice", "--html", str(page)).stdout
+    assert "Explanation (novice)" in out and page.read_text().startswith("<!doctype html>")
+
+
+def test_explain_on_an_untrained_saved_checkpoint_says_so(tmp_path):
+    run("model", "init", "--out", str(tmp_path / "pico"), "--preset", "pico")
+    assert (tmp_path / "pico" / "model.safetensors").is_file()
+    out_file = tmp_path / "report.json"
+    run("explain", "2 + 2 = ?", "--model", str(tmp_path / "pico"), "--max-new-tokens", "5", "--json", str(out_file))
+    assert json.loads(out_file.read_text())["model"] == str(tmp_path / "pico")
+    out = run("explain", "2 + 2 = ?", "--model", "preset:pico", "--max-new-tokens", "5", "--no-validate").stdout
     assert "untrained" in out, "an untrained model must be announced plainly"
+
+
+def test_trace_shows_the_raw_measurements():
+    out = run("trace", "If 3x + 2 = 14, what is x?", "--max-new-tokens", "12", "--model", "preset:pico").stdout
     assert "steps" in out and "most uncertain tokens" in out
 
 
-def test_explain_json_on_the_default_model():
-    from sagenano.loading import shipped_model_dir
-
-    report = json.loads(run("explain", "Tom has 3 apples.", "--max-new-tokens", "6", "--json", "-").stdout)
-    assert report["question"] == "Tom has 3 apples." and 1 <= len(report["tokens"]) <= 6
-    assert report["prompt"] == "<|question|>Tom has 3 apples.<|step|>", "SAGE models get their question format"
-    assert report["trained"] is (shipped_model_dir() / "config.json").is_file() and report["steps"]
-
-
-def test_explain_on_a_saved_checkpoint(tmp_path):
+def test_a_model_folder_without_a_tokenizer_is_refused(tmp_path):
     run("model", "init", "--out", str(tmp_path / "pico"), "--preset", "pico")
-    assert (tmp_path / "pico" / "model.safetensors").is_file()
-    out_file = tmp_path / "trace.json"
-    run("explain", "2 + 2 = ?", "--model", str(tmp_path / "pico"), "--max-new-tokens", "5", "--json", str(out_file))
-    report = json.loads(out_file.read_text())
-    assert report["model"] == str(tmp_path / "pico") and len(report["tokens"]) == 5
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "pico" / name).unlink(missing_ok=True)
+    result = run("explain", "hi", "--model", str(tmp_path / "pico"), check=False)
+    assert result.returncode == 2 and "has no tokenizer" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_non_utf8_bytes_on_the_command_line_are_refused():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([SAGE_NANO, "explain", b"caf\xe9 \xff?"], capture_output=True, env=env, timeout=300)
+    assert result.returncode == 2 and b"UTF-8" in result.stdout + result.stderr
+    assert b"Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -59,7 +84,10 @@ def test_explain_on_a_saved_checkpoint(tmp_path):
         (["explain", ""], "empty"),
         (["explain", "hi", "--model", "/no/such/model"], "no model at"),
         (["explain", "hi", "--steps", "chapters"], "unknown step strategy"),
-        (["explain", "word " * 2000], "context"),
+        (["explain", "word " * 2000], "limit is 4000"),
+        (["explain", "1 " * 1500], "context"),
+        (["explain", "hi", "--depth", "guru"], "unknown depth"),
+        (["calibrate", "--tasks", "poetry"], "unknown tasks"),
         (["model", "init", "--out", "x", "--preset", "giga"], "unknown preset"),
         (["tokenizer", "train", "/no/such/file.txt"], "not found"),
     ],

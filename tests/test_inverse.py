@@ -1,0 +1,237 @@
+"""The inverse-reasoning engine on real (tiny) models: SAGE and transformers' GPT-2, Llama and Qwen2."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import jsonschema
+import pytest
+import torch
+from conftest import make_hf_model, make_sage
+
+from sagenano.inverse import Report, explain, validate_and_refine
+from sagenano.inverse.alternatives import decode_chain, extract_answer, outcome
+from sagenano.inverse.calibration import AnswerRecord, fit_temperature, load_temperature, save_calibration
+from sagenano.inverse.engine import check_question
+from sagenano.inverse.report import Claim
+from sagenano.inverse.spans import text_units
+
+QUESTION = "Tom has 3 apples and buys 4 more. How many apples?"
+FAMILIES = ("sage", "gpt2", "llama", "qwen2")
+
+
+def tiny(family: str, tokenizer):
+    return make_sage(tokenizer) if family == "sage" else make_hf_model(family, len(tokenizer))
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def explained(request, tokenizer):
+    model = tiny(request.param, tokenizer)
+    report = explain(model, tokenizer, QUESTION, max_new_tokens=16, chat=False, max_decision_points=3, alternatives=3)
+    return request.param, model, report
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+
+def test_report_validates_against_its_json_schema_and_round_trips(explained):
+    _, _, report = explained
+    document = json.loads(report.to_json())
+    jsonschema.validate(document, Report.json_schema())
+    assert Report.from_json(report.to_json()) == report
+    assert report.steps and report.tokens and report.claims and report.validation is not None
+    assert set(report.timings) >= {"generation", "scoring", "dependencies", "validation"}
+
+
+def test_a_report_of_another_version_or_shape_is_refused(explained):
+    _, _, report = explained
+    document = json.loads(report.to_json())
+    with pytest.raises(ValueError, match="schema version"):
+        Report.from_json(json.dumps({**document, "schema_version": 99}))
+    with pytest.raises(ValueError):
+        Report.from_json(json.dumps({**document, "steps": "not a list"}))
+
+
+def test_every_claim_was_checked_and_the_score_counts_them(explained):
+    _, _, report = explained
+    assert all(c.status in ("verified", "refuted") and c.check for c in report.claims)
+    validation = report.validation
+    assert validation.total == len(report.claims)
+    assert validation.score == pytest.approx(validation.verified / validation.total)
+    assert validation.score >= validation.threshold or validation.score_before_refinement is None
+
+
+# --- decision points and alternatives ---------------------------------------------------------------------
+
+
+def test_random_models_are_uncertain_so_decision_points_are_found(explained):
+    _, _, report = explained
+    assert 1 <= len(report.decision_points) <= 3
+    for point in report.decision_points:
+        assert point.score >= report.options["threshold"]
+        assert report.tokens[point.position].token == point.token
+        assert len(point.alternatives) == 3 and all(a.token_id != report.tokens[point.position].id for a in point.alternatives)
+
+
+def test_alternative_outcomes_equal_a_separate_forced_greedy_generation(explained, tokenizer):
+    _, model, report = explained
+    chain_ids = [t.id for t in report.tokens]
+    eos = {model.generation_config.eos_token_id}
+    for point in report.decision_points:
+        for alternative in point.alternatives:
+            forced = report.prompt_ids + chain_ids[: point.position] + [alternative.token_id]
+            budget = report.options["max_new_tokens"] - point.position - 1
+            ids = torch.tensor([forced])
+            if budget > 0:
+                ids = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+            new = ids[0, len(report.prompt_ids) :].tolist()
+            if any(t in eos for t in new[point.position + 1 :]):
+                first = next(i for i in range(point.position + 1, len(new)) if new[i] in eos)
+                new = new[: first + 1]
+            text = decode_chain(tokenizer, new, eos)
+            assert alternative.chain == text
+            assert alternative.answer == extract_answer(text)
+            assert alternative.outcome == outcome(extract_answer(text), report.answer)
+
+
+# --- dependencies ------------------------------------------------------------------------------------------
+
+
+def _copy_example(rng: random.Random) -> tuple[str, str]:
+    n = rng.randint(1, 9)
+    a, b, c = rng.sample(["red", "blue", "green", "tall", "small", "warm", "cold", "soft"], 3)
+    return f"The {a} box holds {n} marbles. The {b} lid is {c}. How many marbles?", f" Answer: {n}"
+
+
+@pytest.fixture(scope="module")
+def copier(tokenizer):
+    """A tiny Llama trained (in seconds) to answer with the one number of the question."""
+    model = make_hf_model("llama", len(tokenizer), seed=1).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = random.Random(0)
+    for _ in range(200):
+        batch = [_copy_example(rng) for _ in range(32)]
+        encoded = tokenizer([q + a + tokenizer.eos_token for q, a in batch], return_tensors="pt", padding=True)
+        labels = encoded.input_ids.masked_fill(encoded.attention_mask == 0, -100)
+        for row, (question, _) in enumerate(batch):
+            labels[row, : len(tokenizer(question).input_ids)] = -100  # learn the answer only
+        loss = model(**encoded, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def test_the_number_the_answer_copies_ranks_first_and_its_ablation_is_verified(copier, tokenizer):
+    for seed in range(100, 104):
+        question, expected = _copy_example(random.Random(seed))
+        report = explain(copier, tokenizer, question, max_new_tokens=8, chat=False)
+        assert report.answer == expected.split()[-1], "the copy model must have learnt its task"
+        answer_step = next(s for s in report.steps if s.is_answer)
+        top = answer_step.dependencies[0].span
+        assert (top.source, top.kind, top.text) == ("question", "number", report.answer)
+        claim = report.claim(f"dependency-{answer_step.index}-0")
+        assert claim.status == "verified"
+        assert claim.evidence["effect"] > claim.evidence["random_median"]
+
+
+def test_question_units_partition_numbers_and_clauses():
+    text = "Henry has 2 boxes with 21 rocks. Priya is tall."
+    units = [(text[a:b], kind) for a, b, kind in text_units(text)]
+    assert units == [("Henry has", "text"), ("2", "number"), ("boxes with", "text"), ("21", "number"),
+                     ("rocks.", "text"), ("Priya is tall.", "text")]  # fmt: skip
+
+
+def test_attention_aggregates_and_options_are_recorded(tokenizer):
+    model = make_sage(tokenizer)
+    for aggregate in ("last", "rollout", "group:memory"):
+        report = explain(model, tokenizer, QUESTION, max_new_tokens=6, chat=False, attention_aggregate=aggregate,
+                         rollouts=False, validate=False)  # fmt: skip
+        assert report.options["attention_aggregate"] == aggregate
+        assert all(d.attention >= 0 and d.gradient >= 0 for s in report.steps for d in s.dependencies)
+    with pytest.raises(ValueError, match="unknown head group"):
+        explain(model, tokenizer, QUESTION, max_new_tokens=4, attention_aggregate="group:nope", validate=False)
+    with pytest.raises(ValueError, match="options are"):
+        explain(model, tokenizer, QUESTION, no_such_option=1)
+
+
+# --- validation and refinement ---------------------------------------------------------------------------------
+
+
+def test_false_claims_are_refuted_and_removed_by_refinement(tokenizer):
+    model = make_hf_model("gpt2", len(tokenizer))
+    report = explain(model, tokenizer, QUESTION, max_new_tokens=10, chat=False, validate=False, max_decision_points=1,
+                     alternatives=2)  # fmt: skip
+    true_claims = [c for c in report.claims if c.kind == "confidence"][:2]
+    assert true_claims
+    point = report.decision_points[0]
+    wrong_outcome = "no_answer" if point.alternatives[0].outcome != "no_answer" else "same_answer"
+    false_claims = [
+        Claim(id="false-confidence", kind="confidence", step=0, statement="made up",
+              stated={"prob": 1.0 - report.steps[0].confidence, "tokens": [report.steps[0].token_start,
+                                                                           report.steps[0].token_end]}),
+        Claim(id="false-alternative", kind="alternative", step=point.step, statement="made up",
+              stated={"position": point.position, "token_id": point.alternatives[0].token_id,
+                      "answer": "never", "outcome": wrong_outcome}),
+    ] * 2  # fmt: skip
+    false_claims = [c.model_copy(update={"id": f"{c.id}-{i}"}) for i, c in enumerate(false_claims)]
+    report.claims = true_claims + false_claims
+    validation = validate_and_refine(report, model, tokenizer)
+    assert validation.score_before_refinement == pytest.approx(len(true_claims) / len(report.claims + false_claims))
+    assert {c.id for c in validation.removed_claims} == {c.id for c in false_claims}
+    assert all(c.status == "refuted" for c in validation.removed_claims)
+    assert [c.id for c in report.claims] == [c.id for c in true_claims]
+    assert validation.score == 1.0 and report.validation is validation
+
+
+def test_a_sage_model_gets_meta_head_scores(tokenizer):
+    report = explain(make_sage(tokenizer), tokenizer, QUESTION, max_new_tokens=8, validate=False, rollouts=False)
+    assert report.options["decision_score"] == "combined"
+    assert all(s.meta_confidence is not None and 0 <= s.meta_confidence <= 1 for s in report.steps)
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("question", "message"),
+    [("", "empty"), ("   ", "empty"), ("x" * 5000, "limit"), ("caf\udce9", "UTF-8"), (b"bytes", "text")],
+)
+def test_bad_questions_are_refused_clearly(question, message):
+    with pytest.raises(ValueError, match=message):
+        check_question(question)
+
+
+def test_a_question_longer_than_the_context_is_refused(tokenizer):
+    with pytest.raises(ValueError, match="context"):
+        explain(make_sage(tokenizer), tokenizer, "1 " * 300, max_new_tokens=4)
+
+
+# --- answers and calibration -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("chain", "answer"),
+    [("3 + 4 = 7<|answer|>7<|endoftext|>", "7"), ("so the answer is 42.", "42"), ("x = \\boxed{5}", "5"),
+     ("#### 1,200", "1,200"), ("it costs 3 then 8 dollars", "8"), ("no idea", None)],
+)  # fmt: skip
+def test_answer_extraction(chain, answer):
+    assert extract_answer(chain) == answer
+
+
+def test_temperature_fit_softens_an_overconfident_model(tmp_path):
+    torch.manual_seed(0)
+    records = []
+    for i in range(200):  # always ~99% confident, right half of the time
+        logits = torch.zeros(1, 10)
+        logits[0, 3] = 8.0
+        records.append(AnswerRecord(logits, torch.tensor([3]), correct=i % 2 == 0))
+    temperature = fit_temperature(records)
+    assert temperature > 2 and records[0].prob(temperature) == pytest.approx(0.5, abs=0.05)
+    save_calibration(tmp_path, {"temperature": temperature}, "test")
+    assert load_temperature(tmp_path) == pytest.approx(temperature)
+    (tmp_path / "calibration.json").write_text("{}")
+    with pytest.raises(ValueError, match="malformed"):
+        load_temperature(tmp_path)
