@@ -8,8 +8,8 @@ import random
 import jsonschema
 import pytest
 import torch
-from conftest import make_hf_model, make_sage
 
+from conftest import make_hf_model, make_sage
 from sagenano.inverse import Report, explain, validate_and_refine
 from sagenano.inverse.alternatives import decode_chain, extract_answer, outcome
 from sagenano.inverse.calibration import AnswerRecord, fit_temperature, load_temperature, save_calibration
@@ -71,7 +71,8 @@ def test_random_models_are_uncertain_so_decision_points_are_found(explained):
     for point in report.decision_points:
         assert point.score >= report.options["threshold"]
         assert report.tokens[point.position].token == point.token
-        assert len(point.alternatives) == 3 and all(a.token_id != report.tokens[point.position].id for a in point.alternatives)
+        chosen = report.tokens[point.position].id
+        assert len(point.alternatives) == 3 and all(a.token_id != chosen for a in point.alternatives)
 
 
 def test_alternative_outcomes_equal_a_separate_forced_greedy_generation(explained, tokenizer):
