@@ -95,6 +95,8 @@ def test_alternative_outcomes_equal_a_separate_forced_greedy_generation(explaine
             assert alternative.chain == text
             assert alternative.answer == extract_answer(text)
             assert alternative.outcome == outcome(extract_answer(text), report.answer)
+    alternative_claims = [c for c in report.claims if c.kind == "alternative"]
+    assert alternative_claims and all(c.status == "verified" and c.evidence["greedy"] for c in alternative_claims)
 
 
 # --- dependencies ------------------------------------------------------------------------------------------

@@ -70,6 +70,16 @@ def explain(
         Path | None, typer.Option("--json", help="Write the report as JSON to this file ('-' = stdout only).")
     ] = None,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report here.")] = None,
+    record_step: Annotated[
+        int | None,
+        typer.Option(
+            help="Also record step K (1 = the first step) as tensors: attention and its gradient, value "
+            "contributions, decision scores, alternatives' attention (the paper's Table 1)."
+        ),
+    ] = None,
+    record_out: Annotated[
+        Path | None, typer.Option(help="Where --record-step writes its safetensors file (default: step-K.safetensors).")
+    ] = None,
 ) -> None:
     """Answer QUESTION with a reasoning chain and explain it: decision points, the alternatives and where they
     lead, confidence, the spans each step rests on, and every claim checked by intervention on the model."""
@@ -89,9 +99,18 @@ def explain(
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
+    if record_step is not None:
+        _check_record_step(record_step, len(report.steps))
     if json_out is not None and str(json_out) == "-":
         print(report.to_json())
-        return
+    else:
+        _show_explained(loaded, report, depth, json_out, html_out)
+    if record_step is not None:
+        path = record_out or Path(f"step-{record_step}.safetensors")
+        _write_record(loaded, report, record_step, path, quiet=json_out is not None and str(json_out) == "-")
+
+
+def _show_explained(loaded, report, depth: str, json_out: Path | None, html_out: Path | None) -> None:
     if not loaded.trained:
         console.print(_untrained_panel())
     report.show(depth, console)
@@ -101,6 +120,25 @@ def explain(
     if html_out is not None:
         html_out.write_text(report.to_html(depth), encoding="utf-8")
         console.print(f"HTML report written to {html_out}")
+
+
+def _check_record_step(step: int, count: int) -> None:
+    if count == 0:
+        _fail("--record-step: the chain has no steps to record")
+    if not 1 <= step <= count:
+        _fail(f"--record-step {step} is out of range: the chain has {count} steps, choose 1..{count}")
+
+
+def _write_record(loaded, report, step: int, path: Path, quiet: bool) -> None:
+    """Records step `step` (1-based) and writes it; with --json - the message goes to stderr."""
+    from .inverse import record_step
+
+    try:
+        record_step(loaded.model, loaded.tokenizer, report, step - 1).to_safetensors(path)
+    except (ValueError, OSError) as error:
+        _fail(f"--record-step: {error}")
+    message = f"step {step} record written to {path}"
+    (Console(stderr=True) if quiet else console).print(message)
 
 
 def _untrained_panel() -> Panel:

@@ -5,7 +5,18 @@ report.show(); report.to_json(); report.text("novice")
 """
 
 from .engine import ExplainOptions, explain
+from .record import NamedTensor, StepRecord, record_step
 from .report import DEPTHS, Report
 from .validate import validate, validate_and_refine
 
-__all__ = ["DEPTHS", "ExplainOptions", "Report", "explain", "validate", "validate_and_refine"]
+__all__ = [
+    "DEPTHS",
+    "ExplainOptions",
+    "NamedTensor",
+    "Report",
+    "StepRecord",
+    "explain",
+    "record_step",
+    "validate",
+    "validate_and_refine",
+]

@@ -1,8 +1,7 @@
 """GenerateAlternatives: force another token at a decision point and let the model finish the chain.
 
-All alternatives of one decision point share the prefix (prompt + chain up to that point): the
-prefix runs once, its KV cache is repeated for the k alternatives, and the k rollouts are generated
-greedily as one batch.
+Every alternative of every decision point is a branch of the one chain: the branches are generated
+greedily as one batch, from the chain's own KV cache cut to each branch's prefix.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import re
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.format import ANSWER, parse_answer
 
@@ -46,23 +45,64 @@ def _cache_of(output):
 def rollouts(
     model: PreTrainedModel, prefix: torch.Tensor, alternatives: list[int], max_new_tokens: int, reuse_cache: bool = True
 ) -> list[list[int]]:
-    """Greedy continuations after `prefix` + each alternative token; each result starts with that token and
-    ends at (and includes) the end-of-sequence token when one is produced."""
-    rows = torch.cat([prefix[None].expand(len(alternatives), -1), torch.tensor(alternatives)[:, None]], dim=1)
-    rows = rows.to(model.device)
+    """Greedy continuations after `prefix` + each alternative token (one shared prefix)."""
+    return branch_rollouts(model, prefix, [(len(prefix), a) for a in alternatives], len(prefix) + max_new_tokens,
+                           reuse_cache)  # fmt: skip
+
+
+@torch.no_grad()
+def branch_rollouts(
+    model: PreTrainedModel, sequence: torch.Tensor, branches: list[tuple[int, int]], end: int, reuse_cache: bool = True
+) -> list[list[int]]:
+    """Greedy continuations of many branches of one sequence, generated as one left-padded batch.
+
+    Branch (k, token) keeps `sequence[:k]` and forces `token` at position k; generation runs until the
+    end-of-sequence token or position `end`. Every branch prefix is a prefix of `sequence`, so one forward
+    pass over it yields all their keys and values: each row's cache is that cache cut to its prefix (and
+    left-padded), so no prefix is computed twice. Each result starts with the forced token and ends at
+    (and includes) the end-of-sequence token when one is produced.
+    """
+    if not branches:
+        return []
+    lengths = [k for k, _ in branches]
+    longest = max(lengths)
+    pad = _pad_id(model) or 0
+    rows = torch.full((len(branches), longest + 1), pad, dtype=torch.long)
+    mask = torch.zeros_like(rows)
+    for r, (k, token) in enumerate(branches):
+        rows[r, longest - k : longest] = sequence[:k]
+        rows[r, longest] = token
+        mask[r, longest - k :] = 1
+    budget = end - min(lengths) - 1
+    if budget < 1:
+        return [[token] for _, token in branches]
     kwargs = {}
-    if reuse_cache and len(prefix) > 0:
-        cache = _cache_of(model(input_ids=prefix[None].to(model.device), use_cache=True))
-        if cache is not None and hasattr(cache, "batch_repeat_interleave"):
-            cache.batch_repeat_interleave(len(alternatives))
-            kwargs["cache"] = cache
-    if max_new_tokens < 1:
-        return [[a] for a in alternatives]
+    if reuse_cache and min(lengths) > 0:
+        kwargs["cache"] = _branch_cache(model, sequence[:longest], lengths)
     out = model.generate(
-        input_ids=rows, attention_mask=torch.ones_like(rows), max_new_tokens=max_new_tokens, do_sample=False,
-        pad_token_id=_pad_id(model), **kwargs,
+        input_ids=rows.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=budget,
+        do_sample=False, pad_token_id=pad, **kwargs,
     )  # fmt: skip
-    return [_until_eos(model, row[len(prefix) :].tolist()) for row in out.cpu()]
+    results = []
+    for r, (k, token) in enumerate(branches):
+        continuation = [token, *out[r, longest + 1 :].tolist()][: max(end - k, 1)]
+        results.append(_until_eos(model, continuation))
+    return results
+
+
+def _branch_cache(model: PreTrainedModel, prefix: torch.Tensor, lengths: list[int]) -> DynamicCache:
+    """The KV cache of `prefix`, cut to each row's length and left-padded to the longest."""
+    full = _cache_of(model(input_ids=prefix[None].to(model.device), use_cache=True))
+    longest = len(prefix)
+    layers = []
+    for layer in full.layers:
+        keys = layer.keys.new_zeros((len(lengths), *layer.keys.shape[1:]))
+        values = layer.values.new_zeros((len(lengths), *layer.values.shape[1:]))
+        for r, k in enumerate(lengths):
+            keys[r, :, longest - k :] = layer.keys[0, :, :k]
+            values[r, :, longest - k :] = layer.values[0, :, :k]
+        layers.append((keys, values))
+    return DynamicCache(layers)
 
 
 def _pad_id(model: PreTrainedModel) -> int | None:

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..generation import ReasoningTrace, head_groups, trace_generate
-from .alternatives import decode_chain, extract_answer, outcome, rollouts
+from ..generation import ReasoningTrace, context_length, head_groups, trace_generate
+from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome
 from .claims import make_claims, own_explanation_claims
 from .measure import Chain, Scores, is_sage, score_chain, step_gradient_norms
 from .report import (
@@ -344,20 +344,26 @@ def _eos_ids(model: PreTrainedModel) -> set[int]:
     return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
+def chain_end(model: PreTrainedModel, chain: Chain, opts: ExplainOptions) -> int:
+    """The last position a chain (or a branch of it) may reach: the token budget, within the context."""
+    end = chain.prompt_len + opts.max_new_tokens
+    return min(end, context_length(model) or end)
+
+
 def _roll_out(model, tokenizer, chain: Chain, trace: ReasoningTrace, decisions, answer, opts) -> None:
-    """Fills in every alternative's rolled-out chain, answer and outcome."""
+    """Rolls every alternative of every decision point out in one batch; fills in chains, answers, outcomes."""
     eos = _eos_ids(model)
-    for point in decisions:
-        if not point.alternatives:
-            continue
-        prefix = torch.cat([chain.prompt_ids, chain.token_ids[: point.position]])
-        budget = opts.max_new_tokens - point.position - 1
-        ids = rollouts(model, prefix, [a.token_id for a in point.alternatives], budget)
-        for alternative, continuation in zip(point.alternatives, ids, strict=True):
-            text = decode_chain(tokenizer, chain.token_ids[: point.position].tolist() + continuation, eos)
-            alternative.chain = text
-            alternative.answer = extract_answer(text)
-            alternative.outcome = outcome(alternative.answer, answer)
+    sequence = torch.cat([chain.prompt_ids, chain.token_ids])
+    branches = [(chain.prompt_len + d.position, a) for d in decisions for a in d.alternatives]
+    continuations = branch_rollouts(
+        model, sequence, [(k, a.token_id) for k, a in branches], chain_end(model, chain, opts)
+    )
+    for (k, alternative), continuation in zip(branches, continuations, strict=True):
+        alternative.ids = continuation
+        text = decode_chain(tokenizer, sequence[chain.prompt_len : k].tolist() + continuation, eos)
+        alternative.chain = text
+        alternative.answer = extract_answer(text)
+        alternative.outcome = outcome(alternative.answer, answer)
 
 
 # --- dependencies (eq. 7) -----------------------------------------------------------------------------

@@ -54,17 +54,18 @@ def is_sage(model: PreTrainedModel) -> bool:
     return getattr(model, "meta_head", None) is not None
 
 
-def _logits(model: PreTrainedModel, rows: torch.Tensor, **kwargs):
-    return model(input_ids=rows.to(model.device), use_cache=False, **kwargs)
+def _forward(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, **kwargs):
+    """A forward pass whose logits cover only the positions that predict generated tokens (the last T):
+    the LM head over the prompt would cost as much again and is never read."""
+    return model(input_ids=rows.to(model.device), use_cache=False, logits_to_keep=len(chain.token_ids), **kwargs)
 
 
 @torch.no_grad()
 def score_chain(model: PreTrainedModel, chain: Chain, answer_tokens: list[int]) -> Scores:
     """Scores every generated token of the chain in one uncached forward pass."""
     extra = {"run_inverse": True} if is_sage(model) else {}
-    out = _logits(model, chain.inputs[None], **extra)
-    positions = chain.predicting(range(len(chain.token_ids)))
-    logits = out.logits[0, positions].float()
+    out = _forward(model, chain.inputs[None], chain, **extra)
+    logits = out.logits[0].float()  # (T, V): row t predicts generated token t
     logp = logits.log_softmax(-1)
     top2 = logp.topk(min(2, logp.shape[-1]), dim=-1).values.exp()
     margin = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0)
@@ -78,17 +79,27 @@ def score_chain(model: PreTrainedModel, chain: Chain, answer_tokens: list[int]) 
     return Scores(chosen.cpu(), entropy.cpu(), margin.cpu(), answer_logits, meta_decision, meta_confidence)
 
 
+def step_inputs(chain: Chain, step: range) -> torch.Tensor:
+    """The inputs a step's loss needs: up to the position that predicts its last token (causality makes
+    everything after it irrelevant, so passes over a step stop there)."""
+    return chain.inputs[: chain.prompt_len - 1 + step.stop]
+
+
+def _step_logp(logits: torch.Tensor, chain: Chain, step: range) -> torch.Tensor:
+    """(R,) log-probability of the step's tokens, from logits over exactly the step's predicting positions."""
+    targets = chain.token_ids[list(step)].to(logits.device)
+    logp = logits.float().log_softmax(-1)
+    return logp.gather(2, targets[None, :, None].expand(len(logp), -1, 1))[..., 0].sum(1)
+
+
 @torch.no_grad()
-def step_losses(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, steps: list[range]) -> torch.Tensor:
-    """(R, S) negative log-likelihood of each step's tokens, for each row of input ids (teacher forcing)."""
-    targets = chain.token_ids.to(model.device)
+def step_losses(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, step: range) -> torch.Tensor:
+    """(R,) negative log-likelihood of one step's tokens for each row of (possibly ablated) step inputs."""
     result = []
     for start in range(0, len(rows), ROWS_PER_PASS):
-        logp = _logits(model, rows[start : start + ROWS_PER_PASS]).logits.float().log_softmax(-1)
-        token_logp = logp[:, chain.predicting(range(len(targets)))].gather(
-            2, targets[None, :, None].expand(len(logp), -1, 1)
-        )[..., 0]  # (r, T)
-        result.append(torch.stack([-token_logp[:, list(step)].sum(1) for step in steps], dim=1).cpu())
+        batch = rows[start : start + ROWS_PER_PASS].to(model.device)
+        logits = model(input_ids=batch, use_cache=False, logits_to_keep=len(step)).logits
+        result.append(-_step_logp(logits, chain, step).cpu())
     return torch.cat(result)
 
 
@@ -109,27 +120,20 @@ def step_gradient_norms(model: PreTrainedModel, chain: Chain, steps: list[range]
     """(S, N): |∇_{h_j} L_i|, the norm of the gradient of step i's NLL with respect to the hidden state of
     layer `layer` (0 = the embeddings) at every input position j.
 
-    One batched backward pass per `ROWS_PER_PASS` steps: row i of the batch carries only step i's loss,
-    so the gradient of the summed loss in row i is exactly ∇ L_i. No parameter gradients are kept.
+    One forward and backward pass per step, over the inputs up to the step only (the gradient at any later
+    position is exactly zero), with logits only where the step's tokens are predicted. No parameter
+    gradients are kept.
     """
-    norms = []
-    targets = chain.token_ids.to(model.device)
+    norms = torch.zeros(len(steps), len(chain.inputs))
     with _embeddings_require_grad(model):
-        for start in range(0, len(steps), ROWS_PER_PASS):
-            chunk = steps[start : start + ROWS_PER_PASS]
-            rows = chain.inputs[None].expand(len(chunk), -1).to(model.device)
-            out = model(input_ids=rows, use_cache=False, output_hidden_states=True)
+        for row, step in enumerate(steps):
+            inputs = step_inputs(chain, step)[None].to(model.device)
+            out = model(input_ids=inputs, use_cache=False, logits_to_keep=len(step), output_hidden_states=True)
             if not out.hidden_states or not -len(out.hidden_states) <= layer < len(out.hidden_states):
                 raise ValueError(f"gradient_layer {layer} is out of range for this model's hidden states")
-            hidden = out.hidden_states[layer]
-            logp = out.logits.float().log_softmax(-1)
-            loss = 0
-            for row, step in enumerate(chunk):
-                positions = chain.predicting(step)
-                loss = loss - logp[row, positions].gather(1, targets[list(step), None])[:, 0].sum()
-            (grad,) = torch.autograd.grad(loss, hidden)
-            norms.append(grad.float().norm(dim=-1).detach().cpu())
-    return torch.cat(norms)
+            (grad,) = torch.autograd.grad(-_step_logp(out.logits, chain, step).sum(), out.hidden_states[layer])
+            norms[row, : inputs.shape[1]] = grad[0].float().norm(dim=-1).detach().cpu()
+    return norms
 
 
 def ablate(inputs: torch.Tensor, positions_per_row: list[list[int]], replacement: int) -> torch.Tensor:

@@ -41,6 +41,7 @@ class Alternative(_Model):
     token_id: int
     prob: float
     chain: str = Field(description="the whole chain with this token forced in, continued greedily")
+    ids: list[int] = Field(default_factory=list, description="the forced token and its greedy continuation")
     answer: str | None
     outcome: Outcome
 

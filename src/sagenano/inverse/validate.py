@@ -2,8 +2,9 @@
 
 - confidence and decision claims: the stated probability must match an independent, uncached
   teacher-forced pass over the chain (the report's numbers come from cached generation);
-- alternative claims: the stated outcome must match a separate greedy generation forced down that
-  branch, without the shared-prefix cache the engine used;
+- alternative claims: an uncached teacher-forced pass must confirm that the rolled-out chain is exactly
+  the greedy continuation of the forced token (the engine generated it from a shared cache), and the
+  answer read from it must give the stated outcome;
 - dependency claims: replacing the claimed span's tokens (masking) must raise the step's negative
   log-likelihood more than replacing random spans of the same number of tokens typically does (their
   median: one random span that happens to hit the step's own cue must not decide the verdict).
@@ -17,8 +18,9 @@ import statistics
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .alternatives import decode_chain, extract_answer, outcome, rollouts
-from .measure import Chain, ablate, replacement_id, score_chain, step_losses
+from ..generation import context_length
+from .alternatives import decode_chain, extract_answer, outcome
+from .measure import ROWS_PER_PASS, Chain, ablate, replacement_id, score_chain, step_inputs, step_losses
 from .report import Claim, Report, Validation
 
 PROB_TOLERANCE = 0.02  # stated probabilities are rounded to 3 decimals; cached vs uncached passes differ ~1e-6
@@ -110,55 +112,93 @@ def _check_decision(claim: Claim, report: Report, scores) -> None:
 
 
 def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, chain: Chain) -> None:
+    """Each claimed rollout must be what greedy decoding gives: one uncached, teacher-forced pass over every
+    rolled-out chain (a batch) must pick each of its tokens as the most likely one, and the chain must end
+    (end-of-sequence or the token budget) where the rollout ended; then its answer and outcome are re-read."""
     from .engine import _eos_ids
 
     eos = _eos_ids(model)
-    budget = int(report.options["max_new_tokens"])
+    rolled = {(d.position, a.token_id): a.ids for d in report.decision_points for a in d.alternatives}
+    end = chain.prompt_len + int(report.options["max_new_tokens"])
+    checked = [c for c in claims if rolled.get((c.stated["position"], c.stated["token_id"]))]
     for claim in claims:
-        position, token = claim.stated["position"], claim.stated["token_id"]
-        prefix = torch.cat([chain.prompt_ids, chain.token_ids[:position]])
-        (ids,) = rollouts(model, prefix, [token], budget - position - 1, reuse_cache=False)
+        if claim not in checked:
+            _settle(claim, False, "no rollout is recorded for this alternative")
+    sequences = [
+        torch.cat([chain.prompt_ids, chain.token_ids[: c.stated["position"]],
+                   torch.tensor(rolled[(c.stated["position"], c.stated["token_id"])])])
+        for c in checked
+    ]  # fmt: skip
+    forced = [chain.prompt_len + c.stated["position"] for c in checked]
+    agreement = _greedy_agreement(model, sequences, forced) if sequences else []
+    for claim, sequence, greedy in zip(checked, sequences, agreement, strict=True):
+        position = claim.stated["position"]
+        ids = sequence[chain.prompt_len + position :].tolist()
+        ended = ids[-1] in eos or len(sequence) >= min(end, context_length(model) or end)
         text = decode_chain(tokenizer, chain.token_ids[:position].tolist() + ids, eos)
         answer = extract_answer(text)
         result = outcome(answer, report.answer)
-        ok = result == claim.stated["outcome"] and answer == claim.stated["answer"]
-        _settle(claim, ok, "a separate greedy generation forced down the branch, without the shared cache",
-                measured_answer=answer, measured_outcome=result)  # fmt: skip
+        ok = greedy and ended and result == claim.stated["outcome"] and answer == claim.stated["answer"]
+        _settle(claim, ok, "uncached teacher-forced pass: every rolled-out token is the most likely one, the "
+                "chain ends where the rollout ended, and its answer is re-read",
+                greedy=greedy, ended=ended, measured_answer=answer, measured_outcome=result)  # fmt: skip
+
+
+@torch.no_grad()
+def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int]) -> list[bool]:
+    """For each sequence (right-padded into batches), whether every token after the forced one (at index
+    `forced[i]`) is the argmax of the model's prediction at the position before it."""
+    results = []
+    for start in range(0, len(sequences), ROWS_PER_PASS):
+        chunk = sequences[start : start + ROWS_PER_PASS]
+        width = max(len(s) for s in chunk)
+        rows = torch.zeros(len(chunk), width, dtype=torch.long)
+        mask = torch.zeros_like(rows)
+        for r, sequence in enumerate(chunk):
+            rows[r, : len(sequence)] = sequence
+            mask[r, : len(sequence)] = 1
+        out = model(input_ids=rows.to(model.device), attention_mask=mask.to(model.device), use_cache=False)
+        predicted = out.logits.argmax(-1).cpu()
+        for r, (sequence, at) in enumerate(zip(chunk, forced[start : start + ROWS_PER_PASS], strict=True)):
+            results.append(bool(torch.equal(predicted[r, at : len(sequence) - 1], sequence[at + 1 :])))
+    return results
 
 
 def _check_dependencies(claims: list[Claim], report: Report, model, tokenizer, chain: Chain) -> None:
-    if not claims:
-        return
+    """Per step: one batch of the step's inputs — unchanged, each claimed span masked, and each claim's random
+    control spans masked — scored on the step's tokens only."""
     controls = int(report.options["random_controls"])
     rng = random.Random(int(report.options["seed"]))
-    steps = {s.index: s for s in report.steps}
-    inputs = chain.inputs
-    rows, plans = [[]], []
-    for claim in claims:
-        step = steps[claim.step]
-        claimed = claim.stated["positions"]
-        pool = _eligible_positions(report, step.index)
-        randoms = _random_windows(pool, len(claimed), set(claimed), controls, rng)
-        plans.append((claim, len(rows), len(randoms)))
-        rows.extend([claimed, *randoms])
-    losses = step_losses(
-        model, ablate(inputs, rows, replacement_id(tokenizer)), chain,
-        [range(s.token_start, s.token_end) for s in report.steps],
-    )  # fmt: skip
-    for claim, first, count in plans:
-        column = [s.index for s in report.steps].index(claim.step)
-        base = float(losses[0, column])
-        effect = float(losses[first, column]) - base
-        random_effects = [float(losses[first + 1 + k, column]) - base for k in range(count)]
-        if not random_effects:
-            _settle(claim, False, "no random span of the same length to compare with", effect=effect)
+    replacement = replacement_id(tokenizer)
+    for step in report.steps:
+        mine = [c for c in claims if c.step == step.index]
+        if not mine:
             continue
-        typical = statistics.median(random_effects)
-        _settle(claim, effect > 0 and effect > typical,
-                f"masking the span vs {len(random_effects)} random spans of {len(claim.stated['positions'])} tokens: "
-                "change of the step's negative log-likelihood (nats)",
-                effect=effect, random_effects=random_effects, random_median=typical,
-                beats_share=sum(effect > r for r in random_effects) / len(random_effects))  # fmt: skip
+        tokens = range(step.token_start, step.token_end)
+        rows, plans = [[]], []
+        for claim in mine:
+            claimed = claim.stated["positions"]
+            randoms = _random_windows(_eligible_positions(report, step.index), len(claimed), set(claimed), controls,
+                                      rng)  # fmt: skip
+            plans.append((claim, len(rows), len(randoms)))
+            rows.extend([claimed, *randoms])
+        losses = step_losses(model, ablate(step_inputs(chain, tokens), rows, replacement), chain, tokens).tolist()
+        for claim, first, count in plans:
+            _settle_dependency(
+                claim, losses[first] - losses[0], [x - losses[0] for x in losses[first + 1 : first + 1 + count]]
+            )
+
+
+def _settle_dependency(claim: Claim, effect: float, random_effects: list[float]) -> None:
+    if not random_effects:
+        _settle(claim, False, "no random span of the same length to compare with", effect=effect)
+        return
+    typical = statistics.median(random_effects)
+    _settle(claim, effect > 0 and effect > typical,
+            f"masking the span vs {len(random_effects)} random spans of {len(claim.stated['positions'])} tokens: "
+            "change of the step's negative log-likelihood (nats)",
+            effect=effect, random_effects=random_effects, random_median=typical,
+            beats_share=sum(effect > r for r in random_effects) / len(random_effects))  # fmt: skip
 
 
 def _eligible_positions(report: Report, step: int) -> list[int]:
