@@ -238,3 +238,16 @@ def test_temperature_fit_softens_an_overconfident_model(tmp_path):
     (tmp_path / "calibration.json").write_text("{}")
     with pytest.raises(ValueError, match="malformed"):
         load_temperature(tmp_path)
+
+
+def test_a_given_chain_is_explained_with_the_models_own_numbers(tokenizer):
+    model = make_sage(tokenizer)
+    chain = "3 + 4 = 7<|answer|>7<|endoftext|>"
+    report = explain(model, tokenizer, QUESTION, chain=chain, rollouts=False)
+    assert report.chain == "3 + 4 = 7<|answer|>7" and report.answer == "7" and report.finish_reason == "eos"
+    assert [s.text for s in report.steps] == ["3 + 4 = 7", "7"] and report.steps[1].is_answer
+    generated = explain(model, tokenizer, QUESTION, max_new_tokens=8, validate=False, rollouts=False)
+    forced_first = explain(model, tokenizer, QUESTION, chain=generated.chain, validate=False, rollouts=False)
+    assert [t.prob for t in forced_first.tokens] == pytest.approx([t.prob for t in generated.tokens], abs=1e-5)
+    with pytest.raises(ValueError, match="empty"):
+        explain(model, tokenizer, QUESTION, chain="")

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 AttentionRecord = Literal["none", "summary", "full"]
 
@@ -394,6 +394,7 @@ def trace_generate(
     hidden_states: bool = False,
     step_strategy: str = "auto",
     chat: bool | None = None,
+    forced: list[int] | None = None,
 ) -> ReasoningTrace | list[ReasoningTrace]:
     """Generates from one prompt or a batch and records every generated token.
 
@@ -409,6 +410,8 @@ def trace_generate(
         hidden_states: also keep every layer's hidden state at every position.
         step_strategy: "auto", "tokens" (SAGE's `<|step|>`), "lines", "sentences" or "markers" ("Step k:").
         chat: wrap the prompt in the tokenizer's chat template (None: when the tokenizer has one).
+        forced: token ids to feed instead of choosing (one prompt only): the trace of a given chain, with
+            the model's own probabilities, entropies, alternatives and attention at every token.
     """
     single = isinstance(prompts, str)
     rendered = [render_prompt(tokenizer, p, chat) for p in ([prompts] if single else prompts)]
@@ -419,6 +422,12 @@ def trace_generate(
     if attention not in ("none", "summary", "full"):
         raise ValueError(f"attention must be 'none', 'summary' or 'full', got {attention!r}")
     inputs, pad_id = _tokenize(tokenizer, rendered, model)
+    processors = []
+    if forced is not None:
+        if len(rendered) != 1 or not forced or do_sample:
+            raise ValueError("forced needs one prompt, a non-empty list of token ids and greedy decoding")
+        max_new_tokens = len(forced)
+        processors.append(_ForceTokens(forced, inputs["input_ids"].shape[1]))
     max_new_tokens = _fit_to_context(model, inputs["input_ids"].shape[1], max_new_tokens)
 
     groups = head_groups(model)
@@ -436,6 +445,7 @@ def trace_generate(
             tokenizer=tokenizer if stop_strings else None,
             **({"output_hidden_states": True} if hidden_states else {}),
             **sampling,
+            **({"logits_processor": LogitsProcessorList(processors)} if processors else {}),
         )
     recorder.finish(sequences[:, -1])
     traces = [
@@ -454,6 +464,20 @@ def trace_generate(
         for b in range(len(rendered))
     ]
     return traces[0] if single else traces
+
+
+class _ForceTokens(LogitsProcessor):
+    """Makes generation pick the given tokens in turn. The recorder reads the model's logits before any
+    processor runs, so the trace still holds the model's own distribution at every forced token."""
+
+    def __init__(self, ids: list[int], prompt_len: int) -> None:
+        self.ids, self.prompt_len = ids, prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_len
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, self.ids[min(step, len(self.ids) - 1)]] = 0.0
+        return forced
 
 
 def _tokenize(

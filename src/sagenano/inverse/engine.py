@@ -67,6 +67,8 @@ class ExplainOptions:
         refine_below: the validation score under which unverified claims are removed and validation reruns.
         temperature: calibration temperature for the answer confidence (None: not calibrated).
         own_explanation: on SAGE models, let the model write its own explanation and check it.
+        chain: explain this chain (the text that follows the prompt, e.g. a reference solution) instead of
+            generating one; the model's own probabilities, alternatives and attention are measured along it.
         step_strategy / chat: how the chain is cut into steps; whether to use the chat template.
         seed: seed of the random controls.
     """
@@ -88,6 +90,7 @@ class ExplainOptions:
     refine_below: float = 0.8
     temperature: float | None = None
     own_explanation: bool = True
+    chain: str | None = None
     step_strategy: str = "auto"
     chat: bool | None = None
     seed: int = 0
@@ -153,11 +156,16 @@ def explain(
     question = check_question(question)
     model.eval()
     timer = _Timer()
+    forced = None
+    if opts.chain is not None:
+        forced = tokenizer(opts.chain, add_special_tokens=False).input_ids
+        if not forced:
+            raise ValueError("the given chain is empty")
     with timer("generation"):
         trace = trace_generate(
             model, tokenizer, question, max_new_tokens=opts.max_new_tokens, top_k=opts.alternatives + 1,
             attention="full" if opts.attention_aggregate == "rollout" else "summary",
-            step_strategy=opts.step_strategy, chat=opts.chat,
+            step_strategy=opts.step_strategy, chat=opts.chat, forced=forced,
         )  # fmt: skip
     chain = Chain(trace.prompt_ids, trace.token_ids)
     answer, answer_tokens, answer_step = _locate_answer(trace)
@@ -346,7 +354,7 @@ def _eos_ids(model: PreTrainedModel) -> set[int]:
 
 def chain_end(model: PreTrainedModel, chain: Chain, opts: ExplainOptions) -> int:
     """The last position a chain (or a branch of it) may reach: the token budget, within the context."""
-    end = chain.prompt_len + opts.max_new_tokens
+    end = chain.prompt_len + max(opts.max_new_tokens, len(chain.token_ids))
     return min(end, context_length(model) or end)
 
 

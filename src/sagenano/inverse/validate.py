@@ -119,7 +119,7 @@ def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, c
 
     eos = _eos_ids(model)
     rolled = {(d.position, a.token_id): a.ids for d in report.decision_points for a in d.alternatives}
-    end = chain.prompt_len + int(report.options["max_new_tokens"])
+    end = chain.prompt_len + max(int(report.options["max_new_tokens"]), len(chain.token_ids))
     checked = [c for c in claims if rolled.get((c.stated["position"], c.stated["token_id"]))]
     for claim in claims:
         if claim not in checked:
