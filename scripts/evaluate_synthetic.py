@@ -27,7 +27,9 @@ def main() -> None:
     args = parser.parse_args()
     loaded = load_model(args.model)
     started = time.perf_counter()
-    report = evaluate_synthetic(loaded.model, loaded.tokenizer, n_per_task=args.n, batch_size=args.batch_size)
+    report = evaluate_synthetic(
+        loaded.model, loaded.tokenizer, n_per_task=args.n, batch_size=args.batch_size, temperature=loaded.temperature
+    )
     report["model"] = loaded.source
     report["seconds"] = round(time.perf_counter() - started, 1)
     print(f"model: {loaded.source}  (held-out split, seed {report['seed']}, {args.n} items per task)")

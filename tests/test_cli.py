@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,25 @@ def test_data_synth_writes_checked_items(tmp_path):
     assert len(items) == 25 and all(item.split == "heldout" and not check_item(item) for item in items)
     bad = run("data", "synth", "--task", "poetry", "--n", "2", "--out", str(tmp_path / "x.jsonl"), check=False)
     assert bad.returncode == 2 and "arithmetic" in bad.stdout + bad.stderr
+
+
+def test_calibrate_stores_a_temperature_beside_the_weights(tmp_path):
+    import inspect
+
+    from sagenano.cli import calibrate
+    from sagenano.inverse.calibration import CALIBRATION_SEED, load_temperature
+    from sagenano.loading import shipped_model_dir
+
+    assert inspect.signature(calibrate).parameters["seed"].default == CALIBRATION_SEED
+    if not (shipped_model_dir() / "config.json").is_file():
+        pytest.skip("no trained model ships with this checkout")
+    shutil.copytree(shipped_model_dir(), tmp_path / "model")
+    (tmp_path / "model" / "calibration.json").unlink(missing_ok=True)
+    out = run("calibrate", "--model", str(tmp_path / "model"), "--tasks", "linear_equation", "--n", "4").stdout
+    assert "temperature" in out and load_temperature(tmp_path / "model") > 0
+
+
+def test_calibrating_an_untrained_model_fails_cleanly(tmp_path):
+    run("model", "init", "--out", str(tmp_path / "pico"), "--preset", "pico")
+    result = run("calibrate", "--model", str(tmp_path / "pico"), "--tasks", "linear_equation", "--n", "1", check=False)
+    assert result.returncode == 2 and "no `<|answer|>`" in result.stdout and "Traceback" not in result.stderr

@@ -348,7 +348,9 @@ def calibrate(
         "arithmetic,linear_equation,multiple_choice,logic"
     ),
     n: Annotated[int, typer.Option(help="Items per task.")] = 100,
-    seed: Annotated[int, typer.Option(help="Seed of the calibration items (not the evaluation seed).")] = 2_000_003,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the calibration items (held-out style, not the evaluation seed).")
+    ] = 2_000_003,  # = inverse.calibration.CALIBRATION_SEED (kept literal so `--help` needs no torch import)
 ) -> None:
     """Fit the answer-confidence temperature on held-out-style items and store it beside the weights."""
     from .data import generate_items
@@ -373,7 +375,10 @@ def calibrate(
     if not (folder / "config.json").is_file():
         _fail(f"{folder} is not a local model folder; calibration is stored beside the weights")
     items = [item for task in names for item in generate_items(task, n, seed, "heldout")]
-    result = fit(loaded.model, loaded.tokenizer, items)
+    try:
+        result = fit(loaded.model, loaded.tokenizer, items)
+    except ValueError as error:
+        _fail(f"{error}: the model wrote no `<|answer|>` on these items (is it trained on the tasks?)")
     path = save_calibration(folder, result, f"{n} heldout-split items per task of {names}, seed {seed}")
     console.print_json(data=result)
     console.print(f"written to {path}")

@@ -26,6 +26,7 @@ class Outcome:
     correct: bool
     answer_prob: float  # P(answer tokens | question, chain), from the generation itself
     meta_confidence: float | None  # SAGE meta-cognitive head's confidence on the answer tokens
+    calibrated_prob: float | None = None  # answer_prob with the logits divided by the calibration temperature
 
 
 def bucket(item: ReasoningItem) -> str:
@@ -40,9 +41,10 @@ def bucket(item: ReasoningItem) -> str:
 @torch.no_grad()
 def answer_items(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: list[ReasoningItem], batch_size: int = 32,
-    max_new_tokens: int = 200,
+    max_new_tokens: int = 200, temperature: float | None = None,
 ) -> list[Outcome]:  # fmt: skip
-    """Greedy answers to `items`, with the probability the model gave its answer."""
+    """Greedy answers to `items`, with the probability the model gave its answer (and, given a calibration
+    temperature, the calibrated probability)."""
     outcomes = []
     for start in tqdm(range(0, len(items), batch_size), desc="answering", leave=False):
         chunk = items[start : start + batch_size]
@@ -52,9 +54,8 @@ def answer_items(
         traces = trace_generate(model, tokenizer, prompts, max_new_tokens=room, attention="none", chat=False)
         for item, trace in zip(chunk, traces, strict=True):
             predicted = parse_answer(trace.text)
-            outcomes.append(
-                Outcome(item, predicted, predicted == item.answer, _answer_prob(trace), _meta_confidence(model, trace))
-            )
+            meta, calibrated = _rescored(model, trace, temperature)
+            outcomes.append(Outcome(item, predicted, predicted == item.answer, _answer_prob(trace), meta, calibrated))
     return outcomes
 
 
@@ -73,16 +74,25 @@ def _answer_prob(trace) -> float:
     return float(trace.logprobs[span[0] : span[1]].sum().exp()) if span else 0.0
 
 
-def _meta_confidence(model: PreTrainedModel, trace) -> float | None:
-    if getattr(model, "meta_head", None) is None:
-        return None
+def _rescored(model: PreTrainedModel, trace, temperature: float | None) -> tuple[float | None, float | None]:
+    """One forward pass over the chain: the meta head's confidence on the answer tokens (SAGE models) and the
+    answer's probability at the calibration temperature (when one is given)."""
+    sage = getattr(model, "meta_head", None) is not None
+    if not sage and temperature is None:
+        return None, None
     span = _answer_span(trace)
     if span is None:
-        return 0.0
+        return (0.0 if sage else None), (0.0 if temperature is not None else None)
     ids = torch.cat([trace.prompt_ids, trace.token_ids])[None].to(model.device)
-    out = model(ids, run_inverse=True)
+    out = model(ids, run_inverse=True) if sage else model(ids)
     offset = len(trace.prompt_ids)
-    return float(out.confidence_logits[0, offset + span[0] : offset + span[1]].sigmoid().mean())
+    meta = float(out.confidence_logits[0, offset + span[0] : offset + span[1]].sigmoid().mean()) if sage else None
+    calibrated = None
+    if temperature is not None:
+        logits = out.logits[0, offset - 1 + span[0] : offset - 1 + span[1]].float() / temperature
+        chosen = trace.token_ids[span[0] : span[1]].to(logits.device)
+        calibrated = float(logits.log_softmax(-1).gather(1, chosen[:, None]).sum().exp())
+    return meta, calibrated
 
 
 def expected_calibration_error(confidences: list[float], correct: list[bool], bins: int = 10) -> float:
@@ -100,11 +110,11 @@ def expected_calibration_error(confidences: list[float], correct: list[bool], bi
 
 def evaluate_synthetic(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n_per_task: int = 300, seed: int = EVAL_SEED,
-    tasks: tuple[str, ...] = TASKS, batch_size: int = 32,
+    tasks: tuple[str, ...] = TASKS, batch_size: int = 32, temperature: float | None = None,
 ) -> dict:  # fmt: skip
     """Exact-match accuracy per task (and bucket) on held-out items, and calibration of the answer confidence."""
     items = [item for task in tasks for item in generate_items(task, n_per_task, seed, "heldout")]
-    outcomes = answer_items(model, tokenizer, items, batch_size)
+    outcomes = answer_items(model, tokenizer, items, batch_size, temperature=temperature)
     rows: dict[str, list[bool]] = defaultdict(list)
     for outcome in outcomes:
         rows[bucket(outcome.item)].append(outcome.correct)
@@ -114,5 +124,10 @@ def evaluate_synthetic(
     calibration = {"answer_prob_ece": expected_calibration_error([o.answer_prob for o in outcomes], correct)}
     if outcomes and outcomes[0].meta_confidence is not None:
         calibration["meta_head_ece"] = expected_calibration_error([o.meta_confidence for o in outcomes], correct)
+    if temperature is not None:
+        calibrated = [o.calibrated_prob for o in outcomes]
+        calibration["calibrated_answer_prob_ece"] = expected_calibration_error(calibrated, correct)
+        calibration["answer_prob_ece15"] = expected_calibration_error([o.answer_prob for o in outcomes], correct, 15)
+        calibration["calibrated_answer_prob_ece15"] = expected_calibration_error(calibrated, correct, 15)
     return {"split": "heldout", "seed": seed, "n_per_task": n_per_task, "accuracy": report,
             "calibration": calibration, "overall_accuracy": sum(correct) / max(1, len(correct))}  # fmt: skip

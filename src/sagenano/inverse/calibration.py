@@ -22,6 +22,7 @@ from ..eval.synthetic import _answer_span, expected_calibration_error
 from ..generation import trace_generate
 
 CALIBRATION_FILE = "calibration.json"
+CALIBRATION_SEED = 2_000_003  # held-out-style items that are not the evaluation items (EVAL_SEED)
 ECE_BINS = 15
 
 
