@@ -26,6 +26,18 @@ app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 console = Console()
 
+# Arguments and options that several commands share.
+Question = Annotated[str, typer.Argument(help="The question or problem to reason about.")]
+ModelPath = Annotated[
+    str | None,
+    typer.Option(
+        help="A local Hugging Face checkpoint folder, a hub id, or preset:NAME (an untrained SAGE preset). "
+        "Default: the model that ships with the package."
+    ),
+]
+Steps = Annotated[str, typer.Option(help="How to cut the chain into steps: auto, tokens, lines, sentences, markers.")]
+Chat = Annotated[bool | None, typer.Option(help="Use the tokenizer's chat template (default: when it has one).")]
+
 
 def _fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}")
@@ -34,14 +46,8 @@ def _fail(message: str) -> None:
 
 @app.command()
 def explain(
-    question: Annotated[str, typer.Argument(help="The question or problem to reason about.")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="A local Hugging Face checkpoint folder, a hub id, or preset:NAME (an untrained SAGE preset). "
-            "Default: the model that ships with the package."
-        ),
-    ] = None,
+    question: Question,
+    model: ModelPath = None,
     depth: Annotated[
         str,
         typer.Option(
@@ -60,12 +66,8 @@ def explain(
         str, typer.Option(help="Attention aggregate of the dependency score: mean, last, rollout or group:NAME.")
     ] = "mean",
     validate: Annotated[bool, typer.Option(help="Check every claim by intervention on the model.")] = True,
-    steps: Annotated[
-        str, typer.Option(help="How to cut the chain into steps: auto, tokens, lines, sentences, markers.")
-    ] = "auto",
-    chat: Annotated[
-        bool | None, typer.Option(help="Use the tokenizer's chat template (default: when it has one).")
-    ] = None,
+    steps: Steps = "auto",
+    chat: Chat = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the report as JSON to this file ('-' = stdout only).")
     ] = None,
@@ -153,26 +155,16 @@ def _untrained_panel() -> Panel:
 
 @app.command()
 def trace(
-    question: Annotated[str, typer.Argument(help="The question or problem to reason about.")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="A local Hugging Face checkpoint folder, a hub id, or preset:NAME (an untrained SAGE preset). "
-            "Default: the model that ships with the package."
-        ),
-    ] = None,
+    question: Question,
+    model: ModelPath = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 128,
-    steps: Annotated[
-        str, typer.Option(help="How to cut the chain into steps: auto, tokens, lines, sentences, markers.")
-    ] = ("auto"),
+    steps: Steps = "auto",
     top_k: Annotated[int, typer.Option(help="Alternatives to show per token.")] = 5,
     uncertain: Annotated[int, typer.Option(help="How many of the most uncertain tokens to list.")] = 5,
     sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (with --sample).")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Random seed for sampling.")] = None,
-    chat: Annotated[
-        bool | None, typer.Option(help="Use the tokenizer's chat template (default: when it has one).")
-    ] = None,
+    chat: Chat = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the full trace as JSON to this file ('-' = stdout).")
     ] = None,

@@ -19,55 +19,63 @@ def _step_name(step: int | None) -> str:
 
 
 def make_claims(report: Report, opts) -> list[Claim]:
-    claims: list[Claim] = []
-    answer_step = next((s.index for s in report.steps if s.is_answer), None)
-    for point in report.decision_points:
-        where = _step_name(point.step)
-        claims.append(
-            Claim(
-                id=f"decision-{point.position}",
-                kind="decision",
-                step=point.step,
-                statement=f"At {where} the model chose {point.token!r} with probability {point.prob:.0%}: a decision "
-                f"point, its score {point.score:.2f} reaches the threshold {opts.threshold:g}.",
-                stated={"position": point.position, "prob": round(point.prob, 3), "score": round(point.score, 3)},
-            )
+    """All claims of the explanation, in the paper's order of its four parts."""
+    return [
+        *decision_claims(report, opts),
+        *(alternative_claims(report) if opts.rollouts else []),
+        *confidence_claims(report),
+        *dependency_claims(report, opts.critical_dependencies),
+    ]
+
+
+def decision_claims(report: Report, opts) -> list[Claim]:
+    return [
+        Claim(
+            id=f"decision-{point.position}",
+            kind="decision",
+            step=point.step,
+            statement=f"At {_step_name(point.step)} the model chose {point.token!r} with probability "
+            f"{point.prob:.0%}: a decision point, its score {point.score:.2f} reaches the threshold "
+            f"{opts.threshold:g}.",
+            stated={"position": point.position, "prob": round(point.prob, 3), "score": round(point.score, 3)},
         )
-        if not opts.rollouts:
-            continue
-        for alternative in point.alternatives:
-            result = {
-                "same_answer": f"to the same answer ({alternative.answer})",
-                "different_answer": f"to a different answer ({alternative.answer})",
-                "no_answer": "to no answer",
-            }[alternative.outcome]
-            claims.append(
-                Claim(
-                    id=f"alternative-{point.position}-{alternative.token_id}",
-                    kind="alternative",
-                    step=point.step,
-                    statement=f"Choosing {alternative.token!r} (probability {alternative.prob:.0%}) instead of "
-                    f"{point.token!r} at {where} leads {result}.",
-                    stated={
-                        "position": point.position,
-                        "token_id": alternative.token_id,
-                        "answer": alternative.answer,
-                        "outcome": alternative.outcome,
-                    },
-                )
-            )
-    for step in report.steps:
-        claims.append(
-            Claim(
-                id=f"confidence-step-{step.index}",
-                kind="confidence",
-                step=step.index,
-                statement=f"The model was {step.confidence:.0%} confident in {_step_name(step.index)} "
-                f"(mean token probability).",
-                stated={"prob": round(step.confidence, 3), "tokens": [step.token_start, step.token_end]},
-            )
+        for point in report.decision_points
+    ]
+
+
+_LEADS_TO = {"same_answer": "to the same answer ({})", "different_answer": "to a different answer ({})",
+             "no_answer": "to no answer"}  # fmt: skip
+
+
+def alternative_claims(report: Report) -> list[Claim]:
+    return [
+        Claim(
+            id=f"alternative-{point.position}-{alt.token_id}",
+            kind="alternative",
+            step=point.step,
+            statement=f"Choosing {alt.token!r} (probability {alt.prob:.0%}) instead of {point.token!r} at "
+            f"{_step_name(point.step)} leads {_LEADS_TO[alt.outcome].format(alt.answer)}.",
+            stated={"position": point.position, "token_id": alt.token_id, "answer": alt.answer, "outcome": alt.outcome},
         )
+        for point in report.decision_points
+        for alt in point.alternatives
+    ]
+
+
+def confidence_claims(report: Report) -> list[Claim]:
+    claims = [
+        Claim(
+            id=f"confidence-step-{step.index}",
+            kind="confidence",
+            step=step.index,
+            statement=f"The model was {step.confidence:.0%} confident in {_step_name(step.index)} "
+            "(mean token probability).",
+            stated={"prob": round(step.confidence, 3), "tokens": [step.token_start, step.token_end]},
+        )
+        for step in report.steps
+    ]
     if report.answer_confidence is not None:
+        answer_step = next((s.index for s in report.steps if s.is_answer), None)
         claims.append(
             Claim(
                 id="confidence-answer",
@@ -77,8 +85,13 @@ def make_claims(report: Report, opts) -> list[Claim]:
                 stated={"prob": round(report.answer_confidence, 3), "answer": report.answer},
             )
         )
+    return claims
+
+
+def dependency_claims(report: Report, per_step: int) -> list[Claim]:
+    claims = []
     for step in report.steps:
-        for rank, dependency in enumerate(step.dependencies[: opts.critical_dependencies]):
+        for rank, dependency in enumerate(step.dependencies[:per_step]):
             span = dependency.span
             source = "the question" if span.source == "question" else _step_name(span.step)
             claims.append(
@@ -88,7 +101,7 @@ def make_claims(report: Report, opts) -> list[Claim]:
                     step=step.index,
                     statement=f"{_step_name(step.index).capitalize()} rests on {span.text!r} in {source} "
                     f"({dependency.share:.0%} of its significance): removing it changes the step more than "
-                    f"removing random spans of the same length.",
+                    "removing random spans of the same length.",
                     stated={"positions": span.positions, "text": span.text, "share": round(dependency.share, 3)},
                 )
             )
