@@ -70,8 +70,8 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _step_confidence(step: Step) -> float:
-    """The step's confidence as readers see it: calibrated when the report has it."""
-    return step.calibrated_confidence if step.calibrated_confidence is not None else step.confidence
+    """The step's confidence: the mean probability of its tokens (calibration applies to the answer only)."""
+    return step.confidence
 
 
 def _answer_confidence(report: Report) -> float | None:
@@ -271,7 +271,6 @@ def _step_paragraph(report: Report, step: Step, depth: str) -> str:
 def _expert_step_numbers(step: Step) -> str:
     numbers = {
         "confidence": step.confidence,
-        "calibrated": step.calibrated_confidence,
         "meta_confidence": step.meta_confidence,
         "min prob": step.min_prob,
         "entropy": step.entropy,

@@ -90,7 +90,6 @@ class Step(_Model):
     token_start: int
     token_end: int
     confidence: float = Field(description="mean probability of the step's tokens")
-    calibrated_confidence: float | None = None
     min_prob: float
     entropy: float = Field(description="mean normalised entropy of the step's tokens")
     meta_confidence: float | None = Field(default=None, description="SAGE meta-cognitive head's P(step correct)")
