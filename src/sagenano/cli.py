@@ -376,6 +376,72 @@ def calibrate(
     console.print(f"written to {path}")
 
 
+@app.command("eval")
+def evaluate(
+    tasks: Annotated[str, typer.Option(help="Comma-separated task names (an unknown name lists the valid ones).")],
+    model: ModelPath = None,
+    limit: Annotated[int | None, typer.Option(help="Answer only the first N items of each task.")] = None,
+    shots: Annotated[int, typer.Option(help="Worked exemplars before each question (0: zero-shot reasoning).")] = 0,
+    scoring: Annotated[
+        str, typer.Option(help="generate (a chain, then its extracted answer) or loglik (best option by likelihood).")
+    ] = "generate",
+    batch_size: Annotated[int, typer.Option(help="Items generated together.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest chain per item.")] = 256,
+    data: Annotated[Path | None, typer.Option(help="Read this file instead of the task's own (one task only).")] = None,
+    source: Annotated[str, typer.Option(help="file (local benchmark files) or hub (Hugging Face datasets).")] = "file",
+    out: Annotated[Path, typer.Option(help="Folder for <task>.jsonl (one line per item) and summary.json.")] = Path(
+        "runs/eval"
+    ),
+) -> None:
+    """Score a model on benchmarks: a progress bar, one JSONL line per item, a summary table.
+
+    A rerun with the same --out skips the items already answered. Under `torchrun --nproc_per_node N`
+    every rank answers a slice and rank 0 merges the results.
+    """
+    from .eval.benchmarks import UnknownTaskError, get_task
+    from .eval.runner import EvalSettings, evaluate_task
+    from .loading import load_model
+    from .train.distributed import init_runtime, shutdown
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    try:
+        for name in names:
+            get_task(name)
+    except UnknownTaskError as error:
+        _fail(str(error))
+    if not names:
+        _fail("--tasks is empty; name at least one task")
+    if data is not None and len(names) != 1:
+        _fail("--data replaces one task's file: name exactly one task")
+    if (limit is not None and limit < 1) or shots < 0 or batch_size < 1 or max_new_tokens < 1:
+        _fail("--limit, --batch-size and --max-new-tokens must be at least 1, --shots at least 0")
+    settings = EvalSettings(limit, shots, scoring, batch_size, max_new_tokens, data, source)
+    runtime = init_runtime()
+    try:
+        loaded = load_model(model)
+        loaded.model.to(runtime.device)
+        summaries = [evaluate_task(loaded.model, loaded.tokenizer, name, out, settings, runtime) for name in names]
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        _fail(str(error))
+    finally:
+        shutdown(runtime)
+    if runtime.is_main:
+        _write_summaries(summaries, loaded.source, out)
+
+
+def _write_summaries(summaries: list[dict], source: str, out: Path) -> None:
+    (out / "summary.json").write_text(json.dumps({"model": source, "tasks": summaries}, indent=2) + "\n")
+    table = Table(title=f"{source} — {out}")
+    for column in ("task", "items", "accuracy", "no answer", "skipped", "mean confidence", "ECE"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for s in summaries:
+        percent = f"{s['accuracy']:.1%}" if s["accuracy"] is not None else "-"
+        confidence = f"{s['mean_confidence']:.2f}" if s["mean_confidence"] is not None else "-"
+        ece = f"{s['ece']:.3f}" if s["ece"] is not None else "-"
+        table.add_row(s["task"], str(s["n"]), percent, str(s["no_answer"]), str(s["skipped"]), confidence, ece)
+    console.print(table)
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
