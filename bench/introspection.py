@@ -1,663 +1,52 @@
-"""Introspection accuracy of `sagenano.explain` on held-out ground-truth items, beside two baselines.
+"""Introspection accuracy of `sagenano.explain` on held-out ground-truth items, beside attribution baselines.
 
-Items: `generate_items(task, n, --seed, "heldout")` per task (default 500 each, seed EVAL_SEED). Every span
-ranking is measured three ways in the same run, on the same report: eq. 7 (rank a step's candidate spans by
-`.significance` = attention × gradient × entropy), attention-only (by `.attention`) and gradient-only (by
-`.gradient`); ties are broken by the spans' order in the text (question first, then the steps in order).
-
-1. Dependency tracking (every item; the GOLD chain explained with `chain=`, rollouts and validation off).
-   The gold chain is the training text after the prompt; report step k must be gold step k (and the last
-   report step the answer) or the item is skipped and counted. For each gold step k with >= 1 gold dependency:
-   - a candidate span is a TRUE dependency when its char range overlaps a gold dependency of the same source
-     (question, or step source with the same step index); it is a DISTRACTOR when it is a question span that
-     overlaps one of the item's distractor spans and is not a true dependency;
-   - top-1 = 1 if the top-ranked span is a true dependency, else 0;
-   - precision@3 = (true spans among the top 3) / 3;
-   - recall@3 = (gold dependencies overlapped by >= 1 of the top 3) / (number of gold dependencies);
-   - distractor-wins (only steps of items that have distractors) = 1 if the best-ranked distractor span ranks
-     above the best-ranked true span (no true span at all counts as ranking last), else 0.
-   Reported as means over steps (pooled over items; "overall" pools every task's steps).
-2. Alternative paths (the model's OWN greedy chain: `explain(..., rollouts=True, validate=True)`, engine
-   defaults except `own_explanation=False`, on --own-items per task): verified share = alternative claims with
-   status "verified" / all alternative claims (those refinement removed count, as refuted). Also at
-   threshold --low-threshold (default 0.05) on the --decision-items subset, so there are alternatives to check.
-3. Decision points (own chain, --decision-items per task, items whose chain has `<|answer|>`). For reasoning step
-   k (the steps before the answer step): scores entropy_k = max normalised token entropy over the step's tokens
-   (`report.tokens[t].entropy`); meta_k = max over its tokens of the meta head's decision probability at step
-   starts (`meta_at_step_starts`, SAGE only); combined_k = max(entropy_k, meta_k) (the report's "combined"
-   decision score); position_k = k (baseline). Effect: R = --resamples samples (temperature 1, top_k 0,
-   seeded) continue the chain from the start of step k and from the start of step k + 1 (the answer step's
-   start, i.e. right after `<|answer|>`, for the last reasoning step); p_k = share of samples whose
-   `parse_answer` equals the greedy answer; effect_k = |p_{k+1} − p_k|. Spearman rank correlation (average
-   ranks for ties) of score vs effect, pooled over the steps of a task (and of all tasks). The chain and its
-   scores come from the threshold-0.3 report when the item has one (the greedy chain is the same at any threshold).
-4. Calibration (own chains of the --own-items). Answer: confidence = `report.answer_confidence` (0 when the chain
-   has no `<|answer|>`, and it is wrong), correct = parsed answer == gold answer. Step: confidence =
-   `step.confidence` (mean token probability) of each reasoning step, correct = own step k's text == gold step
-   k's text exactly (steps beyond the gold ones are wrong).
-   ECE with 15 equal-width bins (`expected_calibration_error`) before and after temperature scaling. After,
-   answers: `report.calibrated_answer_confidence` with the model's stored temperature, else one fitted in this
-   run (library `fit_temperature` on the calibration set's `AnswerRecord`s, built as `calibrate` builds them from
-   batched greedy chains, here of at most 160 new tokens like the explained chains).
-   After, steps: a step temperature T_s fitted on the same calibration set (grid 0.05..20, log-loss of step
-   correctness) and applied to teacher-forced logits of the own chain: mean over the step's tokens of
-   softmax(logits / T_s)[token]. Calibration set: heldout items, seed --seed + 1000, --calibration-items per task.
-5. Faithfulness (ERASER-style; gold chain, --faithfulness-items per task). For each gold step k with
-   dependencies, NLL = the step's summed token negative log-likelihood (nats, teacher forcing) with spans masked
-   (their tokens replaced by the padding token). Top-3 = the token positions of a method's 3 best spans.
-   comprehensiveness = NLL(top-3 masked) − NLL(nothing masked) (higher is better);
-   sufficiency = NLL(every other candidate span of the step masked, top-3 kept) − NLL(nothing masked) (lower is
-   better). Random: the same with random spans of exactly as many tokens as that method's top-3 (candidate spans
-   in random order, taken until the count is reached), mean over 3 seeded draws.
-
-Cost: part 1 runs on every item, the others on the first items of each task (the caps above; the output says
-the counts used). The first 2 items of every task are measured first and timed; the script then prints the
-projected time of this run and of a default run, and at the end the measured seconds per item and part.
+Prints the tables and goals of `sagenano.eval.introspection.measure_introspection`, whose module docstring defines
+every part and metric: dependency tracking and faithfulness for eq. 7, attention-only, gradient-only and the
+Figure-2 baselines (attention visualisation, gradient saliency, integrated gradients, LIME, SHAP); alternative
+paths; decision points; calibration; and the explanation time per method (seconds per explained step).
 
 Goals: dependency top-1 >= 90 % (eq. 7); distractor-wins <= 5 % (eq. 7); alternatives >= 95 % verified;
 answer ECE <= 0.05 after calibration; eq. 7 top-1 strictly above attention-only and gradient-only.
 
-Run:  .venv/bin/python bench/introspection.py [--n 500] [--tasks arithmetic,logic] [--json out.json]
+Run:  .venv/bin/python bench/introspection.py [--n 500] [--tasks arithmetic,logic] [--baselines attention,lime]
+      [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
 import time
-import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from common import print_table
-from sagenano.data import generate_items, parse_answer, prompt_text, training_text
-from sagenano.data.schema import ReasoningItem
-from sagenano.eval.synthetic import EVAL_SEED, TASKS, _answer_span, expected_calibration_error
-from sagenano.generation import render_prompt, trace_generate
-from sagenano.inverse import ExplainOptions, Report, explain
-from sagenano.inverse.calibration import AnswerRecord, fit_temperature
-from sagenano.inverse.engine import meta_at_step_starts, step_separators
-from sagenano.inverse.measure import Chain, ablate, is_sage, replacement_id, score_chain, step_inputs, step_losses
+from sagenano.eval.baselines import BASELINES
+from sagenano.eval.introspection import (
+    DECISION_SCORES,
+    ECE_BINS,
+    THRESHOLD,
+    IntrospectionSettings,
+    check_prompt_format,
+    describe_projection,
+    measure_introspection,
+    part_counts,
+)
+from sagenano.eval.synthetic import EVAL_SEED, TASKS
 from sagenano.loading import load_model
 
-METHODS = {"eq7": "significance", "attention": "attention", "gradient": "gradient"}
-TOP_K = 3
-ECE_BINS = 15
-RANDOM_DRAWS = 3
-ANSWER = "<|answer|>"
-GRID = torch.logspace(math.log10(0.05), math.log10(20), 241)  # the grid of `fit_temperature`
-THRESHOLD = ExplainOptions().threshold  # the engine's default decision threshold (0.3)
-DECISION_SCORES = ("entropy", "meta", "combined", "position")
-PARTS = ("dependency", "faithfulness", "own", "alternatives_low", "decision")  # timed separately
-GOAL_TOP1, GOAL_DISTRACTOR, GOAL_VERIFIED, GOAL_ECE = 0.90, 0.05, 0.95, 0.05
-DEFAULTS = {"n": 500, "own_items": 80, "decision_items": 25, "faithfulness_items": 80, "calibration_items": 100}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Pure metric helpers
-
-
-def overlaps(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:
-    """Whether the char ranges [a_start, a_end) and [b_start, b_end) share a character."""
-    return a_start < b_end and b_start < a_end
-
-
-def matches(span, gold) -> bool:
-    """A candidate span (`SpanRef`) hits a gold `Dependency`: same source (and step), overlapping chars."""
-    same = span.source == gold.source and (gold.source == "question" or span.step == gold.step)
-    return same and overlaps(span.start, span.end, gold.start, gold.end)
-
-
-def is_true_dependency(span, gold: Sequence) -> bool:
-    return any(matches(span, g) for g in gold)
-
-
-def is_distractor(span, gold: Sequence, distractors: Sequence) -> bool:
-    """A question span overlapping a distractor `Span` (and no gold dependency)."""
-    if span.source != "question" or is_true_dependency(span, gold):
-        return False
-    return any(overlaps(span.start, span.end, d.start, d.end) for d in distractors)
-
-
-def text_order(span) -> tuple:
-    """The span's place in the text: question spans first, then each step's, by position."""
-    return (span.source == "step", -1 if span.step is None else span.step, span.start, span.end)
-
-
-def rank(dependencies: Sequence, method: str) -> list:
-    """`DependencyScore`s ranked by a method's score (highest first), ties in text order."""
-    key = METHODS[method]
-    return sorted(dependencies, key=lambda d: (-getattr(d, key), text_order(d.span)))
-
-
-def distractor_wins(spans: Sequence, gold: Sequence, distractors: Sequence) -> bool:
-    """Whether the best-ranked distractor span ranks above the best-ranked true span (`spans` ranked)."""
-    first_true = next((i for i, s in enumerate(spans) if is_true_dependency(s, gold)), math.inf)
-    first_distractor = next((i for i, s in enumerate(spans) if is_distractor(s, gold, distractors)), math.inf)
-    return first_distractor < first_true
-
-
-def ranking_metrics(spans: Sequence, gold: Sequence, distractors: Sequence, k: int = TOP_K) -> dict:
-    """top-1, precision@k, recall@k and distractor-wins (None without distractors) of ranked spans."""
-    if not gold:
-        raise ValueError("ranking metrics need at least one gold dependency")
-    truth = [is_true_dependency(s, gold) for s in spans]
-    top = spans[:k]
-    return {
-        "top1": bool(truth and truth[0]),
-        "precision": sum(truth[:k]) / k,
-        "recall": sum(any(matches(s, g) for s in top) for g in gold) / len(gold),
-        "distractor_win": distractor_wins(spans, gold, distractors) if distractors else None,
-    }
-
-
-def average_ranks(values: Sequence[float]) -> np.ndarray:
-    """1-based ranks; tied values share the mean of the ranks they span."""
-    x = np.asarray(values, dtype=float)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x))
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (Pearson on average ranks); NaN with < 2 pairs or a constant side."""
-    if len(x) != len(y):
-        raise ValueError(f"spearman needs pairs, got {len(x)} and {len(y)} values")
-    if len(x) < 2:
-        return math.nan
-    rx, ry = average_ranks(x), average_ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return math.nan
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def random_positions(spans: Sequence[Sequence[int]], count: int, rng: random.Random) -> list[int]:
-    """`count` token positions from spans taken in random order (the last one cut), sorted."""
-    chosen: list[int] = []
-    for i in rng.sample(range(len(spans)), len(spans)):
-        for p in spans[i]:
-            if len(chosen) == count:
-                return sorted(chosen)
-            if p not in chosen:
-                chosen.append(p)
-    return sorted(chosen)
-
-
-def erasure_rows(kept_or_removed: set[int], pool: set[int]) -> tuple[list[int], list[int]]:
-    """Positions to mask for comprehensiveness (the spans) and for sufficiency (the pool but the spans)."""
-    return sorted(kept_or_removed), sorted(pool - kept_or_removed)
-
-
-def comprehensiveness(nll_full: float, nll_removed: float) -> float:
-    """NLL increase when the spans are removed (masked): higher means they mattered."""
-    return nll_removed - nll_full
-
-
-def sufficiency(nll_full: float, nll_only_kept: float) -> float:
-    """NLL increase when only the spans are kept: lower means they suffice."""
-    return nll_only_kept - nll_full
-
-
-def ece(confidences: Sequence[float], correct: Sequence[bool]) -> float:
-    return expected_calibration_error(list(confidences), list(correct), ECE_BINS) if confidences else math.nan
-
-
-def mean(values: Sequence[float]) -> float:
-    return float(sum(values) / len(values)) if values else math.nan
-
-
-# ---------------------------------------------------------------------------------------------------
-# Measuring one item
-
-
-@dataclass
-class Settings:
-    """What every item is measured with."""
-
-    model_name: str = "sage"
-    max_new_tokens: int = 160
-    resamples: int = 8
-    low_threshold: float = 0.05
-    seed: int = EVAL_SEED
-    answer_temperature: float | None = None
-    step_temperature: float | None = None
-
-
-def gold_chain(item: ReasoningItem) -> str:
-    return training_text(item)[len(prompt_text(item.question)) :]
-
-
-def aligned(report: Report, item: ReasoningItem) -> bool:
-    """Report step k is gold step k, the last report step is the answer, and the question is unchanged."""
-    steps = report.steps
-    return (
-        report.question == item.question
-        and report.prompt == prompt_text(item.question)
-        and len(steps) == len(item.steps) + 1
-        and all(s.text == g for s, g in zip(steps, item.steps, strict=False))
-        and steps[-1].is_answer
-        and steps[-1].text == item.answer
-    )
-
-
-def report_chain(report: Report) -> Chain:
-    return Chain(torch.tensor(report.prompt_ids), torch.tensor([t.id for t in report.tokens]))
-
-
-def item_seed(settings: Settings, item: ReasoningItem) -> int:
-    return (settings.seed * 1_000_003 + zlib.crc32(item.id.encode())) % 2**31
-
-
-def dependency_records(report: Report, item: ReasoningItem) -> list[dict]:
-    """Per gold step with dependencies: the ranking metrics of every method."""
-    records = []
-    for k, gold in enumerate(item.dependencies):
-        candidates = report.steps[k].dependencies
-        if not gold or not candidates:
-            continue
-        spans = {m: [d.span for d in rank(candidates, m)] for m in METHODS}
-        records.append(
-            {"step": k, "gold": len(gold), "candidates": len(candidates),
-             **{m: ranking_metrics(spans[m], gold, item.distractors) for m in METHODS}}
-        )  # fmt: skip
-    return records
-
-
-def faithfulness_records(model, tokenizer, report: Report, item: ReasoningItem, settings: Settings) -> list[dict]:
-    """Per gold step with dependencies: comprehensiveness and sufficiency of each method's top 3, and random."""
-    chain = report_chain(report)
-    replacement = replacement_id(tokenizer)
-    records = []
-    for k, gold in enumerate(item.dependencies):
-        step = report.steps[k]
-        if not gold or not step.dependencies:
-            continue
-        tokens = range(step.token_start, step.token_end)
-        spans = [d.span.positions for d in step.dependencies]
-        pool = {p for positions in spans for p in positions}
-        rng = random.Random(item_seed(settings, item) + k)
-        rows: list[list[int]] = [[]]
-        plans = {}
-        for method in METHODS:
-            top = {p for d in rank(step.dependencies, method)[:TOP_K] for p in d.span.positions}
-            plans[method] = (len(rows), len(top))
-            rows.extend(erasure_rows(top, pool))
-            for _ in range(RANDOM_DRAWS):
-                rows.extend(erasure_rows(set(random_positions(spans, len(top), rng)), pool))
-        nll = step_losses(model, ablate(step_inputs(chain, tokens), rows, replacement), chain, tokens).tolist()
-        record = {"step": k, "nll": nll[0]}
-        for method, (at, count) in plans.items():
-            draws = [nll[at + 2 + 2 * d : at + 4 + 2 * d] for d in range(RANDOM_DRAWS)]
-            record[method] = {
-                "tokens": count,
-                "comprehensiveness": comprehensiveness(nll[0], nll[at]),
-                "sufficiency": sufficiency(nll[0], nll[at + 1]),
-                "random_comprehensiveness": mean([comprehensiveness(nll[0], d[0]) for d in draws]),
-                "random_sufficiency": mean([sufficiency(nll[0], d[1]) for d in draws]),
-            }
-        records.append(record)
-    return records
-
-
-def alternative_counts(report: Report) -> dict:
-    """Alternative claims and how many were verified (claims refinement removed count, as refuted)."""
-    removed = report.validation.removed_claims if report.validation else []
-    claims = [c for c in [*report.claims, *removed] if c.kind == "alternative"]
-    return {
-        "decision_points": len(report.decision_points),
-        "alternatives": len(claims),
-        "verified": sum(c.status == "verified" for c in claims),
-    }
-
-
-def answer_step(report: Report):
-    """The answer step when the chain writes `<|answer|>`, else None."""
-    if ANSWER not in report.chain:
-        return None
-    return next((s for s in report.steps if s.is_answer), None)
-
-
-def reasoning_steps(report: Report) -> list:
-    """The steps before the answer step (all steps when the chain writes no `<|answer|>`)."""
-    last = answer_step(report)
-    return [s for s in report.steps if last is None or s.index < last.index]
-
-
-@torch.no_grad()
-def chain_logits(model, chain: Chain) -> torch.Tensor:
-    """(T, V) teacher-forced logits: row t predicts generated token t."""
-    inputs = chain.inputs[None].to(model.device)
-    return model(input_ids=inputs, use_cache=False, logits_to_keep=len(chain.token_ids)).logits[0].float().cpu()
-
-
-def step_confidence_at(logits: torch.Tensor, ids: torch.Tensor, temperatures: torch.Tensor) -> torch.Tensor:
-    """(G,) mean token probability of a step (its logits (n, V) and tokens (n,)) at each temperature."""
-    result = []
-    for chunk in temperatures.split(32):
-        logp = (logits[None] / chunk[:, None, None]).log_softmax(-1)  # (g, n, V)
-        result.append(logp.gather(2, ids[None, :, None].expand(len(chunk), -1, 1))[..., 0].exp().mean(1))
-    return torch.cat(result)
-
-
-def calibration_record(model, report: Report, item: ReasoningItem, settings: Settings) -> dict:
-    """The own chain's answer and step confidences, raw and calibrated, with their correctness."""
-    answered = answer_step(report) is not None
-    record = {
-        "answered": answered,
-        "correct": answered and parse_answer(report.chain) == item.answer,
-        "confidence": report.answer_confidence if answered and report.answer_confidence is not None else 0.0,
-        "calibrated": None,
-        "steps": [],
-    }
-    if settings.answer_temperature is not None:  # the report's calibrated confidence; 0 without an answer
-        record["calibrated"] = (report.calibrated_answer_confidence or 0.0) if answered else 0.0
-    steps = reasoning_steps(report)
-    logits = chain_logits(model, report_chain(report)) if settings.step_temperature and steps else None
-    for step in steps:
-        calibrated = None
-        if logits is not None:
-            ids = torch.tensor([t.id for t in report.tokens[step.token_start : step.token_end]])
-            rows = logits[step.token_start : step.token_end]
-            calibrated = float(step_confidence_at(rows, ids, torch.tensor([settings.step_temperature]))[0])
-        correct = step.index < len(item.steps) and step.text == item.steps[step.index]
-        record["steps"].append({"confidence": step.confidence, "calibrated": calibrated, "correct": correct})
-    return record
-
-
-def eos_ids(model) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-
-
-@torch.no_grad()
-def resampled_answers(model, tokenizer, chain: Chain, starts: list[int], settings: Settings, seed: int) -> list:
-    """For each start (a generated-token index), the answers of `resamples` sampled continuations of the chain
-    cut there; one left-padded `generate` call for all of them."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    prefixes = [torch.cat([chain.prompt_ids, chain.token_ids[:s]]) for s in starts]
-    rows = [p for p in prefixes for _ in range(settings.resamples)]
-    longest = max(len(r) for r in rows)
-    ids = torch.full((len(rows), longest), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for r, row in enumerate(rows):
-        ids[r, longest - len(row) :] = row
-        mask[r, longest - len(row) :] = 1
-    room = (getattr(model.config, "max_position_embeddings", None) or 10**9) - longest
-    budgets = [max(1, min(settings.max_new_tokens - s, room)) for s in starts]
-    torch.manual_seed(seed)
-    out = model.generate(
-        input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=True, top_k=0, top_p=1.0,
-        temperature=1.0, max_new_tokens=max(budgets), pad_token_id=pad,
-    )  # fmt: skip
-    eos = eos_ids(model)
-    answers = []
-    for i, start in enumerate(starts):
-        found = []
-        for r in range(i * settings.resamples, (i + 1) * settings.resamples):
-            new = out[r, longest:].tolist()[: budgets[i]]
-            cut = next((j for j, t in enumerate(new) if t in eos), len(new))
-            found.append(parse_answer(tokenizer.decode(chain.token_ids[:start].tolist() + new[:cut])))
-        answers.append(found)
-    return answers
-
-
-def step_meta_scores(model, report: Report, steps: list) -> list[float] | None:
-    """Per step: max over its tokens of the meta head's decision probability at step starts (SAGE only)."""
-    if not is_sage(model):
-        return None
-    chain = report_chain(report)
-    meta = meta_at_step_starts(score_chain(model, chain, []), chain, step_separators(model))
-    if meta is None:
-        return None
-    return [float(meta[s.token_start : s.token_end].max()) for s in steps]
-
-
-def decision_records(model, tokenizer, report: Report, item: ReasoningItem, settings: Settings) -> dict:
-    """Per reasoning step of the own chain: its decision scores and the measured effect of resampling."""
-    last = answer_step(report)
-    steps = reasoning_steps(report)
-    if last is None or report.answer is None or not steps:
-        return {"skipped": "no <|answer|> step, answer or reasoning step before it", "steps": []}
-    starts = [s.token_start for s in steps] + [last.token_start]
-    answers = resampled_answers(model, tokenizer, report_chain(report), starts, settings, item_seed(settings, item))
-    greedy = parse_answer(report.chain)
-    p = [sum(a == greedy for a in found) / len(found) for found in answers]
-    meta = step_meta_scores(model, report, steps)
-    records = []
-    for k, step in enumerate(steps):
-        entropy = max(t.entropy for t in report.tokens[step.token_start : step.token_end])
-        m = None if meta is None else meta[k]
-        records.append(
-            {"step": k, "entropy": entropy, "meta": m, "combined": entropy if m is None else max(entropy, m),
-             "position": float(k), "effect": abs(p[k + 1] - p[k])}
-        )  # fmt: skip
-    return {"skipped": None, "p": p, "greedy": greedy, "steps": records}
-
-
-def measure_item(
-    model, tokenizer, item: ReasoningItem, settings: Settings, own: bool = True, decision: bool = False,
-    faithfulness: bool = False,
-) -> dict:  # fmt: skip
-    """Every measurement of one item (see the module docstring); `own`, `decision` and `faithfulness` say which
-    of the capped parts to run. Returns JSON-ready records and the seconds each part took."""
-    seconds: dict[str, float] = {}
-    result: dict = {"id": item.id, "task": item.task, "has_distractors": bool(item.distractors), "seconds": seconds}
-    start = time.perf_counter()
-    gold = explain(model, tokenizer, item.question, model_name=settings.model_name, chain=gold_chain(item),
-                   rollouts=False, validate=False, own_explanation=False, seed=settings.seed)  # fmt: skip
-    result["aligned"] = aligned(gold, item)
-    result["dependency"] = dependency_records(gold, item) if result["aligned"] else []
-    seconds["dependency"] = time.perf_counter() - start
-    if faithfulness:
-        start = time.perf_counter()
-        result["faithfulness"] = (
-            faithfulness_records(model, tokenizer, gold, item, settings) if result["aligned"] else []
-        )
-        seconds["faithfulness"] = time.perf_counter() - start
-    own_options = dict(model_name=settings.model_name, rollouts=True, validate=True, own_explanation=False,
-                       max_new_tokens=settings.max_new_tokens, temperature=settings.answer_temperature,
-                       seed=settings.seed)  # fmt: skip
-    report = None
-    if own:
-        start = time.perf_counter()
-        report = explain(model, tokenizer, item.question, **own_options)
-        result["alternatives"] = alternative_counts(report)
-        result["calibration"] = calibration_record(model, report, item, settings)
-        seconds["own"] = time.perf_counter() - start
-    if decision:
-        start = time.perf_counter()
-        low = explain(model, tokenizer, item.question, **{**own_options, "threshold": settings.low_threshold})
-        result["alternatives_low"] = alternative_counts(low)
-        seconds["alternatives_low"] = time.perf_counter() - start
-        start = time.perf_counter()
-        result["decision"] = decision_records(model, tokenizer, report or low, item, settings)
-        seconds["decision"] = time.perf_counter() - start
-    return result
-
-
-# ---------------------------------------------------------------------------------------------------
-# Calibration set
-
-
-@torch.no_grad()
-def calibration_set(model, tokenizer, items: list[ReasoningItem], settings: Settings, batch_size: int = 16):
-    """Greedy chains of the calibration items (batched, as `calibrate` does) and, from one teacher-forced pass
-    each: answer records (the library's `AnswerRecord`) and, per reasoning step, its mean token probability at
-    every grid temperature with its correctness."""
-    answers, steps = [], []
-    for start in tqdm(range(0, len(items), batch_size), desc="calibration set", leave=False):
-        chunk = items[start : start + batch_size]
-        prompts = [prompt_text(item.question) for item in chunk]
-        longest = max(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
-        room = min(settings.max_new_tokens, model.config.max_position_embeddings - longest)
-        traces = trace_generate(model, tokenizer, prompts, max_new_tokens=room, attention="none", chat=False)
-        for item, trace in zip(chunk, traces, strict=True):
-            logits = chain_logits(model, Chain(trace.prompt_ids, trace.token_ids))
-            span = _answer_span(trace)
-            if span is not None:
-                correct = parse_answer(trace.text) == item.answer
-                answers.append(AnswerRecord(logits[span[0] : span[1]], trace.token_ids[span[0] : span[1]], correct))
-            end = trace.text.index(ANSWER) if ANSWER in trace.text else len(trace.text)
-            for k, step in enumerate(s for s in trace.steps if s.char_end <= end):
-                rows = range(step.token_start, step.token_end)
-                confidence = step_confidence_at(logits[list(rows)], trace.token_ids[list(rows)], GRID)
-                steps.append((confidence, k < len(item.steps) and step.text == item.steps[k]))
-    return answers, steps
-
-
-def fit_step_temperature(records: list[tuple[torch.Tensor, bool]]) -> float | None:
-    """The grid temperature minimising the log-loss of step correctness (eps 1e-6, as `fit_temperature`)."""
-    if not records:
-        return None
-    confidence = torch.stack([c for c, _ in records]).clamp(1e-6, 1 - 1e-6)  # (S, G)
-    correct = torch.tensor([ok for _, ok in records], dtype=torch.float)[:, None]
-    loss = -(correct * confidence.log() + (1 - correct) * (1 - confidence).log()).mean(0)
-    return float(GRID[int(loss.argmin())])
-
-
-def calibrate_run(model, tokenizer, loaded_temperature, tasks, args, settings: Settings) -> dict:
-    """Fits what this run needs on the calibration set; sets the settings' temperatures; returns what it did."""
-    info: dict = {"calibration_items_per_task": args.calibration_items, "seed": args.seed + 1000}
-    if args.calibration_items <= 0:
-        settings.answer_temperature = loaded_temperature
-        info["answer_temperature_source"] = "stored" if loaded_temperature else "none"
-        return {**info, "answer_temperature": loaded_temperature, "step_temperature": None}
-    items = [i for t in tasks for i in generate_items(t, args.calibration_items, args.seed + 1000, "heldout")]
-    start = time.perf_counter()
-    answers, steps = calibration_set(model, tokenizer, items, settings)
-    if loaded_temperature is not None:
-        settings.answer_temperature, info["answer_temperature_source"] = loaded_temperature, "stored"
-    elif answers:
-        settings.answer_temperature, info["answer_temperature_source"] = fit_temperature(answers), "fitted"
-    else:
-        info["answer_temperature_source"] = "none (no calibration chain has an answer)"
-    settings.step_temperature = fit_step_temperature(steps)
-    correct = [r.correct for r in answers]
-    temperature = settings.answer_temperature
-    return {
-        **info, "answer_temperature": temperature, "step_temperature": settings.step_temperature,
-        "n_items": len(items), "n_answered": len(answers), "n_steps": len(steps),
-        "calibration_set_answer_ece_before": ece([r.prob() for r in answers], correct),
-        "calibration_set_answer_ece_after": ece([r.prob(temperature) for r in answers], correct)
-        if temperature else math.nan,
-        "seconds": time.perf_counter() - start,
-    }  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------------
-# Summaries
-
-
-def share(flags: Sequence) -> float:
-    return mean([float(f) for f in flags])
-
-
-def summarise_dependency(results: list[dict]) -> dict:
-    steps = [s for r in results for s in r.get("dependency", [])]
-    with_distractors = [s for r in results if r["has_distractors"] for s in r.get("dependency", [])]
-    return {
-        m: {"steps": len(steps), "top1": share([s[m]["top1"] for s in steps]),
-            "precision@3": mean([s[m]["precision"] for s in steps]),
-            "recall@3": mean([s[m]["recall"] for s in steps]),
-            "distractor_steps": len(with_distractors),
-            "distractor_wins": share([s[m]["distractor_win"] for s in with_distractors])}
-        for m in METHODS
-    }  # fmt: skip
-
-
-def summarise_alternatives(results: list[dict], key: str) -> dict:
-    rows = [r[key] for r in results if key in r]
-    total = sum(r["alternatives"] for r in rows)
-    verified = sum(r["verified"] for r in rows)
-    return {"items": len(rows), "decision_points": sum(r["decision_points"] for r in rows), "alternatives": total,
-            "verified": verified, "verified_share": verified / total if total else math.nan}  # fmt: skip
-
-
-def summarise_decision(results: list[dict]) -> dict:
-    rows = [r["decision"] for r in results if "decision" in r]
-    steps = [s for d in rows for s in d["steps"]]
-    effect = [s["effect"] for s in steps]
-    correlations = {}
-    for score in DECISION_SCORES:
-        values = [s[score] for s in steps]
-        correlations[score] = math.nan if any(v is None for v in values) else spearman(values, effect)
-    return {"items": len(rows), "skipped": sum(d["skipped"] is not None for d in rows), "steps": len(steps),
-            "mean_effect": mean(effect), "spearman": correlations}  # fmt: skip
-
-
-def summarise_calibration(results: list[dict]) -> dict:
-    rows = [r["calibration"] for r in results if "calibration" in r]
-    steps = [s for r in rows for s in r["steps"]]
-    correct = [r["correct"] for r in rows]
-    step_correct = [s["correct"] for s in steps]
-    after = None if any(r["calibrated"] is None for r in rows) else [r["calibrated"] for r in rows]
-    step_after = None if any(s["calibrated"] is None for s in steps) else [s["calibrated"] for s in steps]
-    return {
-        "items": len(rows), "answered": sum(r["answered"] for r in rows), "accuracy": share(correct),
-        "answer_ece_before": ece([r["confidence"] for r in rows], correct),
-        "answer_ece_after": math.nan if after is None else ece(after, correct),
-        "steps": len(steps), "step_accuracy": share(step_correct),
-        "step_ece_before": ece([s["confidence"] for s in steps], step_correct),
-        "step_ece_after": math.nan if step_after is None else ece(step_after, step_correct),
-    }  # fmt: skip
-
-
-def summarise_faithfulness(results: list[dict]) -> dict:
-    steps = [s for r in results for s in r.get("faithfulness", [])]
-    keys = ("comprehensiveness", "random_comprehensiveness", "sufficiency", "random_sufficiency", "tokens")
-    return {
-        "items": sum("faithfulness" in r for r in results), "steps": len(steps),
-        **{m: {k: mean([s[m][k] for s in steps]) for k in keys} for m in METHODS},
-    }  # fmt: skip
-
-
-def summarise(results: list[dict]) -> dict:
-    return {
-        "items": len(results),
-        "misaligned": sum(not r["aligned"] for r in results),
-        "dependency": summarise_dependency(results),
-        "alternatives": summarise_alternatives(results, "alternatives"),
-        "alternatives_low": summarise_alternatives(results, "alternatives_low"),
-        "decision": summarise_decision(results),
-        "calibration": summarise_calibration(results),
-        "faithfulness": summarise_faithfulness(results),
-    }
-
-
-def goals(overall: dict) -> list[dict]:
-    """Each goal's measured value, target and verdict (NaN, i.e. nothing measured, fails)."""
-    dep = overall["dependency"]
-    top1 = dep["eq7"]["top1"]
-    baseline = max(dep["attention"]["top1"], dep["gradient"]["top1"])
-    verified, verified_low = overall["alternatives"]["verified_share"], overall["alternatives_low"]["verified_share"]
-    distractors, answer_ece = dep["eq7"]["distractor_wins"], overall["calibration"]["answer_ece_after"]
-    rows = [
-        ("dependency top-1 (eq. 7)", "share", top1, f">= {GOAL_TOP1:.0%}", top1 >= GOAL_TOP1),
-        ("distractor-wins (eq. 7)", "share", distractors, f"<= {GOAL_DISTRACTOR:.0%}", distractors <= GOAL_DISTRACTOR),
-        (f"alternatives verified (threshold {THRESHOLD:g})", "share", verified, f">= {GOAL_VERIFIED:.0%}",
-         verified >= GOAL_VERIFIED),
-        ("alternatives verified (low threshold)", "share", verified_low, f">= {GOAL_VERIFIED:.0%}",
-         verified_low >= GOAL_VERIFIED),
-        ("answer ECE after calibration", "value", answer_ece, f"<= {GOAL_ECE}", answer_ece <= GOAL_ECE),
-        ("eq. 7 top-1 minus best baseline top-1", "margin", top1 - baseline, "> 0 (beats both)", top1 > baseline),
-    ]  # fmt: skip
-    return [  # a comparison with NaN (nothing measured) is False: FAIL
-        {"goal": g, "kind": kind, "measured": v, "target": t, "result": "PASS" if ok else "FAIL"}
-        for g, kind, v, t, ok in rows
-    ]
+LABELS = {
+    "eq7": "eq. 7",
+    "attention_only": "attention-only (eq. 7)",
+    "gradient_only": "gradient-only (eq. 7)",
+    "attention": "attention visualisation",
+    "gradient": "gradient saliency",
+    "integrated_gradients": "integrated gradients",
+    "lime": "LIME",
+    "shap": "KernelSHAP",
+}
+DEFAULTS = IntrospectionSettings()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -665,53 +54,57 @@ def goals(overall: dict) -> list[dict]:
 
 
 def pct(x: float | None) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}%"
+    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def num(x: float | None) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{x:+.3f}"
+    return "n/a" if x is None else f"{x:+.3f}"
 
 
 def plain(x: float | None) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
+    return "n/a" if x is None else f"{x:.3f}"
 
 
-def print_tables(summaries: dict[str, dict], settings: Settings, calibration: dict) -> None:
-    groups = list(summaries)
+def print_dependency(summaries: dict, methods: list[str]) -> None:
     print("\n1. Dependency tracking (gold chains; steps with >= 1 gold dependency)")
     rows = []
-    for g in groups:
-        s = summaries[g]["dependency"]
-        for m in METHODS:
-            d = s[m]
-            rows.append([g, m, d["steps"], pct(d["top1"]), pct(d["precision@3"]), pct(d["recall@3"]),
+    for g, s in summaries.items():
+        for m in methods:
+            d = s["dependency"][m]
+            rows.append([g, LABELS[m], d["steps"], pct(d["top1"]), pct(d["precision@3"]), pct(d["recall@3"]),
                          f"{pct(d['distractor_wins'])} ({d['distractor_steps']})"])  # fmt: skip
     print_table(["task", "ranking", "steps", "top-1", "precision@3", "recall@3", "distractor-wins (steps)"], rows)
-    print("misaligned gold chains (skipped): " + ", ".join(f"{g} {summaries[g]['misaligned']}" for g in groups))
+    print("misaligned gold chains (skipped): " + ", ".join(f"{g} {s['misaligned']}" for g, s in summaries.items()))
 
+
+def print_alternatives(summaries: dict, low_threshold: float) -> None:
     print("\n2. Alternative paths (own chains; alternative claims verified by an uncached greedy re-check)")
     rows = []
-    for g in groups:
-        for key, threshold in (("alternatives", THRESHOLD), ("alternatives_low", settings.low_threshold)):
-            a = summaries[g][key]
+    for g, s in summaries.items():
+        for key, threshold in (("alternatives", THRESHOLD), ("alternatives_low", low_threshold)):
+            a = s[key]
             rows.append([g, threshold, a["items"], a["decision_points"], a["alternatives"], a["verified"],
                          pct(a["verified_share"])])  # fmt: skip
     print_table(["task", "threshold", "items", "decision points", "alternatives", "verified", "verified share"], rows)
 
-    print(f"\n3. Decision points (own chains; Spearman of step score vs |Δp(greedy answer)|, {settings.resamples} "
-          "samples per cut)")  # fmt: skip
+
+def print_decision(summaries: dict, resamples: int) -> None:
+    print(f"\n3. Decision points (own chains; Spearman of step score vs |Δp(greedy answer)|, {resamples} samples "
+          "per cut)")  # fmt: skip
     rows = []
-    for g in groups:
-        d = summaries[g]["decision"]
+    for g, s in summaries.items():
+        d = s["decision"]
         rows.append([g, d["items"], d["skipped"], d["steps"], plain(d["mean_effect"]),
-                     *(num(d["spearman"][s]) for s in DECISION_SCORES)])  # fmt: skip
+                     *(num(d["spearman"][score]) for score in DECISION_SCORES)])  # fmt: skip
     print_table(["task", "items", "skipped (no answer)", "steps", "mean effect", "ρ entropy", "ρ meta", "ρ combined",
                  "ρ position (baseline)"], rows)  # fmt: skip
 
+
+def print_calibration(summaries: dict, calibration: dict) -> None:
     print(f"\n4. Calibration (own chains; ECE, {ECE_BINS} bins)")
     rows = []
-    for g in groups:
-        c = summaries[g]["calibration"]
+    for g, s in summaries.items():
+        c = s["calibration"]
         rows.append([g, c["items"], c["answered"], pct(c["accuracy"]), plain(c["answer_ece_before"]),
                      plain(c["answer_ece_after"]), c["steps"], pct(c["step_accuracy"]), plain(c["step_ece_before"]),
                      plain(c["step_ece_after"])])  # fmt: skip
@@ -722,178 +115,170 @@ def print_tables(summaries: dict[str, dict], settings: Settings, calibration: di
           f"({calibration.get('answer_temperature_source')}); step temperature: "
           f"{plain(t_step) if t_step else 'none (no calibration set: step ECE after is not available)'}; "
           f"calibration set: {calibration.get('n_items', 0)} items, {calibration.get('n_answered', 0)} answered, "
-          f"{calibration.get('n_steps', 0)} steps")  # fmt: skip
+          f"{calibration.get('n_steps', 0)} steps, {calibration.get('seconds') or 0:.1f} s")  # fmt: skip
 
+
+def print_faithfulness(summaries: dict, methods: list[str]) -> None:
     print("\n5. Faithfulness (gold chains; Δ step NLL in nats; comprehensiveness: higher is better, sufficiency: "
           "lower is better)")  # fmt: skip
     rows = []
-    for g in groups:
-        f = summaries[g]["faithfulness"]
-        for m in METHODS:
+    for g, s in summaries.items():
+        f = s["faithfulness"]
+        for m in methods:
             d = f[m]
-            rows.append(
-                [
-                    g,
-                    m,
-                    f["items"],
-                    f["steps"],
-                    plain(d["tokens"]),
-                    num(d["comprehensiveness"]),
-                    num(d["random_comprehensiveness"]),
-                    num(d["sufficiency"]),
-                    num(d["random_sufficiency"]),
-                ]
-            )
+            scores = ("comprehensiveness", "random_comprehensiveness", "sufficiency", "random_sufficiency")
+            rows.append([g, LABELS[m], f["items"], f["steps"], plain(d["tokens"]), *(num(d[k]) for k in scores)])
     print_table(["task", "ranking", "items", "steps", "top-3 tokens", "comprehensiveness", "random", "sufficiency",
                  "random"], rows)  # fmt: skip
 
 
+def print_times(summaries: dict) -> None:
+    print("\n6. Explanation time per method (seconds per explained step; eq. 7: the gold chain's explain / its "
+          "steps, attention-only and gradient-only come from the same call)")  # fmt: skip
+    rows = []
+    for g, s in summaries.items():
+        timed = s["timings"]["methods"]
+        engine = timed["eq7"]["seconds_per_step"]
+        for m, t in timed.items():
+            ratio = t["seconds_per_step"] / engine if engine and t["seconds_per_step"] is not None else None
+            rows.append([g, LABELS[m], t["steps"], plain(t["seconds_per_step"]),
+                         "n/a" if ratio is None else f"{ratio:.2f}×"])  # fmt: skip
+    print_table(["task", "method", "steps", "seconds per step", "× eq. 7"], rows)
+
+
 def print_goals(rows: list[dict]) -> None:
     print("\nGoals (overall)")
-    shown = {"share": pct, "value": plain, "margin": lambda x: "n/a" if math.isnan(x) else f"{100 * x:+.1f} pts"}
+    shown = {"share": pct, "value": plain, "margin": lambda x: "n/a" if x is None else f"{100 * x:+.1f} pts"}
     table = [[row["goal"], shown[row["kind"]](row["measured"]), row["target"], row["result"]] for row in rows]
     print_table(["goal", "measured", "target", "result"], table)
+
+
+def print_document(document: dict, elapsed: float) -> None:
+    summaries, methods, settings = document["summary"], document["methods"], document["settings"]
+    print_dependency(summaries, methods)
+    print_alternatives(summaries, settings["low_threshold"])
+    print_decision(summaries, settings["resamples"])
+    print_calibration(summaries, document["calibration"])
+    print_faithfulness(summaries, methods)
+    print_times(summaries)
+    print_goals(document["goals"])
+    n_items = summaries["overall"]["items"]
+    parts = summaries["overall"]["timings"]["parts"]
+    print(
+        f"\n{n_items} items in {elapsed / 60:.1f} min ({elapsed / max(n_items, 1):.2f} s per item incl. loading "
+        "and calibration); mean seconds per item and part: "
+        + ", ".join(f"{p} {plain(v['seconds_per_item'])} ({v['items']} items)" for p, v in parts.items())
+    )
+    print("from all items: " + describe_projection(document["timings"]["projection"]))
 
 
 # ---------------------------------------------------------------------------------------------------
 # Running
 
 
-def part_counts(n: int, own: int, decision: int, faithfulness: int) -> dict[str, int]:
-    """Items per task that each part measures (the first ones of the task)."""
-    decision = min(decision, n)
-    return {"dependency": n, "faithfulness": min(faithfulness, n), "own": min(own, n), "alternatives_low": decision,
-            "decision": decision}  # fmt: skip
-
-
-def projection(seconds: dict[str, dict[str, list[float]]], counts: dict[str, int]) -> float:
-    """Seconds the whole run takes at each task's measured mean per part (parts never measured count 0)."""
-    return sum(mean(v) * counts[part] for task in seconds.values() for part, v in task.items() if v)
-
-
-def describe_projection(seconds, counts: dict, calibration: dict, tasks: list[str]) -> str:
-    """This run's projected minutes and those of a default run (all tasks), at the measured speeds."""
-    defaults = part_counts(*(DEFAULTS[k] for k in ("n", "own_items", "decision_items", "faithfulness_items")))
-    per_calibration_item = calibration.get("seconds", 0.0) / max(1, calibration.get("n_items", 0))
-    default_calibration = per_calibration_item * DEFAULTS["calibration_items"] * len(TASKS)
-    default_items = projection(seconds, defaults) * len(TASKS) / len(tasks)
-    return (
-        f"projected: this run {projection(seconds, counts) / 60:.1f} min of items; a default run "
-        f"(--n {DEFAULTS['n']}, own {DEFAULTS['own_items']}, decision {DEFAULTS['decision_items']}, faithfulness "
-        f"{DEFAULTS['faithfulness_items']}, calibration {DEFAULTS['calibration_items']} items per task, "
-        f"{len(TASKS)} tasks) {(default_items + default_calibration) / 60:.1f} min "
-        f"({default_calibration / 60:.1f} of them the calibration set)"
-    )
-
-
-def json_ready(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    return value
-
-
-def check_prompt_format(tokenizer) -> None:
-    if render_prompt(tokenizer, "Q?", None) != prompt_text("Q?"):
-        raise SystemExit("this benchmark needs SAGE's prompt format (<|question|>q<|step|>) from the tokenizer's "
-                         "chat template; save the model with its chat_template.jinja")  # fmt: skip
+def parse_baselines(text: str) -> tuple[str, ...]:
+    """`--baselines`: a comma list of `BASELINES`, or "none"."""
+    if text.strip().lower() == "none":
+        return ()
+    return tuple(b.strip() for b in text.split(",") if b.strip())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model folder (default: the shipped model)")
-    parser.add_argument("--n", type=int, default=DEFAULTS["n"], help="held-out items per task (default %(default)s)")
+    parser.add_argument("--n", type=int, default=DEFAULTS.n, help="held-out items per task (default %(default)s)")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma list (default {','.join(TASKS)})")
     parser.add_argument("--seed", type=int, default=EVAL_SEED, help=f"item seed (default EVAL_SEED = {EVAL_SEED})")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument(
         "--own-items",
         type=int,
-        default=DEFAULTS["own_items"],
+        default=DEFAULTS.own_items,
         help="items per task whose own chain is explained: alternatives at threshold 0.3 and "
         "calibration (default %(default)s)",
     )
     parser.add_argument(
         "--decision-items",
         type=int,
-        default=DEFAULTS["decision_items"],
+        default=DEFAULTS.decision_items,
         help="items per task for decision points and the low-threshold alternatives (default %(default)s)",
     )
     parser.add_argument(
         "--faithfulness-items",
         type=int,
-        default=DEFAULTS["faithfulness_items"],
+        default=DEFAULTS.faithfulness_items,
         help="items per task for faithfulness (default %(default)s)",
     )
     parser.add_argument(
         "--calibration-items",
         type=int,
-        default=DEFAULTS["calibration_items"],
+        default=DEFAULTS.calibration_items,
         help="calibration items per task, seed --seed + 1000 (default %(default)s; 0: no fit)",
     )
-    parser.add_argument("--resamples", type=int, default=8, help="samples per cut of the chain (default 8)")
-    parser.add_argument("--low-threshold", type=float, default=0.05, help="second decision threshold (default 0.05)")
+    parser.add_argument(
+        "--resamples", type=int, default=DEFAULTS.resamples, help="samples per cut of the chain (default %(default)s)"
+    )
+    parser.add_argument(
+        "--low-threshold",
+        type=float,
+        default=DEFAULTS.low_threshold,
+        help="second decision threshold (default %(default)s)",
+    )
+    parser.add_argument(
+        "--baselines",
+        default=",".join(BASELINES),
+        help=f"Figure-2 baselines ranked beside eq. 7, comma list of {','.join(BASELINES)}, or none (default: all)",
+    )
+    parser.add_argument(
+        "--baseline-samples",
+        type=int,
+        default=DEFAULTS.baseline_samples,
+        help="LIME's and SHAP's perturbations per step (default %(default)s)",
+    )
     parser.add_argument("--json", default=None, metavar="OUT", help="write every number (and each item's) here")
-    args = parser.parse_args()  # fmt: skip
+    args = parser.parse_args()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         parser.error(f"unknown tasks {unknown}; choose from {', '.join(TASKS)}")
+    try:
+        settings = IntrospectionSettings(
+            n=args.n,
+            own_items=args.own_items,
+            decision_items=args.decision_items,
+            faithfulness_items=args.faithfulness_items,
+            calibration_items=args.calibration_items,
+            resamples=args.resamples,
+            seed=args.seed,
+            low_threshold=args.low_threshold,
+            baselines=parse_baselines(args.baselines),
+            baseline_samples=args.baseline_samples,
+        )
+    except ValueError as error:  # names the bad value; the flags are the fields' names
+        parser.error(str(error))
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
     loaded = load_model(args.model)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    check_prompt_format(tokenizer)
-    settings = Settings(model_name=loaded.source, resamples=args.resamples, low_threshold=args.low_threshold,
-                        seed=args.seed)  # fmt: skip
-    counts = part_counts(args.n, args.own_items, args.decision_items, args.faithfulness_items)
-    print(f"model {loaded.source}; tasks {', '.join(tasks)}; seed {args.seed}; torch threads {args.threads}")
-    print("items per task: " + ", ".join(f"{p} {c}" for p, c in counts.items()) + f"; resamples {args.resamples}")
-    calibration = calibrate_run(model, tokenizer, loaded.temperature, tasks, args, settings)
-    print(f"calibration set: {calibration.get('seconds', 0):.1f} s")
-
-    items = {t: generate_items(t, args.n, args.seed, "heldout") for t in tasks}
-    warm = min(2, args.n)  # the first items of every task, timed for the estimate
-    order = [(t, i) for i in range(warm) for t in tasks] + [(t, i) for t in tasks for i in range(warm, args.n)]
-    seconds: dict[str, dict[str, list[float]]] = {t: {p: [] for p in PARTS} for t in tasks}
-    results: dict[str, list[dict]] = {t: [] for t in tasks}
-    bar = tqdm(order, desc="items", unit="item")
-    for done, (task, i) in enumerate(bar, start=1):
-        result = measure_item(model, tokenizer, items[task][i], settings, own=i < counts["own"],
-                              decision=i < counts["decision"], faithfulness=i < counts["faithfulness"])  # fmt: skip
-        results[task].append(result)
-        for part, value in result["seconds"].items():
-            seconds[task][part].append(value)
-        if done == warm * len(tasks):
-            per = "; ".join(f"{t}: " + ", ".join(f"{p} {mean(v):.2f}" for p, v in seconds[t].items() if v)
-                            for t in tasks)  # fmt: skip
-            bar.write(f"seconds per item and part (first {warm} items): {per}")
-            bar.write(describe_projection(seconds, counts, calibration, tasks))
-
-    summaries = {t: summarise(results[t]) for t in tasks}
-    summaries["overall"] = summarise([r for t in tasks for r in results[t]])
-    print_tables(summaries, settings, calibration)
-    goal_rows = goals(summaries["overall"])
-    print_goals(goal_rows)
+    try:
+        check_prompt_format(loaded.tokenizer)
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
+    settings = replace(settings, model_name=loaded.source)
+    baselines = ", ".join(settings.baselines) or "none"
+    print(f"model {loaded.source}; tasks {', '.join(tasks)}; seed {args.seed}; torch threads {args.threads}; "
+          f"baselines {baselines} ({settings.baseline_samples} LIME/SHAP samples)")  # fmt: skip
+    print("items per task: " + ", ".join(f"{p} {c}" for p, c in part_counts(settings).items())
+          + f"; resamples {args.resamples}")  # fmt: skip
+    document = measure_introspection(loaded.model, loaded.tokenizer, settings, tasks,
+                                     loaded_temperature=loaded.temperature)  # fmt: skip
     elapsed = time.perf_counter() - started
-    n_items = sum(len(r) for r in results.values())
-    per_part = {p: mean([v for t in tasks for v in seconds[t][p]]) for p in PARTS}
-    print(
-        f"\n{n_items} items in {elapsed / 60:.1f} min ({elapsed / max(n_items, 1):.2f} s per item incl. loading "
-        "and calibration); mean seconds per item and part: "
-        + ", ".join(f"{p} {plain(v)} ({sum(len(seconds[t][p]) for t in tasks)} items)" for p, v in per_part.items())
-    )
-    print("from all items: " + describe_projection(seconds, counts, calibration, tasks))
+    print_document(document, elapsed)
     if args.json:
-        document = {"args": vars(args), "model": loaded.source, "counts": counts, "calibration": calibration,
-                    "settings": vars(settings), "summary": summaries, "goals": goal_rows,
-                    "seconds": {"total": elapsed, "per_item": seconds}, "items": results}  # fmt: skip
+        document = {"args": vars(args), "model": loaded.source, **document}
+        document["timings"]["total_seconds_with_loading"] = elapsed
         with open(args.json, "w") as handle:
-            json.dump(json_ready(document), handle, indent=1)
+            json.dump(document, handle, indent=1)
         print(f"wrote {args.json}")
 
 

@@ -415,10 +415,10 @@ def evaluate(
         _fail("--data replaces one task's file: name exactly one task")
     if (limit is not None and limit < 1) or shots < 0 or batch_size < 1 or max_new_tokens < 1:
         _fail("--limit, --batch-size and --max-new-tokens must be at least 1, --shots at least 0")
-    settings = EvalSettings(limit, shots, scoring, batch_size, max_new_tokens, data, source)
     runtime = init_runtime()
     try:
         loaded = load_model(model)
+        settings = EvalSettings(limit, shots, scoring, batch_size, max_new_tokens, data, source, loaded.temperature)
         loaded.model.to(runtime.device)
         summaries = [evaluate_task(loaded.model, loaded.tokenizer, name, out, settings, runtime) for name in names]
     except (ValueError, FileNotFoundError, RuntimeError) as error:
@@ -440,6 +440,59 @@ def _write_summaries(summaries: list[dict], source: str, out: Path) -> None:
         ece = f"{s['ece']:.3f}" if s["ece"] is not None else "-"
         table.add_row(s["task"], str(s["n"]), percent, str(s["no_answer"]), str(s["skipped"]), confidence, ece)
     console.print(table)
+
+
+@app.command()
+def report(
+    model: ModelPath = None,
+    out: Annotated[Path, typer.Option(help="Folder for report.md, results.json, figures/ and eval/.")] = Path(
+        "runs/report"
+    ),
+    benchmarks: Annotated[
+        str | None, typer.Option(help="Comma-separated tasks for the accuracy table (default: every benchmark).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Items per benchmark.")] = 50,
+    quality_items: Annotated[int, typer.Option(help="Explained items per synthetic task (quality, overhead).")] = 5,
+    introspection_items: Annotated[int, typer.Option(help="Gold-chain items per task for dependency tracking.")] = 20,
+    baselines: Annotated[
+        str, typer.Option(help="Attribution baselines beside the engine: comma list, or none.")
+    ] = "attention,gradient,integrated_gradients,lime,shap",
+    ablations: Annotated[
+        Path | None, typer.Option(help="A folder of trained ablation models, each with its eval.json.")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest chain per item.")] = 256,
+) -> None:
+    """Measure the paper's tables on a model and write a Markdown report with PNG figures.
+
+    Accuracy per benchmark, introspection accuracy against attribution baselines, explanation quality,
+    overhead per engine component, ablations (when trained), the error taxonomy and a reliability diagram.
+    Every number comes from this run; the benchmark answers are kept in <out>/eval and reused on a rerun.
+    """
+    from .eval.benchmarks import UnknownTaskError, get_task
+    from .eval.report import ReportSettings, build_report
+    from .eval.report import introspection_settings as make_introspection
+    from .loading import load_model
+
+    settings = ReportSettings()
+    names = tuple(t.strip() for t in benchmarks.split(",") if t.strip()) if benchmarks else settings.benchmarks
+    try:
+        for name in names:
+            get_task(name)
+        introspection = make_introspection(introspection_items, baselines)
+    except (UnknownTaskError, ValueError) as error:
+        _fail(str(error))
+    if min(limit, quality_items, introspection_items, max_new_tokens) < 1:
+        _fail("--limit, --quality-items, --introspection-items and --max-new-tokens must be at least 1")
+    try:
+        loaded = load_model(model)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    if not loaded.trained:
+        console.print(_untrained_panel())
+    settings = ReportSettings(names, limit, quality_items, max_new_tokens, settings.batch_size, introspection,
+                              ablations)  # fmt: skip
+    path = build_report(loaded.model, loaded.tokenizer, loaded.source, out, settings, loaded.temperature)
+    console.print(f"report written to {path}")
 
 
 def main() -> None:

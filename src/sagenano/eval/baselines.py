@@ -11,7 +11,7 @@ wrappers; attention visualisation needs no Captum.
   last layer puts < 4 % of its weight on the copied number.
 - gradient: saliency: Captum's layer gradient (`LayerGradientXActivation`, `multiply_by_inputs=False`) of the
   step's log-probability on the input embeddings, |gradient| summed over the embedding dimensions.
-- integrated_gradients: `LayerIntegratedGradients` on the input embeddings via `LLMGradientAttribution`, from an
+- integrated_gradients: `LayerIntegratedGradients` on the input embeddings (one pass per step), from an
   all-padding context (`ig_steps` points), summed over the embedding dimensions (signed).
 - lime / shap: `Lime` (ridge surrogate) / `KernelShap` via `LLMAttribution`, the candidate spans being the
   interpretable features: a span absent from a sample has its tokens replaced by the padding token (the engine's
@@ -202,13 +202,19 @@ def saliency_token_scores(model: PreTrainedModel, task: StepTarget) -> torch.Ten
 
 def integrated_gradient_token_scores(model: PreTrainedModel, tokenizer, task: StepTarget, ig_steps: int):
     """(C,) Captum's integrated gradients of the step's log-probability on the input embeddings, from an
-    all-padding context, summed over the embedding dimensions (signed: the token's share of the log-prob gain)."""
+    all-padding context, summed over the embedding dimensions (signed: the token's share of the log-prob gain).
+
+    One attribution of the whole step's log-probability (`LLMGradientAttribution` would run one per target token,
+    the same sum at S times the cost); the target tokens are the same in input and baseline, so they get none.
+    """
     attr = _captum()
-    tokens = tokenizer.convert_ids_to_tokens(task.context.tolist())
-    inp = ids_input(task.context, [[i] for i in range(len(tokens))], tokens, tokenizer)
-    wrapper = attr.LLMGradientAttribution(attr.LayerIntegratedGradients(model, model.get_input_embeddings()), tokenizer)
+    forward = step_logprob_function(model, task)
+    context = task.context[None].to(model.device)
+    baseline = torch.full_like(context, replacement_id(tokenizer))
+    integrated = attr.LayerIntegratedGradients(forward, model.get_input_embeddings())
     with _embeddings_require_grad(model):
-        return wrapper.attribute(inp, target=task.target, n_steps=ig_steps).seq_attr.float().cpu()
+        scores = integrated.attribute(context, baselines=baseline, n_steps=ig_steps)  # (1, C + S - 1, D)
+    return scores[0, : len(task.context)].detach().float().sum(-1).cpu()
 
 
 def perturbation_span_scores(method: str, model: PreTrainedModel, tokenizer, task: StepTarget, n_samples: int,

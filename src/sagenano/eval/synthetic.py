@@ -54,7 +54,7 @@ def answer_items(
         traces = trace_generate(model, tokenizer, prompts, max_new_tokens=room, attention="none", chat=False)
         for item, trace in zip(chunk, traces, strict=True):
             predicted = parse_answer(trace.text)
-            meta, calibrated = _rescored(model, trace, temperature)
+            meta, calibrated = rescore_answer(model, trace, temperature)
             outcomes.append(Outcome(item, predicted, predicted == item.answer, _answer_prob(trace), meta, calibrated))
     return outcomes
 
@@ -74,7 +74,7 @@ def _answer_prob(trace) -> float:
     return float(trace.logprobs[span[0] : span[1]].sum().exp()) if span else 0.0
 
 
-def _rescored(model: PreTrainedModel, trace, temperature: float | None) -> tuple[float | None, float | None]:
+def rescore_answer(model: PreTrainedModel, trace, temperature: float | None) -> tuple[float | None, float | None]:
     """One forward pass over the chain: the meta head's confidence on the answer tokens (SAGE models) and the
     answer's probability at the calibration temperature (when one is given)."""
     sage = getattr(model, "meta_head", None) is not None

@@ -199,7 +199,8 @@ def explain(
         claims=[],
         options={**dataclasses.asdict(opts), "decision_score": _decision_mode(opts, model)},
     )
-    report.claims = make_claims(report, opts)
+    with timer("claims"):
+        report.claims = make_claims(report, opts)
     if opts.own_explanation and is_sage(model) and answer is not None:
         with timer("own_explanation"):
             _own_explanation(model, tokenizer, chain, trace, report)
