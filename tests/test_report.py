@@ -6,14 +6,17 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from PIL import Image
 
 from conftest import make_sage
 from sagenano.eval.introspection import IntrospectionSettings
-from sagenano.eval.report import ReportSettings, build_report, readability, summarize_overhead
+from sagenano.eval.report import ReportSettings, build_report, read_ablations, readability, summarize_overhead
+from sagenano.eval.report_markdown import render_ablations
 from sagenano.eval.runner import read_records
 from sagenano.tokenizer import load_tokenizer, with_sage_prompt
+from sagenano.train.recipe import Recipe
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
 
@@ -74,3 +77,22 @@ def test_report_command_rejects_unknown_tasks_and_baselines():
     assert bad_task.returncode == 2 and "gsm8k" in bad_task.stdout and "Traceback" not in bad_task.stderr
     bad_baseline = subprocess.run([*cli, "--baselines", "magic"], env=ENV, capture_output=True, text=True, timeout=120)
     assert bad_baseline.returncode == 2 and "lime" in bad_baseline.stdout
+
+
+def test_ablation_recipes_change_one_part_each_and_the_report_reads_their_results(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    import train_ablations
+
+    recipes = train_ablations.write_recipes(Path(__file__).parents[1] / "recipes" / "pico.yaml", tmp_path,
+                                            list(train_ablations.VARIANTS))  # fmt: skip
+    assert recipes["inverse_depth_2"] == recipes["full"], "pico's inverse depth is 2: the same run"
+    loaded = {name: Recipe.load(path) for name, path in recipes.items()}
+    assert [s.name for s in loaded["forward_only"].stages] == ["base_lm", "cot"]
+    assert loaded["no_explanation"].stages[2].lambda_explanation == 0.0
+    assert loaded["no_meta_head"].model == {"use_meta_cognitive_head": False}
+    assert loaded["inverse_depth_6"].model == {"num_inverse_layers": 6} and loaded["full"].model == {}
+    accuracy = {"all arithmetic": {"accuracy": 0.5}, "all logic": {"accuracy": 0.25}}
+    (tmp_path / "full" / "eval.json").write_text(json.dumps({"accuracy": accuracy}))
+    ablations = read_ablations(tmp_path, "m")
+    assert [m["name"] for m in ablations["models"]] == ["full"]
+    assert "| full | 50.0% | – | – | 25.0% |" in render_ablations(ablations)

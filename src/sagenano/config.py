@@ -17,6 +17,7 @@ ABLATION_SWITCHES = (
     "use_adaptive_layernorm",
     "use_inverse_stack",
     "use_meta_cognitive_head",
+    "use_attention_tracking",
 )
 
 
@@ -45,7 +46,8 @@ class SageConfig(PreTrainedConfig):
         layer_norm_eps: epsilon of every LayerNorm.
         initializer_range: std of the normal initialisation of linear and embedding weights.
         use_concept_heads / use_reasoning_ffn / use_adaptive_layernorm / use_inverse_stack /
-        use_meta_cognitive_head: ablation switches; each off builds the model without that part.
+        use_meta_cognitive_head / use_attention_tracking: ablation switches; each off builds the model without
+            that part (attention tracking: the inverse stack's input of the forward pass's attention summary).
     """
 
     model_type = "sage_nano"
@@ -77,6 +79,7 @@ class SageConfig(PreTrainedConfig):
         use_adaptive_layernorm: bool = True,
         use_inverse_stack: bool = True,
         use_meta_cognitive_head: bool = True,
+        use_attention_tracking: bool = True,
         use_cache: bool = True,
         tie_word_embeddings: bool = True,
         **kwargs: Any,
@@ -108,6 +111,7 @@ class SageConfig(PreTrainedConfig):
         self.use_adaptive_layernorm = use_adaptive_layernorm
         self.use_inverse_stack = use_inverse_stack
         self.use_meta_cognitive_head = use_meta_cognitive_head
+        self.use_attention_tracking = use_attention_tracking
         self.use_cache = use_cache
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
         self._validate_sizes()

@@ -317,7 +317,8 @@ class InverseAnalysisStack(nn.Module):
     def __init__(self, config: SageConfig) -> None:
         super().__init__()
         num_groups = sum(1 for n in [*config.head_groups.values(), config.active_concept_heads] if n)
-        self.summary_proj = nn.Linear(config.num_hidden_layers * num_groups, config.hidden_size)
+        summary_features = config.num_hidden_layers * num_groups
+        self.summary_proj = nn.Linear(summary_features, config.hidden_size) if config.use_attention_tracking else None
         self.layers = nn.ModuleList(
             SageBlock(config, i, is_causal=False, reasoning_ffn=False) for i in range(config.num_inverse_layers)
         )
@@ -334,8 +335,9 @@ class InverseAnalysisStack(nn.Module):
         attn_implementation: str,
     ) -> torch.Tensor:
         _B, T, _ = hidden_states.shape
-        summary = group_norms.flatten(2).to(hidden_states.dtype)  # (B, T, L*G)
-        x = self.hook_input(hidden_states + self.summary_proj(summary))
+        if self.summary_proj is not None:
+            hidden_states = hidden_states + self.summary_proj(group_norms.flatten(2).to(hidden_states.dtype))
+        x = self.hook_input(hidden_states)
         mask = build_attention_mask(padding_mask, T, T, causal=False, materialize=attn_implementation == "eager")
         for layer in self.layers:
             x, _, _ = layer(x, rotary, mask, step_pos, None, attn_implementation)

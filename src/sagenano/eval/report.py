@@ -332,15 +332,15 @@ def measure_errors(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, e
 
 
 def read_ablations(folder: Path | None, model_name: str) -> dict:
-    """The ablation models' own measurements: each sub-folder's `eval.json` (written by `ship_model.py`-style
-    evaluation) and recipe. Nothing is measured here; absent folders are reported as absent."""
+    """The ablation models' own measurements: each sub-folder's `eval.json` and recipe, as
+    `scripts/train_ablations.py` writes them. Nothing is measured here; a missing folder is reported as such."""
     if folder is None or not folder.is_dir():
         return {"folder": str(folder) if folder else None, "models": []}
     models = []
     for sub in sorted(p for p in folder.iterdir() if (p / "eval.json").is_file()):
+        recipe = sub / "recipe.yaml"
         models.append({"name": sub.name, "eval": json.loads((sub / "eval.json").read_text()),
-                       "recipe": json.loads((sub / "recipe.json").read_text()) if (sub / "recipe.json").is_file()
-                       else None})  # fmt: skip
+                       "recipe": recipe.read_text() if recipe.is_file() else None})  # fmt: skip
     return {"folder": str(folder), "models": models}
 
 

@@ -23,7 +23,7 @@ def render(results: dict, figures: list[Path]) -> str:
         _introspection(results["introspection"]),
         _quality(results["quality"]["summary"]),
         _overhead(results["quality"]["overhead"]),
-        _ablations(results["ablations"]),
+        render_ablations(results["ablations"]),
         _errors(results["errors"]),
         _figures(figures),
     ]
@@ -149,7 +149,7 @@ def _overhead(overhead: dict) -> str:
     )
 
 
-def _ablations(ablations: dict) -> str:
+def render_ablations(ablations: dict) -> str:
     header = "## Ablations (Table 5 shape)\n\n"
     if not ablations["models"]:
         where = ablations["folder"] or "no folder given (`--ablations DIR`)"
