@@ -6,6 +6,8 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: it reads this once; tests never go online
 
+import random
+
 import pytest
 import torch
 from transformers import (
@@ -74,3 +76,28 @@ def make_hf_model(family: str, vocab_size: int, seed: int = 0):
 
 def encode(tokenizer, text: str) -> torch.Tensor:
     return tokenizer(text, return_tensors="pt").input_ids
+
+
+def copy_example(rng: random.Random, answer_prefix: str) -> tuple[str, str]:
+    """A question holding one number, and the answer that copies it."""
+    n = rng.randint(1, 9)
+    a, b, c = rng.sample(["red", "blue", "green", "tall", "small", "warm", "cold", "soft"], 3)
+    return f"The {a} box holds {n} marbles. The {b} lid is {c}. How many marbles?", f"{answer_prefix}{n}"
+
+
+def train_copier(tokenizer, answer_prefix: str, steps: int, batch_size: int):
+    """A tiny Llama trained (in seconds) to answer with the one number of the question."""
+    model = make_hf_model("llama", len(tokenizer), seed=1).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = random.Random(0)
+    for _ in range(steps):
+        batch = [copy_example(rng, answer_prefix) for _ in range(batch_size)]
+        encoded = tokenizer([q + a + tokenizer.eos_token for q, a in batch], return_tensors="pt", padding=True)
+        labels = encoded.input_ids.masked_fill(encoded.attention_mask == 0, -100)
+        for row, (question, _) in enumerate(batch):
+            labels[row, : len(tokenizer(question).input_ids)] = -100  # learn the answer only
+        loss = model(**encoded, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import make_hf_model, make_sage
+from conftest import copy_example, make_hf_model, make_sage, train_copier
 from sagenano.eval.baselines import (
     BASELINES,
     average_ranks,
@@ -27,29 +27,10 @@ QUESTION = "Tom has 3 apples and buys 4 more. How many apples?"
 CHAIN = " So 3 and 4 make 7.<|answer|>7<|endoftext|>"  # the answer step can rest on the first step's spans
 
 
-def _copy_example(rng: random.Random) -> tuple[str, str]:
-    n = rng.randint(1, 9)
-    a, b, c = rng.sample(["red", "blue", "green", "tall", "small", "warm", "cold", "soft"], 3)
-    return f"The {a} box holds {n} marbles. The {b} lid is {c}. How many marbles?", f"<|answer|>{n}"
-
-
 @pytest.fixture(scope="module")
 def copier(tokenizer):
     """A tiny Llama trained (in seconds) to answer with the one number of the question, as its own step."""
-    model = make_hf_model("llama", len(tokenizer), seed=1).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rng = random.Random(0)
-    for _ in range(100):
-        batch = [_copy_example(rng) for _ in range(16)]
-        encoded = tokenizer([q + a + tokenizer.eos_token for q, a in batch], return_tensors="pt", padding=True)
-        labels = encoded.input_ids.masked_fill(encoded.attention_mask == 0, -100)
-        for row, (question, _) in enumerate(batch):
-            labels[row, : len(tokenizer(question).input_ids)] = -100  # learn the answer only
-        loss = model(**encoded, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    return train_copier(tokenizer, "<|answer|>", steps=100, batch_size=16)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +38,7 @@ def copied(copier, tokenizer):
     """Reports of the copy model's own answers to two held-out questions."""
     reports = []
     for seed in (100, 101):
-        question, expected = _copy_example(random.Random(seed))
+        question, expected = copy_example(random.Random(seed), "<|answer|>")
         report = explain(copier, tokenizer, question, max_new_tokens=4, chat=False, rollouts=False, validate=False)
         assert report.chain == expected, "the copy model must have learnt its task"
         reports.append(report)

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import torch
 
-from conftest import make_hf_model, make_sage
+from conftest import copy_example, make_hf_model, make_sage, train_copier
 from sagenano.inverse import Report, explain, validate_and_refine
 from sagenano.inverse.alternatives import decode_chain, extract_answer, outcome
 from sagenano.inverse.calibration import AnswerRecord, fit_temperature, load_temperature, save_calibration
@@ -102,34 +102,15 @@ def test_alternative_outcomes_equal_a_separate_forced_greedy_generation(explaine
 # --- dependencies ------------------------------------------------------------------------------------------
 
 
-def _copy_example(rng: random.Random) -> tuple[str, str]:
-    n = rng.randint(1, 9)
-    a, b, c = rng.sample(["red", "blue", "green", "tall", "small", "warm", "cold", "soft"], 3)
-    return f"The {a} box holds {n} marbles. The {b} lid is {c}. How many marbles?", f" Answer: {n}"
-
-
 @pytest.fixture(scope="module")
 def copier(tokenizer):
     """A tiny Llama trained (in seconds) to answer with the one number of the question."""
-    model = make_hf_model("llama", len(tokenizer), seed=1).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rng = random.Random(0)
-    for _ in range(200):
-        batch = [_copy_example(rng) for _ in range(32)]
-        encoded = tokenizer([q + a + tokenizer.eos_token for q, a in batch], return_tensors="pt", padding=True)
-        labels = encoded.input_ids.masked_fill(encoded.attention_mask == 0, -100)
-        for row, (question, _) in enumerate(batch):
-            labels[row, : len(tokenizer(question).input_ids)] = -100  # learn the answer only
-        loss = model(**encoded, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    return train_copier(tokenizer, " Answer: ", steps=200, batch_size=32)
 
 
 def test_the_number_the_answer_copies_ranks_first_and_its_ablation_is_verified(copier, tokenizer):
     for seed in range(100, 104):
-        question, expected = _copy_example(random.Random(seed))
+        question, expected = copy_example(random.Random(seed), " Answer: ")
         report = explain(copier, tokenizer, question, max_new_tokens=8, chat=False)
         assert report.answer == expected.split()[-1], "the copy model must have learnt its task"
         answer_step = next(s for s in report.steps if s.is_answer)
