@@ -1,0 +1,68 @@
+"""Which eq. 7 options rank a step's true dependencies first? A sweep on development items.
+
+For each option set, every held-out item's GOLD chain is explained (`chain=`, no rollouts, no validation) and its
+steps' span rankings are scored as `sagenano.eval.introspection` scores them: top-1 (the best-ranked span is a
+true dependency) and distractor-wins (a distractor quantity outranks every true dependency), for eq. 7 and its
+attention-only and gradient-only factors. Items come from the held-out split with a DEVELOPMENT seed (default
+4000001), never the evaluation seed, so choosing defaults here does not tune on the evaluation items.
+
+Run:  .venv/bin/python bench/eq7_options.py [--n 12] [--model PATH] [--seed 4000001]
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+from sagenano.data import generate_items
+from sagenano.eval.introspection import aligned, dependency_records, engine_rankings, gold_chain, share
+from sagenano.eval.synthetic import EVAL_SEED, TASKS
+from sagenano.inverse import explain
+from sagenano.loading import load_model
+
+VARIANTS = {
+    "embeddings, max": {"gradient_layer": 0, "span_aggregate": "max"},
+    "embeddings, mean (default)": {"gradient_layer": 0, "span_aggregate": "mean"},
+    "embeddings, sum": {"gradient_layer": 0, "span_aggregate": "sum"},
+    "layer 2, max": {"gradient_layer": 2, "span_aggregate": "max"},
+    "layer 2, mean": {"gradient_layer": 2, "span_aggregate": "mean"},
+    "last-layer attention, mean": {"attention_aggregate": "last", "span_aggregate": "mean"},
+}
+METHODS = ("eq7", "attention_only", "gradient_only")
+
+
+def sweep(loaded, items, options: dict) -> dict[str, tuple[float, float, int]]:
+    """{method: (top-1, distractor-wins, steps)} over the items' aligned gold-chain steps."""
+    records = []
+    for item in items:
+        report = explain(loaded.model, loaded.tokenizer, item.question, chain=gold_chain(item), rollouts=False,
+                         validate=False, own_explanation=False, **options)  # fmt: skip
+        if aligned(report, item):
+            records += dependency_records(report, item, engine_rankings(report, item))
+    return {
+        m: (share([r[m]["top1"] for r in records]),
+            share([r[m]["distractor_win"] for r in records if r[m]["distractor_win"] is not None]), len(records))
+        for m in METHODS
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=12, help="items per task")
+    parser.add_argument("--model", default=None, help="default: the shipped model")
+    parser.add_argument("--seed", type=int, default=4_000_001)
+    args = parser.parse_args()
+    if args.seed == EVAL_SEED:
+        parser.error("that is the evaluation seed: choose options on other items")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    loaded = load_model(args.model)
+    items = [item for task in TASKS for item in generate_items(task, args.n, args.seed, "heldout")]
+    print(f"{len(items)} held-out items (seed {args.seed}), {loaded.source}")
+    print(f"{'options':30s} {'method':15s} {'steps':>5s} {'top-1':>7s} {'distractor-wins':>16s}")
+    for name, options in VARIANTS.items():
+        for method, (top1, wins, steps) in sweep(loaded, items, options).items():
+            print(f"{name:30s} {method:15s} {steps:5d} {top1:7.1%} {wins:16.1%}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
