@@ -11,10 +11,20 @@ from pathlib import Path
 from PIL import Image
 
 from conftest import make_sage
-from sagenano.eval.introspection import IntrospectionSettings
-from sagenano.eval.report import ReportSettings, build_report, read_ablations, readability, summarize_overhead
+from sagenano.data import generate_items
+from sagenano.eval.introspection import IntrospectionSettings, gold_chain
+from sagenano.eval.report import (
+    ReportSettings,
+    build_report,
+    claimed_spans,
+    dependency_coverage,
+    read_ablations,
+    readability,
+    summarize_overhead,
+)
 from sagenano.eval.report_markdown import render_ablations
 from sagenano.eval.runner import read_records
+from sagenano.inverse import explain
 from sagenano.tokenizer import load_tokenizer, with_sage_prompt
 from sagenano.train.recipe import Recipe
 
@@ -96,3 +106,19 @@ def test_ablation_recipes_change_one_part_each_and_the_report_reads_their_result
     ablations = read_ablations(tmp_path, "m")
     assert [m["name"] for m in ablations["models"]] == ["full"]
     assert "| full | 50.0% | – | – | 25.0% |" in render_ablations(ablations)
+
+
+def test_explanation_quality_resolves_claimed_spans_to_the_gold_dependencies():
+    tokenizer = with_sage_prompt(load_tokenizer())
+    model = make_sage(tokenizer)
+    item = generate_items("arithmetic", 1, 7, "heldout")[0]
+    report = explain(model, tokenizer, item.question, chain=gold_chain(item), rollouts=False, validate=False)
+    dependency_claims = [c for c in report.claims if c.kind == "dependency"]
+    for claim in dependency_claims:
+        claim.status = "verified"  # as if intervention had confirmed them: the test is about the bookkeeping
+    spans = claimed_spans(report)
+    assert len(spans) == len(dependency_claims) > 0
+    pairs = zip(spans, dependency_claims, strict=True)
+    assert all(span.positions == claim.stated["positions"] for (_, span), claim in pairs)
+    coverage = dependency_coverage(report, item)
+    assert coverage is not None and 0 <= coverage <= 1, "the forced gold chain's steps equal the gold steps"

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data import generate_items
+from ..data import generate_items, parse_answer
 from ..generation import render_prompt
 from ..inverse import explain
 from ..inverse.measure import ablate, replacement_id
@@ -136,7 +136,7 @@ def measure_accuracy(
     rows = []
     for name in settings.benchmarks:
         summary = evaluate_task(model, tokenizer, name, eval_dir, eval_settings, progress=progress)
-        summary["chance"] = chance_level(name)
+        summary["chance"] = chance_level(name, settings.limit)
         rows.append(summary)
     points = [(r["confidence"] or 0.0, r.get("calibrated_confidence"), bool(r["correct"]))
               for name in settings.benchmarks if name in SYNTHETIC
@@ -144,11 +144,11 @@ def measure_accuracy(
     return {"tasks": rows, "calibration_points": points, "calibration": calibration_summary(points)}
 
 
-def chance_level(task_name: str) -> float | None:
-    """The accuracy of guessing uniformly among the options (None for open answers)."""
-    item = load_items(task_name, limit=1)[0]
-    options = item.labels or item.choices
-    return 1 / len(options) if options else None
+def chance_level(task_name: str, limit: int) -> float | None:
+    """The accuracy of guessing uniformly among each evaluated item's options (None for open answers)."""
+    options = [len(item.labels or item.choices) for item in load_items(task_name, limit=limit)]
+    options = [n for n in options if n]
+    return statistics.fmean(1 / n for n in options) if options else None
 
 
 def calibration_summary(points: list[tuple[float, float | None, bool]]) -> dict:
@@ -214,6 +214,20 @@ def explanation_quality(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     }
 
 
+def claimed_spans(report, step_index: int | None = None) -> list[tuple[float, object]]:
+    """(share, span) of every verified dependency claim (of one step, when given); a claim states its span's
+    token positions, which name one of the step's ranked dependencies."""
+    found = []
+    for claim in report.claims:
+        if claim.kind != "dependency" or claim.status != "verified" or step_index not in (None, claim.step):
+            continue
+        step = next(s for s in report.steps if s.index == claim.step)
+        span = next((d.span for d in step.dependencies if d.span.positions == claim.stated["positions"]), None)
+        if span is not None:
+            found.append((claim.stated.get("share", 0.0), span))
+    return found
+
+
 def dependency_coverage(report, item) -> float | None:
     """Share of the gold dependencies of the model's steps that equal the gold steps which a verified dependency
     claim names (by overlapping characters of the same source); None when no step matches the gold chain."""
@@ -221,19 +235,16 @@ def dependency_coverage(report, item) -> float | None:
     for step in report.steps:
         if step.is_answer or step.index >= len(item.steps) or step.text.strip() != item.steps[step.index].strip():
             continue
-        spans = [c.stated for c in report.claims if c.kind == "dependency" and c.step == step.index
-                 and c.status == "verified"]  # fmt: skip
+        spans = [span for _, span in claimed_spans(report, step.index)]
         for gold in item.dependencies[step.index]:
             total += 1
             found += any(_same_place(span, gold) for span in spans)
     return found / total if total else None
 
 
-def _same_place(stated: dict, gold) -> bool:
-    source_matches = stated.get("source") == gold.source and (
-        gold.source == "question" or stated.get("step") == gold.step
-    )
-    return source_matches and stated.get("start", 0) < gold.end and gold.start < stated.get("end", 0)
+def _same_place(span, gold) -> bool:
+    same_source = span.source == gold.source and (gold.source == "question" or span.step == gold.step)
+    return same_source and span.start < gold.end and gold.start < span.end
 
 
 _SENTENCE = re.compile(r"[.!?](?:\s|$)")
@@ -251,18 +262,15 @@ def readability(text: str) -> dict:
 def top_claim_changes_answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report) -> bool | None:
     """Actionability: mask the question span of the most significant verified dependency claim and generate
     again greedily; True when the answer changes. None when there is no answer or no such claim."""
-    claims = [c for c in report.claims if c.kind == "dependency" and c.status == "verified"
-              and c.stated.get("source") == "question" and c.stated.get("positions")]  # fmt: skip
-    if report.answer is None or not claims:
+    in_question = [(share, span) for share, span in claimed_spans(report) if span.source == "question"]
+    if report.answer is None or not in_question:
         return None
-    top = max(claims, key=lambda c: c.stated.get("share", 0.0))
+    top = max(in_question, key=lambda pair: pair[0])[1]
     prompt = torch.tensor([report.prompt_ids])
-    masked = ablate(prompt, [top.stated["positions"]], replacement_id(tokenizer))
+    masked = ablate(prompt, [top.positions], replacement_id(tokenizer))
     with torch.no_grad():
         out = model.generate(masked.to(model.device), attention_mask=torch.ones_like(masked), do_sample=False,
                              max_new_tokens=len(report.tokens) + 8, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    from ..data import parse_answer
-
     return parse_answer(tokenizer.decode(out[0, masked.shape[1] :])) != report.answer
 
 
