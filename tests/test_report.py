@@ -21,6 +21,7 @@ from sagenano.eval.report import (
     read_ablations,
     readability,
     summarize_overhead,
+    top_claim_changes_answer,
 )
 from sagenano.eval.report_markdown import render_ablations
 from sagenano.eval.runner import read_records
@@ -122,3 +123,5 @@ def test_explanation_quality_resolves_claimed_spans_to_the_gold_dependencies():
     assert all(span.positions == claim.stated["positions"] for (_, span), claim in pairs)
     coverage = dependency_coverage(report, item)
     assert coverage is not None and 0 <= coverage <= 1, "the forced gold chain's steps equal the gold steps"
+    assert any(span.source == "question" for _, span in spans)
+    assert top_claim_changes_answer(model, tokenizer, report) in (True, False), "the top question span is masked"

@@ -266,8 +266,7 @@ def top_claim_changes_answer(model: PreTrainedModel, tokenizer: PreTrainedTokeni
     if report.answer is None or not in_question:
         return None
     top = max(in_question, key=lambda pair: pair[0])[1]
-    prompt = torch.tensor([report.prompt_ids])
-    masked = ablate(prompt, [top.positions], replacement_id(tokenizer))
+    masked = ablate(torch.tensor(report.prompt_ids), [top.positions], replacement_id(tokenizer))  # (1, P)
     with torch.no_grad():
         out = model.generate(masked.to(model.device), attention_mask=torch.ones_like(masked), do_sample=False,
                              max_new_tokens=len(report.tokens) + 8, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
