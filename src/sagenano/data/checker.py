@@ -244,14 +244,14 @@ _QUERY_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(rf"^Based on these facts and rules, is ({_NAME}) ([a-z]+)\?$"),
 )
 _WORLDS = {"Answer True or False.": "closed", "Answer True, False or Unknown.": "open"}
-_CONCLUSION = re.compile(rf"^So ({_NAME}) is ({_PROPERTY})\.$")
-_SENTENCE_END = re.compile(r"(?<=[.?])\s+")
+CONCLUSION = re.compile(rf"^So ({_NAME}) is ({_PROPERTY})\.$")
+SENTENCE_END = re.compile(r"(?<=[.?])\s+")
 
 Atom = tuple[str, bool]  # (attribute, holds)
 LogicRule = tuple[frozenset[Atom], Atom]
 
 
-def _atom(text: str) -> Atom:
+def parse_atom(text: str) -> Atom:
     return (text[4:], False) if text.startswith("not ") else (text, True)
 
 
@@ -262,17 +262,17 @@ def parse_rule(sentence: str) -> LogicRule | None:
         if not match:
             continue
         if number < 3:
-            conditions = [_atom(part) for part in match[1].split(" and ")]
+            conditions = [parse_atom(part) for part in match[1].split(" and ")]
         else:
             conditions = [(word.lower(), True) for word in match.groups()[:-1]]
-        return frozenset(conditions), _atom(match.groups()[-1])
+        return frozenset(conditions), parse_atom(match.groups()[-1])
     return None
 
 
 def parse_fact(sentence: str) -> tuple[str, Atom] | None:
     """Parse "Anne is (not) kind." into (entity, atom)."""
     match = _FACT.match(sentence)
-    return (match[1], _atom(match[2])) if match else None
+    return (match[1], parse_atom(match[2])) if match else None
 
 
 class ParsedTheory:
@@ -285,7 +285,7 @@ class ParsedTheory:
         self.rule_sentences: set[str] = set()
         self.query: tuple[str, str] | None = None
         self.world: str | None = None
-        for sentence in _SENTENCE_END.split(question.strip()):
+        for sentence in SENTENCE_END.split(question.strip()):
             self._read(sentence)
         if self.query is None or self.world is None:
             self.problems.append("the question has no query or no 'Answer True ...' sentence")
@@ -380,13 +380,13 @@ def _derivation_problems(
 ) -> list[str]:
     """A derivation step: "Anne is kind. <a rule of the question> So Anne is smart." whose premises are facts
     or earlier conclusions, whose rule fits them, and whose dependencies are exactly its premises and rule."""
-    *premises, last_sentence = _SENTENCE_END.split(step)
-    conclusion = _CONCLUSION.match(last_sentence)
+    *premises, last_sentence = SENTENCE_END.split(step)
+    conclusion = CONCLUSION.match(last_sentence)
     rules = [sentence for sentence in premises if sentence in theory.rule_sentences]
     facts = [parse_fact(sentence) for sentence in premises if sentence not in theory.rule_sentences]
     if not conclusion or len(rules) != 1 or not all(facts):
         return [f"step {index} {step!r} is not 'premises. rule. So X is Y.'"]
-    entity, atom = conclusion[1], _atom(conclusion[2])
+    entity, atom = conclusion[1], parse_atom(conclusion[2])
     conditions, result = parse_rule(rules[0]) or (frozenset(), ("", True))
     available = theory.facts | set(concluded.values())
     concluded[index] = (entity, *atom)

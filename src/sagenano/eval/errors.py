@@ -36,6 +36,7 @@ step breaks several rules the lowest-numbered names it); then 1b; then the verdi
 
 from __future__ import annotations
 
+import operator
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -44,7 +45,7 @@ from fractions import Fraction
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data.checker import _CONCLUSION, _SENTENCE_END, ParsedTheory, _atom, parse_fact
+from ..data.checker import CONCLUSION, SENTENCE_END, ParsedTheory, parse_atom, parse_fact
 from ..data.format import ANSWER, END, STEP, parse_answer, prompt_text, training_text
 from ..data.schema import ReasoningItem
 from ..generation import context_length
@@ -203,16 +204,14 @@ def _last_equation(step: str) -> tuple[str, str, str, str] | None:
     return (matches[-1][1], matches[-1][2], matches[-1][3], matches[-1][4]) if matches else None
 
 
+_OPERATIONS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+
+
 def _exact(left: int, operation: str, right: int) -> Fraction | None:
     """`left operation right` as an exact rational; None for a division by zero."""
-    a, b = Fraction(left), Fraction(right)
-    if operation == "+":
-        return a + b
-    if operation == "-":
-        return a - b
-    if operation == "*":
-        return a * b
-    return a / b if b else None
+    if operation == "/" and right == 0:
+        return None
+    return _OPERATIONS[operation](Fraction(left), Fraction(right))
 
 
 def _show(value: Fraction | None) -> str:
@@ -305,11 +304,11 @@ def _first_faulty_inference(item: ReasoningItem, steps: list[str]) -> Finding | 
     conclusion must be in the closure of the question's theory."""
     theory = ParsedTheory(item.question)
     closure = theory.closure()
-    sentences = set(_SENTENCE_END.split(item.question.strip()))
+    sentences = set(SENTENCE_END.split(item.question.strip()))
     concluded: set[str] = set()
     for index, step in enumerate(steps):
-        parts = [part for part in _SENTENCE_END.split(step) if part]
-        conclusions = [part for part in parts if _CONCLUSION.match(part)]
+        parts = [part for part in SENTENCE_END.split(step) if part]
+        conclusions = [part for part in parts if CONCLUSION.match(part)]
         for premise in parts:
             if premise in conclusions or premise.startswith(_NO_PROOF) or premise in sentences or premise in concluded:
                 continue
@@ -318,8 +317,8 @@ def _first_faulty_inference(item: ReasoningItem, steps: list[str]) -> Finding | 
                 reason += " nor the conclusion of an earlier step"
             return "context_misunderstanding", index, reason
         for conclusion in conclusions:
-            match = _CONCLUSION.match(conclusion)
-            if (match[1], *_atom(match[2])) not in closure:
+            match = CONCLUSION.match(conclusion)
+            if (match[1], *parse_atom(match[2])) not in closure:
                 reason = f"step {index} concludes {conclusion!r}, which the question's facts and rules do not imply"
                 return "logical_fallacy", index, reason
             concluded.add(conclusion.removeprefix("So "))
@@ -334,9 +333,9 @@ def _wrong_verdict(item: ReasoningItem, steps: list[str], answer: str | None) ->
     entity, attribute = theory.query
     known = {(e, a, h) for e, a, h in theory.facts}
     for step in steps:
-        for part in _SENTENCE_END.split(step):
-            if match := _CONCLUSION.match(part):
-                known.add((match[1], *_atom(match[2])))
+        for part in SENTENCE_END.split(step):
+            if match := CONCLUSION.match(part):
+                known.add((match[1], *parse_atom(match[2])))
     if (entity, attribute, True) in known:
         implied, why = "True", f"the chain establishes that {entity} is {attribute}"
     elif (entity, attribute, False) in known:

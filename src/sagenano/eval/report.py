@@ -364,6 +364,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_reliability(points: list[tuple[float, float | None, bool]], path: Path, bins: int = 10) -> Path:
     """Accuracy against confidence in equal-width bins, raw and (when present) calibrated."""
     plt = _pyplot()
@@ -383,10 +390,7 @@ def plot_reliability(points: list[tuple[float, float | None, bool]], path: Path,
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
            title=f"Reliability, synthetic tasks (n={len(points)})")  # fmt: skip
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_overhead(overhead: dict, path: Path) -> Path:
@@ -398,10 +402,7 @@ def plot_overhead(overhead: dict, path: Path) -> Path:
     ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set(xlabel="time / plain generation of the same chain", title="Overhead per engine component")
     ax.invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_introspection(introspection: dict, path: Path) -> Path:
@@ -412,10 +413,7 @@ def plot_introspection(introspection: dict, path: Path) -> Path:
     ax.bar(list(methods), [100 * v for v in methods.values()], color="#55a868")
     ax.set(ylabel="top-1 dependency accuracy (%)", ylim=(0, 100), title="Dependency tracking, ground-truth tasks")
     ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def introspection_top1(introspection: dict) -> dict[str, float]:
