@@ -19,7 +19,7 @@ from conftest import make_hf_model, make_sage
 from sagenano.generation import _eager_attention, attention_modules, trace_generate
 from sagenano.inverse import StepRecord, explain, record_step
 from sagenano.inverse import record as record_module
-from sagenano.inverse.measure import Chain, _embeddings_require_grad
+from sagenano.inverse.measure import Chain, embeddings_require_grad
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples?"
 MAX_NEW_TOKENS = 16
@@ -102,7 +102,7 @@ def test_attention_grad_equals_an_independent_autograd_pass(recorded):
     for record, step in zip(records, report.steps, strict=True):
         grad = record.attention_grad.data
         assert torch.isfinite(grad).all() and grad.abs().max() > 0
-        with _eager_attention(model, True), _embeddings_require_grad(model):
+        with _eager_attention(model, True), embeddings_require_grad(model):
             out = model(input_ids=chain.inputs[None], use_cache=False, output_attentions=True)
             logp = out.logits[0].float().log_softmax(-1)
             tokens = list(range(step.token_start, step.token_end))

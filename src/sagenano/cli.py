@@ -495,6 +495,41 @@ def report(
     console.print(f"report written to {path}")
 
 
+@app.command()
+def serve(
+    model: ModelPath = None,
+    host: Annotated[str, typer.Option(help="Address to bind. The default serves this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    store: Annotated[
+        Path | None, typer.Option(help="SQLite file of the kept reports (default: ~/.cache/sagenano/reports.sqlite3).")
+    ] = None,
+    capacity: Annotated[int, typer.Option(help="Reports kept; the oldest are dropped beyond it.")] = 1000,
+    queue: Annotated[int, typer.Option(help="Requests queued or running at once; more get 503 + Retry-After.")] = 8,
+    time_limit: Annotated[float, typer.Option(help="Seconds a request may take before it is stopped (504).")] = 120.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Largest max_new_tokens a request may ask for.")] = 512,
+) -> None:
+    """Serve the REST API and the web page: ask a question, watch the chain appear, click a decision point for
+    its alternatives and "why this over that", edit the question for "what if", look for a simpler way."""
+    import uvicorn
+
+    from .loading import load_model
+    from .serve import ServerSettings, create_app, default_store_path
+
+    try:
+        loaded = load_model(model)
+        settings = ServerSettings(
+            store=store or default_store_path(), capacity=capacity, max_pending=queue, time_limit=time_limit,
+            max_new_tokens=max_new_tokens,
+        )  # fmt: skip
+        server_app = create_app(loaded, settings)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    if not loaded.trained:
+        console.print(_untrained_panel())
+    console.print(f"serving {loaded.source} on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
+    uvicorn.run(server_app, host=host, port=port, log_level="info")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()

@@ -34,7 +34,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..generation import _eager_attention
-from ..inverse.measure import _embeddings_require_grad, replacement_id
+from ..inverse.measure import embeddings_require_grad, replacement_id
 from ..inverse.report import Report, SpanRef
 
 BASELINES = ("attention", "gradient", "integrated_gradients", "lime", "shap")
@@ -195,7 +195,7 @@ def saliency_token_scores(model: PreTrainedModel, task: StepTarget) -> torch.Ten
     attr = _captum()
     forward = step_logprob_function(model, task)
     saliency = attr.LayerGradientXActivation(forward, model.get_input_embeddings(), multiply_by_inputs=False)
-    with _embeddings_require_grad(model):
+    with embeddings_require_grad(model):
         gradient = saliency.attribute(task.context[None].to(model.device))  # (1, C + S - 1, D)
     return gradient[0, : len(task.context)].detach().float().abs().sum(-1).cpu()
 
@@ -212,7 +212,7 @@ def integrated_gradient_token_scores(model: PreTrainedModel, tokenizer, task: St
     context = task.context[None].to(model.device)
     baseline = torch.full_like(context, replacement_id(tokenizer))
     integrated = attr.LayerIntegratedGradients(forward, model.get_input_embeddings())
-    with _embeddings_require_grad(model):
+    with embeddings_require_grad(model):
         scores = integrated.attribute(context, baselines=baseline, n_steps=ig_steps)  # (1, C + S - 1, D)
     return scores[0, : len(task.context)].detach().float().sum(-1).cpu()
 

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,12 +132,23 @@ def check_question(question: Any) -> str:
     return question.strip()
 
 
+Progress = Callable[[str, dict[str, Any]], None]
+
+
 class _Timer:
-    def __init__(self) -> None:
+    """Times each phase, and tells `progress` (when given) as each begins: ("phase", {"name": ...})."""
+
+    def __init__(self, progress: Progress | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.progress = progress
+
+    def tell(self, event: str, **data: Any) -> None:
+        if self.progress is not None:
+            self.progress(event, data)
 
     @contextlib.contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
+        self.tell("phase", name=phase)
         start = time.perf_counter()
         try:
             yield
@@ -146,10 +157,18 @@ class _Timer:
 
 
 def explain(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, question: str, model_name: str | None = None, **options
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    question: str,
+    model_name: str | None = None,
+    progress: Progress | None = None,
+    **options,
 ) -> Report:
     """Answers `question` with a reasoning chain and explains it: decision points, alternatives and their
-    outcomes, confidences, dependencies, and claims checked by intervention. See `ExplainOptions`."""
+    outcomes, confidences, dependencies, and claims checked by intervention. See `ExplainOptions`.
+
+    `progress(event, data)`, when given, is called as each phase begins (event "phase", data {"name"}) and once
+    the chain is generated (event "chain", data {"text"}); an exception it raises stops the work (a deadline)."""
     try:
         opts = ExplainOptions(**options)
     except TypeError as error:
@@ -157,7 +176,7 @@ def explain(
         raise ValueError(f"{error}; the options are {known}") from error
     question = check_question(question)
     model.eval()
-    timer = _Timer()
+    timer = _Timer(progress)
     forced = None
     if opts.chain is not None:
         forced = tokenizer(opts.chain, add_special_tokens=False).input_ids
@@ -169,6 +188,7 @@ def explain(
             attention="full" if opts.attention_aggregate == "rollout" else "summary",
             step_strategy=opts.step_strategy, chat=opts.chat, forced=forced,
         )  # fmt: skip
+    timer.tell("chain", text=trace.text)
     chain = Chain(trace.prompt_ids, trace.token_ids)
     answer, answer_tokens, answer_step = _locate_answer(trace)
     with timer("scoring"):

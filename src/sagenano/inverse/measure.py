@@ -104,7 +104,7 @@ def step_losses(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, step: 
 
 
 @contextlib.contextmanager
-def _embeddings_require_grad(model: PreTrainedModel) -> Iterator[None]:
+def embeddings_require_grad(model: PreTrainedModel) -> Iterator[None]:
     """Gradients with respect to hidden states need a graph, even for frozen (e.g. quantized) weights."""
     weight = model.get_input_embeddings().weight
     before = weight.requires_grad
@@ -125,7 +125,7 @@ def step_gradient_norms(model: PreTrainedModel, chain: Chain, steps: list[range]
     gradients are kept.
     """
     norms = torch.zeros(len(steps), len(chain.inputs))
-    with _embeddings_require_grad(model):
+    with embeddings_require_grad(model):
         for row, step in enumerate(steps):
             inputs = step_inputs(chain, step)[None].to(model.device)
             out = model(input_ids=inputs, use_cache=False, logits_to_keep=len(step), output_hidden_states=True)

@@ -26,7 +26,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..generation import _eager_attention, attention_modules
-from .measure import Chain, _embeddings_require_grad
+from .measure import Chain, embeddings_require_grad
 from .report import Report, Step
 
 FORMAT = "sagenano.step_record"
@@ -330,7 +330,7 @@ def _step_pass(
     ids = torch.cat([chain.prompt_ids, chain.token_ids])[:context]
     targets = chain.token_ids[tokens.start : tokens.stop].to(model.device)
     capture = _Capture()
-    with _embeddings_require_grad(model), capture.hooks(layers, sources):
+    with embeddings_require_grad(model), capture.hooks(layers, sources):
         logp = _last_logits(model, ids[None], len(tokens))[0].float().log_softmax(-1)
         nll = -logp.gather(1, targets[:, None]).sum()
         grads = torch.autograd.grad(nll, capture.weights, allow_unused=True)

@@ -30,6 +30,7 @@ from .report import DEPTHS, Alternative, Claim, DecisionPoint, DependencyScore, 
 T = TypeVar("T")
 
 _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+CONFIDENT = 0.9  # a decision point above this token probability was flagged by the meta head
 _TOP_DEPENDENCIES = {"novice": 1, "intermediate": 3, "expert": 5}
 _STATUS_ORDER = {"refuted": 0, "verified": 1, "unchecked": 2}
 _OUTCOME_LABELS = {"same_answer": "same answer", "different_answer": "different answer", "no_answer": "no answer"}
@@ -199,8 +200,12 @@ def _decisions_text(report: Report, depth: str) -> str:
 def _decision_sentence(report: Report, point: DecisionPoint, depth: str) -> str:
     note = _note(_claim_for(report, "decision", point.step, position=point.position), depth)
     if depth == "novice":
-        head = f"{_in_step(point.step, depth).capitalize()} it wrote {_quote(point.token)} but was only about "
-        head += f"{_pct(point.prob)} sure{note}."
+        head = f"{_in_step(point.step, depth).capitalize()} it wrote {_quote(point.token)}"
+        if point.prob < CONFIDENT:
+            head += f" but was only about {_pct(point.prob)} sure{note}."
+        else:  # flagged by the meta-cognitive head, not by the token's own probability
+            head += f", about {_pct(point.prob)} sure of that word, where its own uncertainty signal said the "
+            head += f"reasoning could turn{note}."
     elif depth == "intermediate":
         head = f"- {_in_step(point.step, depth).capitalize()} the model chose {_quote(point.token)} with "
         head += f"probability {_pct(point.prob)}{note}."

@@ -1,0 +1,603 @@
+"""The interactive questions a reader asks of an explanation, answered by measuring the model again:
+
+- `why_over(report, position, alternative)`: why the chosen token over an alternative at a decision point —
+  both probabilities, both rollouts and answers, and the spans that favour each, by contrastive attribution
+  (gradient × input of log p(A) − log p(B) on the embeddings), each side's top span checked by masking it;
+- `what_if(report, question)`: the question edited and explained again, with a diff — steps changed, decision
+  points that appeared or vanished, the answer, and the dependencies the edit hit;
+- `simpler_way(report, n, temperature)`: n sampled chains; those that reach the same answer and are shorter are
+  explained, shortest first, and the first whose claims pass validation is returned beside the original.
+
+Each result has `.text(depth)` (novice / intermediate / expert) computed from its measurements, so switching
+depth never recomputes anything. Like the report, every number in them was measured by the call that made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from typing import Literal
+
+import torch
+from pydantic import Field
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome
+from .engine import ExplainOptions, Progress, chain_end, check_question, explain
+from .measure import Chain, embeddings_require_grad, replacement_id
+from .render import _check_depth, _pct, _quote, _step_name
+from .report import DecisionPoint, Outcome, Report, SpanRef, Validation, _Model
+
+MAX_SAMPLES = 16
+TOP_SPANS = {"novice": 1, "intermediate": 3, "expert": 5}
+
+
+def _eos_ids(model: PreTrainedModel) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+def _chain(report: Report) -> Chain:
+    return Chain(torch.tensor(report.prompt_ids), torch.tensor([t.id for t in report.tokens], dtype=torch.long))
+
+
+def _options(report: Report, **changes) -> dict:
+    """The options the report was made with (those `explain` takes), with some changed."""
+    names = {f.name for f in dataclasses.fields(ExplainOptions)}
+    return {**{k: v for k, v in report.options.items() if k in names}, **changes}
+
+
+# --- why A over B ---------------------------------------------------------------------------------------
+
+
+class Branch(_Model):
+    """One side of a comparison: the token, its probability, and the chain it leads to."""
+
+    token: str
+    token_id: int
+    prob: float
+    chain: str
+    answer: str | None
+    outcome: Outcome | None = Field(description="against the original answer; None for the chosen side")
+
+
+class ContrastScore(_Model):
+    """How much a span pushes the choice towards the chosen token (positive) or the alternative (negative)."""
+
+    span: SpanRef
+    score: float = Field(description="sum over the span's tokens of gradient × input of log p(A) − log p(B)")
+
+
+class MaskCheck(_Model):
+    """The top span of one side masked: the log-odds must move against that side."""
+
+    side: Literal["chosen", "alternative"]
+    span: SpanRef
+    log_odds_before: float
+    log_odds_after: float
+    verified: bool
+
+
+class Comparison(_Model):
+    """Why the model chose token A over token B at a decision point."""
+
+    position: int
+    step: int | None
+    step_text: str
+    chosen: Branch
+    alternative: Branch
+    log_odds: float = Field(description="log p(A) − log p(B) at the decision point")
+    favour_chosen: list[ContrastScore]
+    favour_alternative: list[ContrastScore]
+    checks: list[MaskCheck]
+
+    def text(self, depth: str = "intermediate") -> str:
+        _check_depth(depth)
+        a, b = self.chosen, self.alternative
+        where = _step_name(self.step, depth)
+        lines = [
+            f"In {where} the model wrote {_quote(a.token)} ({_pct(a.prob)} likely) rather than {_quote(b.token)} "
+            f"({_pct(b.prob)})."
+        ]
+        lines.append(_consequence(a, b))
+        top = TOP_SPANS[depth]
+        lines.append(_side_sentence("towards", a.token, self.favour_chosen[:top], depth))
+        lines.append(_side_sentence("towards", b.token, self.favour_alternative[:top], depth))
+        lines.extend(_check_sentence(check, depth) for check in self.checks)
+        if depth == "expert":
+            lines.append(
+                f"log p(A) − log p(B) = {self.log_odds:.3f} at chain position {self.position} (token ids {a.token_id} "
+                f"vs {b.token_id}); scores are gradient × input on the embeddings, summed over each span's tokens."
+            )
+        return "\n".join(line for line in lines if line)
+
+
+def _consequence(a: Branch, b: Branch) -> str:
+    if b.outcome == "same_answer":
+        return f"Both lead to the same answer, {_quote(a.answer or '')}."
+    if b.outcome == "different_answer":
+        return f"Choosing {_quote(b.token)} would have led to the answer {_quote(b.answer or '')} instead of " + (
+            f"{_quote(a.answer)}." if a.answer is not None else "no answer."
+        )
+    return f"Choosing {_quote(b.token)} would have led to no answer at all."
+
+
+def _span_name(score: ContrastScore, depth: str) -> str:
+    span = score.span
+    where = "the question" if span.source == "question" else _step_name(span.step, depth)
+    number = f" ({score.score:+.3f})" if depth == "expert" else ""
+    return f"{_quote(span.text)} in {where}{number}"
+
+
+def _side_sentence(direction: str, token: str, scores: list[ContrastScore], depth: str) -> str:
+    if not scores:
+        return f"Nothing in the input pushed {direction} {_quote(token)}."
+    names = ", ".join(_span_name(s, depth) for s in scores)
+    return f"What pushed most {direction} {_quote(token)}: {names}."
+
+
+def _check_sentence(check: MaskCheck, depth: str) -> str:
+    side = "chosen token" if check.side == "chosen" else "alternative"
+    verdict = "confirmed" if check.verified else "not confirmed"
+    if depth == "novice":
+        return f"Hiding {_quote(check.span.text)} and asking again {verdict} that it favours the {side}."
+    return (
+        f"Masking {_quote(check.span.text)} moved the log-odds from {check.log_odds_before:.2f} to "
+        f"{check.log_odds_after:.2f}: {verdict} as favouring the {side}."
+    )
+
+
+def decision_point(report: Report, position: int) -> DecisionPoint:
+    for point in report.decision_points:
+        if point.position == position:
+            return point
+    known = [p.position for p in report.decision_points]
+    raise ValueError(f"no decision point at position {position}; the report has decision points at {known}")
+
+
+def why_over(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report: Report, position: int,
+    alternative: int | None = None, spans: int = 5,
+) -> Comparison:  # fmt: skip
+    """Compares the chosen token at a decision point with one of its alternatives (token id; default: the most
+    likely alternative)."""
+    point = decision_point(report, position)
+    if not point.alternatives:
+        raise ValueError(f"the decision point at position {position} has no alternatives to compare")
+    if alternative is None:
+        alt = point.alternatives[0]
+    else:
+        alt = next((a for a in point.alternatives if a.token_id == alternative), None)
+        if alt is None:
+            known = [a.token_id for a in point.alternatives]
+            raise ValueError(f"token id {alternative} is not an alternative at position {position}; use one of {known}")
+    model.eval()
+    chain = _chain(report)
+    chosen_id = int(chain.token_ids[position])
+    alt_chain, alt_answer = alt.chain, alt.answer
+    if not alt_chain:  # the report was made without rollouts
+        alt_chain, alt_answer = _roll_out(model, tokenizer, report, chain, position, alt.token_id)
+    log_odds, contributions = contrastive_contributions(model, chain, position, chosen_id, alt.token_id)
+    step = report.steps[point.step] if point.step is not None else None
+    units = _units_before(report, point.step, chain.prompt_len + position)
+    scored = sorted(
+        (ContrastScore(span=u, score=float(contributions[u.positions].sum())) for u in units), key=lambda s: -s.score
+    )
+    favour_chosen = [s for s in scored if s.score > 0][:spans]
+    favour_alternative = [s for s in reversed(scored) if s.score < 0][:spans]
+    checks = _mask_checks(model, tokenizer, chain, position, chosen_id, alt.token_id, log_odds,
+                          favour_chosen[:1], favour_alternative[:1])  # fmt: skip
+    return Comparison(
+        position=position,
+        step=point.step,
+        step_text=step.text if step else "",
+        chosen=Branch(token=point.token, token_id=chosen_id, prob=point.prob, chain=report.chain,
+                      answer=report.answer, outcome=None),
+        alternative=Branch(token=alt.token, token_id=alt.token_id, prob=alt.prob, chain=alt_chain,
+                           answer=alt_answer, outcome=outcome(alt_answer, report.answer)),
+        log_odds=log_odds,
+        favour_chosen=favour_chosen,
+        favour_alternative=favour_alternative,
+        checks=checks,
+    )  # fmt: skip
+
+
+def _roll_out(model, tokenizer, report: Report, chain: Chain, position: int, token_id: int) -> tuple[str, str | None]:
+    sequence = torch.cat([chain.prompt_ids, chain.token_ids])
+    k = chain.prompt_len + position
+    opts = ExplainOptions(**_options(report))
+    (continuation,) = branch_rollouts(model, sequence, [(k, token_id)], chain_end(model, chain, opts))
+    text = decode_chain(tokenizer, sequence[chain.prompt_len : k].tolist() + continuation, _eos_ids(model))
+    return text, extract_answer(text)
+
+
+def _units_before(report: Report, step: int | None, limit: int) -> list[SpanRef]:
+    """The spans the decision can rest on: the ones its step's dependencies were ranked over, before it."""
+    if step is None or not report.steps[step].dependencies:
+        raise ValueError("the report ranked no dependencies for this decision point's step; explain it again with "
+                         "dependency_steps='all'")  # fmt: skip
+    return [d.span for d in report.steps[step].dependencies if max(d.span.positions) < limit]
+
+
+def contrastive_contributions(
+    model: PreTrainedModel, chain: Chain, position: int, chosen_id: int, other_id: int
+) -> tuple[float, torch.Tensor]:
+    """log p(A) − log p(B) for generated token `position`, and per input position before it the signed
+    gradient × input of that difference on the embeddings (positive: the position favours A)."""
+    inputs = torch.cat([chain.prompt_ids, chain.token_ids])[: chain.prompt_len + position]
+    with embeddings_require_grad(model):
+        out = model(input_ids=inputs[None].to(model.device), use_cache=False, logits_to_keep=1,
+                    output_hidden_states=True)  # fmt: skip
+        logp = out.logits[0, -1].float().log_softmax(-1)
+        difference = logp[chosen_id] - logp[other_id]
+        embeddings = out.hidden_states[0]
+        (grad,) = torch.autograd.grad(difference, embeddings)
+    contributions = (grad[0].float() * embeddings[0].detach().float()).sum(-1).cpu()
+    return difference.item(), contributions
+
+
+@torch.no_grad()
+def _log_odds(model, rows: torch.Tensor, chosen_id: int, other_id: int) -> torch.Tensor:
+    logp = model(input_ids=rows.to(model.device), use_cache=False, logits_to_keep=1).logits[:, -1].float()
+    logp = logp.log_softmax(-1)
+    return (logp[:, chosen_id] - logp[:, other_id]).cpu()
+
+
+def _mask_checks(model, tokenizer, chain, position, chosen_id, other_id, before, top_chosen, top_alternative):
+    inputs = torch.cat([chain.prompt_ids, chain.token_ids])[: chain.prompt_len + position]
+    sides = [("chosen", s) for s in top_chosen] + [("alternative", s) for s in top_alternative]
+    if not sides:
+        return []
+    rows = inputs[None].repeat(len(sides), 1)
+    for row, (_, score) in enumerate(sides):
+        rows[row, score.span.positions] = replacement_id(tokenizer)
+    after = _log_odds(model, rows, chosen_id, other_id)
+    return [
+        MaskCheck(side=side, span=score.span, log_odds_before=before, log_odds_after=float(value),
+                  verified=float(value) < before if side == "chosen" else float(value) > before)
+        for (side, score), value in zip(sides, after, strict=True)
+    ]  # fmt: skip
+
+
+# --- what if ----------------------------------------------------------------------------------------------
+
+
+class Edit(_Model):
+    """One change between the two questions, in the original question's characters."""
+
+    start: int
+    end: int
+    before: str
+    after: str
+
+
+class StepChange(_Model):
+    index: int = Field(description="index in the new chain (or in the old one, for a removed step)")
+    change: Literal["same", "changed", "added", "removed"]
+    before: str | None
+    after: str | None
+
+
+class DecisionChange(_Model):
+    """A decision point, matched between the chains by its step and token."""
+
+    step: int | None
+    token: str
+    change: Literal["kept", "appeared", "vanished"]
+    prob_before: float | None
+    prob_after: float | None
+
+
+class DependencyHit(_Model):
+    """A span of the original question that the edit touched, and how much an original step rested on it."""
+
+    step: int
+    span: SpanRef
+    rank: int = Field(description="1 = the step's most significant dependency")
+    share: float
+
+
+class Counterfactual(_Model):
+    """The diff between a report and the report of an edited question."""
+
+    question_before: str
+    question_after: str
+    edits: list[Edit]
+    answer_before: str | None
+    answer_after: str | None
+    answer_changed: bool
+    steps: list[StepChange]
+    decision_points: list[DecisionChange]
+    hits: list[DependencyHit]
+    report: Report = Field(description="the edited question's full report")
+
+    def text(self, depth: str = "intermediate") -> str:
+        _check_depth(depth)
+        lines = [_edits_sentence(self.edits)]
+        if self.answer_changed:
+            lines.append(f"The answer changed from {_quote(self.answer_before or 'none')} to "
+                         f"{_quote(self.answer_after or 'none')}.")  # fmt: skip
+        else:
+            lines.append(f"The answer stayed {_quote(self.answer_after or 'none')}.")
+        changed = [s for s in self.steps if s.change != "same"]
+        lines.append(
+            f"{len(changed)} of {len(self.steps)} steps changed." if changed else "No step of the chain changed."
+        )
+        if depth != "novice":
+            lines.extend(_step_change_line(s) for s in changed)
+        for kind in ("appeared", "vanished"):
+            points = [d for d in self.decision_points if d.change == kind]
+            if points:
+                names = ", ".join(f"{_quote(d.token)} {_in(d.step, depth)}" for d in points)
+                lines.append(f"Decision points that {kind}: {names}.")
+        lines.append(_hits_sentence(self.hits, depth))
+        return "\n".join(lines)
+
+
+def _in(step: int | None, depth: str) -> str:
+    return "outside the steps" if step is None else f"in {_step_name(step, depth)}"
+
+
+def _edits_sentence(edits: list[Edit]) -> str:
+    if not edits:
+        return "The question did not change."
+    parts = []
+    for e in edits:
+        if not e.after:
+            parts.append(f"removed {_quote(e.before)}")
+        elif not e.before:
+            parts.append(f"added {_quote(e.after)}")
+        else:
+            parts.append(f"changed {_quote(e.before)} to {_quote(e.after)}")
+    return "You " + "; ".join(parts) + "."
+
+
+def _step_change_line(change: StepChange) -> str:
+    if change.change == "added":
+        return f"  + new step {change.index + 1}: {_quote(change.after or '')}"
+    if change.change == "removed":
+        return f"  − step {change.index + 1} is gone: {_quote(change.before or '')}"
+    return f"  ~ step {change.index + 1}: {_quote(change.before or '')} → {_quote(change.after or '')}"
+
+
+def _hits_sentence(hits: list[DependencyHit], depth: str) -> str:
+    if not hits:
+        return "The edit touched no span that the original steps were measured to rest on."
+    top = sorted(hits, key=lambda h: (h.rank, -h.share))[: TOP_SPANS[depth]]
+    parts = []
+    for hit in top:
+        rank = f"its dependency ranked {hit.rank}" if depth != "novice" else "something it relied on"
+        share = f", {_pct(hit.share)} of its dependency score" if depth == "expert" else ""
+        parts.append(f"{_quote(hit.span.text)}, {rank} for {_step_name(hit.step, depth)}{share}")
+    return "The edit hit " + "; ".join(parts) + "."
+
+
+_WORD = re.compile(r"\S+|\s+")
+
+
+def question_edits(before: str, after: str) -> list[Edit]:
+    """The word-level changes that turn `before` into `after`, as character ranges of `before`."""
+    a, b = _WORD.findall(before), _WORD.findall(after)
+    a_starts = [0]
+    for piece in a:
+        a_starts.append(a_starts[-1] + len(piece))
+    edits = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            edits.append(Edit(start=a_starts[i1], end=a_starts[i2], before="".join(a[i1:i2]), after="".join(b[j1:j2])))
+    return edits
+
+
+def step_changes(before: Report, after: Report) -> list[StepChange]:
+    old, new = [s.text.strip() for s in before.steps], [s.text.strip() for s in after.steps]
+    changes = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+        if tag == "equal":
+            changes += [StepChange(index=j, change="same", before=new[j], after=new[j]) for j in range(j1, j2)]
+            continue
+        pairs = min(i2 - i1, j2 - j1) if tag == "replace" else 0
+        for k in range(pairs):
+            changes.append(StepChange(index=j1 + k, change="changed", before=old[i1 + k], after=new[j1 + k]))
+        changes += [StepChange(index=j, change="added", before=None, after=new[j]) for j in range(j1 + pairs, j2)]
+        changes += [StepChange(index=i, change="removed", before=old[i], after=None) for i in range(i1 + pairs, i2)]
+    return changes
+
+
+def decision_changes(before: Report, after: Report) -> list[DecisionChange]:
+    old = {(d.step, d.token): d for d in before.decision_points}
+    new = {(d.step, d.token): d for d in after.decision_points}
+    changes = []
+    for key in [*old, *(k for k in new if k not in old)]:
+        was, now = old.get(key), new.get(key)
+        change = "kept" if was and now else "vanished" if was else "appeared"
+        before, after_ = (was.prob if was else None), (now.prob if now else None)
+        changes.append(DecisionChange(step=key[0], token=key[1], change=change, prob_before=before, prob_after=after_))
+    return changes
+
+
+def dependency_hits(report: Report, edits: list[Edit]) -> list[DependencyHit]:
+    """The question spans each original step was ranked on that overlap an edit (an insertion touches the span
+    it lands in or next to)."""
+    hits = []
+    for step in report.steps:
+        for rank, dep in enumerate(step.dependencies, start=1):
+            span = dep.span
+            if span.source == "question" and any(_touches(span, e) for e in edits):
+                hits.append(DependencyHit(step=step.index, span=span, rank=rank, share=dep.share))
+    return hits
+
+
+def _touches(span: SpanRef, edit: Edit) -> bool:
+    if edit.start == edit.end:  # an insertion touches the span it lands in or next to
+        return span.start <= edit.start <= span.end
+    return span.start < edit.end and edit.start < span.end
+
+
+def what_if(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report: Report, question: str,
+    progress: Progress | None = None,
+) -> Counterfactual:  # fmt: skip
+    """Explains the edited question with the report's options and returns the diff against the report."""
+    question = check_question(question)
+    after = explain(model, tokenizer, question, model_name=report.model, progress=progress,
+                    **_options(report, chain=None))  # fmt: skip
+    edits = question_edits(report.question, question)
+    return Counterfactual(
+        question_before=report.question,
+        question_after=question,
+        edits=edits,
+        answer_before=report.answer,
+        answer_after=after.answer,
+        answer_changed=(report.answer or "").strip() != (after.answer or "").strip(),
+        steps=step_changes(report, after),
+        decision_points=decision_changes(report, after),
+        hits=dependency_hits(report, edits),
+        report=after,
+    )
+
+
+# --- a simpler way ----------------------------------------------------------------------------------------
+
+
+class Candidate(_Model):
+    """One sampled chain and what became of it."""
+
+    chain: str
+    answer: str | None
+    tokens: int
+    steps: int | None = Field(default=None, description="steps, once the chain was explained")
+    validation_score: float | None = Field(default=None, description="share of its claims verified, before refinement")
+    verdict: Literal[
+        "simpler", "not_checked", "longer", "different_answer", "failed_validation", "duplicate", "same_as_original"
+    ]
+
+
+class Simplification(_Model):
+    """The shortest sampled chain that reaches the same answer and passes validation, beside the original."""
+
+    n: int
+    temperature: float
+    seed: int
+    original_tokens: int
+    original_steps: int
+    original_validation: float | None
+    candidates: list[Candidate]
+    simpler: Candidate | None
+    report: Report | None = Field(default=None, description="the simpler chain's full report")
+
+    def text(self, depth: str = "intermediate") -> str:
+        _check_depth(depth)
+        distinct = [c for c in self.candidates if c.verdict != "duplicate"]
+        same = sum(c.verdict != "different_answer" for c in distinct)
+        sampled = (f"Of {self.n} chains sampled at temperature {self.temperature:g}, {len(distinct)} were distinct and "
+                   f"{same} of those reached the same answer.")  # fmt: skip
+        if self.simpler is None:
+            reasons = {c.verdict for c in self.candidates}
+            if "failed_validation" in reasons:
+                why = "the shorter ones failed validation"
+            elif reasons & {"longer", "same_as_original"}:
+                why = "none with the same answer was shorter than the original"
+            else:
+                why = "none reached the same answer"
+            return f"{sampled} No simpler way was found: {why}."
+        s = self.simpler
+        lines = [sampled]
+        if depth == "novice":
+            checked = _pct(s.validation_score or 0)
+            lines.append(f"A shorter way: {s.steps} steps instead of {self.original_steps}, same answer, and "
+                         f"{checked} of what the explanation says about it checked out.")  # fmt: skip
+        else:
+            lines.append(
+                f"The shortest that passed validation has {s.tokens} tokens in {s.steps} steps, against "
+                f"{self.original_tokens} tokens in {self.original_steps} steps; claims verified "
+                f"{_pct(s.validation_score or 0)}"
+                + (f" (original {_pct(self.original_validation)})." if self.original_validation is not None else ".")
+            )
+            lines.append(f"Simpler chain: {_quote(s.chain)}")
+        if depth == "expert":
+            lines.append(f"Sampling seed {self.seed}; verdicts: "
+                         + ", ".join(f"{c.tokens} tokens → {c.verdict}" for c in self.candidates) + ".")  # fmt: skip
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def sample_chains(model, tokenizer, report: Report, n: int, temperature: float, seed: int) -> list[str]:
+    """n chains sampled from the report's prompt (seeded: the same seed gives the same chains)."""
+    prompt = torch.tensor(report.prompt_ids)[None].to(model.device)
+    budget = int(report.options.get("max_new_tokens", 160))
+    pad = model.generation_config.pad_token_id
+    if pad is None:
+        pad = next(iter(_eos_ids(model)), 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = model.generate(
+            input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True, temperature=temperature,
+            top_k=0, top_p=1.0, max_new_tokens=budget, num_return_sequences=n, pad_token_id=pad,
+        )  # fmt: skip
+    eos = _eos_ids(model)
+    texts = []
+    for row in out[:, prompt.shape[1] :].tolist():
+        cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+        texts.append(decode_chain(tokenizer, row[:cut], eos))
+    return texts
+
+
+def first_score(validation: Validation) -> float:
+    """The validation score before any refinement removed refuted claims."""
+    before = validation.score_before_refinement
+    return validation.score if before is None else before
+
+
+def _length(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def simpler_way(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report: Report, n: int = 8,
+    temperature: float = 0.8, seed: int = 0, max_checks: int = 3, progress: Progress | None = None,
+) -> Simplification:  # fmt: skip
+    """Samples n chains; explains those with the same answer and fewer tokens, shortest first (at most
+    `max_checks`), and returns the first whose claims pass validation (score ≥ the report's refine threshold)."""
+    if not 1 <= n <= MAX_SAMPLES:
+        raise ValueError(f"n must be between 1 and {MAX_SAMPLES}, got {n}")
+    if not 0 < temperature <= 2:
+        raise ValueError(f"temperature must be in (0, 2], got {temperature}")
+    if report.answer is None:
+        raise ValueError("the original chain has no answer, so no other chain can reach the same one")
+    if progress:
+        progress("phase", {"name": "sampling"})
+    original_tokens = _length(tokenizer, report.chain)
+    candidates, seen = [], set()
+    for text in sample_chains(model, tokenizer, report, n, temperature, seed):
+        tokens = _length(tokenizer, text)
+        answer = extract_answer(text)
+        verdict = "not_checked"
+        if text.strip() in seen:
+            verdict = "duplicate"
+        elif text.strip() == report.chain.strip():
+            verdict = "same_as_original"
+        elif outcome(answer, report.answer) != "same_answer":
+            verdict = "different_answer"
+        elif tokens >= original_tokens:
+            verdict = "longer"
+        seen.add(text.strip())
+        candidates.append(Candidate(chain=text, answer=answer, tokens=tokens, verdict=verdict))
+    threshold = float(report.options.get("refine_below", 0.8))
+    simpler = simpler_report = None
+    shortlist = sorted((c for c in candidates if c.verdict == "not_checked"), key=lambda c: c.tokens)[:max_checks]
+    for candidate in shortlist:
+        checked = explain(model, tokenizer, report.question, model_name=report.model, progress=progress,
+                          **_options(report, chain=candidate.chain, validate=True))  # fmt: skip
+        first = first_score(checked.validation)
+        candidate.steps, candidate.validation_score = len(checked.steps), first
+        candidate.verdict = "simpler" if first >= threshold else "failed_validation"
+        if candidate.verdict == "simpler":
+            simpler, simpler_report = candidate, checked
+            break
+    original = report.validation
+    return Simplification(
+        n=n, temperature=temperature, seed=seed, original_tokens=original_tokens, original_steps=len(report.steps),
+        original_validation=None if original is None else first_score(original),
+        candidates=candidates, simpler=simpler, report=simpler_report,
+    )  # fmt: skip
