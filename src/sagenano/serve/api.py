@@ -204,6 +204,8 @@ def create_app(loaded: LoadedModel, settings: ServerSettings | None = None) -> F
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        store.open()
+        worker.start()
         yield
         worker.shutdown()
         store.close()

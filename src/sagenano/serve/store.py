@@ -22,6 +22,13 @@ class ReportStore:
         self.path = str(path)
         self.capacity = capacity
         self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self.open()
+
+    def open(self) -> None:
+        """Opens the file (again, after `close`), creating the table when it is new."""
+        if self._db is not None:
+            return
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -58,4 +65,6 @@ class ReportStore:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None

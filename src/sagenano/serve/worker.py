@@ -67,7 +67,7 @@ class ModelWorker:
             raise ValueError("max_pending must be at least 1 and time_limit positive")
         self.max_pending = max_pending
         self.time_limit = time_limit
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sagenano-model")
+        self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._pending = 0
         self._mean_seconds = 1.0  # running mean of job durations, for Retry-After
@@ -77,8 +77,15 @@ class ModelWorker:
     def pending(self) -> int:
         return self._pending
 
+    def start(self) -> None:
+        """Starts the worker thread (again, after a shutdown: an app's lifespan may run more than once)."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sagenano-model")
+
     def submit(self, work: Callable[[Progress], Any], on_event: Progress | None = None) -> Job:
         """Queues `work(progress)`; raises Busy when the queue is full."""
+        self.start()
         with self._lock:
             if self._pending >= self.max_pending:
                 raise Busy(self._pending, max(1, math.ceil(self._mean_seconds * self._pending)))
@@ -103,4 +110,8 @@ class ModelWorker:
                 self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.monotonic() - start)
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Lets the running job finish, drops the queued ones and stops the thread."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,192 @@
+"""The REST API on the shipped model, in process (FastAPI's TestClient drives the real app over ASGI)."""
+
+import json
+import sqlite3
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+
+from sagenano.inverse import Report
+from sagenano.loading import load_model
+from sagenano.serve import ServerSettings, create_app
+from sagenano.serve.store import ReportStore
+
+EQUATION = "If 3x + 2 = 14, what is x?"
+SMALL = {"max_new_tokens": 48, "alternatives": 2, "max_decision_points": 2}
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model()
+
+
+@pytest.fixture
+def client(shipped, tmp_path):
+    with TestClient(create_app(shipped, ServerSettings(store=tmp_path / "reports.sqlite3"))) as client:
+        yield client
+
+
+def _explain(client, question=EQUATION, **extra):
+    response = client.post("/v1/explain", json={"question": question, **SMALL, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _problem(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and len(detail) > 10
+    return detail
+
+
+def test_explain_then_read_the_report_at_every_depth_and_download_it(client):
+    body = _explain(client, depth="novice")
+    report = Report.model_validate(body["report"])
+    assert report.question == EQUATION and body["text"] == report.text("novice") == body["texts"]["novice"]
+    assert len(set(body["texts"].values())) == 3
+    for depth in ("novice", "intermediate", "expert"):
+        again = client.get(f"/v1/reports/{body['id']}", params={"depth": depth}).json()
+        assert again["text"] == body["texts"][depth] and again["report"] == body["report"]
+    download = client.get(f"/v1/reports/{body['id']}/json")
+    assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
+    assert Report.from_json(download.text) == report
+
+
+def test_compare_counterfactual_and_simplify(client):
+    body = _explain(client)
+    point = body["report"]["decision_points"][0]
+    compared = client.post("/v1/compare", json={"report_id": body["id"], "position": point["position"]})
+    assert compared.status_code == 200, compared.text
+    comparison = compared.json()["comparison"]
+    assert comparison["chosen"]["token"] == point["token"]
+    assert comparison["alternative"]["token_id"] == point["alternatives"][0]["token_id"]
+
+    edited = EQUATION.replace("+ 2", "+ 5")
+    diff = client.post("/v1/counterfactual", json={"report_id": body["id"], "question": edited})
+    assert diff.status_code == 200, diff.text
+    diff = diff.json()
+    assert [(e["before"], e["after"]) for e in diff["counterfactual"]["edits"]] == [("2", "5")]
+    assert client.get(f"/v1/reports/{diff['new_report_id']}").json()["report"]["question"] == edited
+
+    simpler = client.post("/v1/simplify", json={"report_id": body["id"], "n": 2, "seed": 1})
+    assert simpler.status_code == 200, simpler.text
+    assert len(simpler.json()["simplification"]["candidates"]) == 2
+
+
+def test_bad_requests_are_4xx_that_say_what_to_change(client):
+    post = client.post
+    malformed = post("/v1/explain", content=b'{"question": ', headers={"content-type": "application/json"})
+    assert "not valid JSON" in _problem(malformed, 400)
+    assert "at least 1 character" in _problem(post("/v1/explain", json={"question": ""}), 422)
+    assert "blank" in _problem(post("/v1/explain", json={"question": "   \n"}), 422)
+    assert "at most 4000" in _problem(post("/v1/explain", json={"question": "x" * 4001}), 422)
+    assert "question" in _problem(post("/v1/explain", json={}), 422)
+    assert "Extra inputs" in _problem(post("/v1/explain", json={"question": EQUATION, "colour": 1}), 422)
+    assert "depth" in _problem(post("/v1/explain", json={"question": EQUATION, "depth": "child"}), 422)
+    assert "less than or equal to 512" in _problem(post("/v1/explain", json={"question": EQUATION,
+                                                                             "max_new_tokens": 513}), 422)  # fmt: skip
+    assert "no report 'nope'" in _problem(client.get("/v1/reports/nope"), 404)
+    assert "no report" in _problem(client.get("/v1/reports/nope/json"), 404)
+    assert "no report" in _problem(post("/v1/compare", json={"report_id": "nope", "position": 0}), 404)
+    assert "no report" in _problem(post("/v1/counterfactual", json={"report_id": "nope", "question": "q?"}), 404)
+    assert "no report" in _problem(post("/v1/simplify", json={"report_id": "nope"}), 404)
+    body = _explain(client)
+    for n in (0, 17):
+        assert "n" in _problem(post("/v1/simplify", json={"report_id": body["id"], "n": n}), 422)
+    assert "temperature" in _problem(post("/v1/simplify", json={"report_id": body["id"], "temperature": 0}), 422)
+    assert "no decision point at position 999" in _problem(
+        post("/v1/compare", json={"report_id": body["id"], "position": 999}), 422
+    )
+
+
+def test_the_servers_own_limits_are_4xx(shipped, tmp_path):
+    settings = ServerSettings(store=tmp_path / "r.sqlite3", max_question_chars=20, max_new_tokens=16)
+    with TestClient(create_app(shipped, settings)) as client:
+        assert "at most 20" in _problem(client.post("/v1/explain", json={"question": EQUATION}), 422)
+        too_many = client.post("/v1/explain", json={"question": "2 + 2?", "max_new_tokens": 17})
+        assert "allows at most 16" in _problem(too_many, 422)
+        limits = client.get("/v1/model").json()["limits"]
+        assert limits["max_question_chars"] == 20 and limits["max_new_tokens"] == 16
+
+
+def test_a_full_queue_answers_503_with_retry_after(shipped, tmp_path):
+    settings = ServerSettings(store=tmp_path / "r.sqlite3", max_pending=1)
+    with TestClient(create_app(shipped, settings)) as client:
+        release = threading.Event()
+        client.app.state.worker.submit(lambda progress: release.wait(30))  # occupies the only place
+        try:
+            refused = client.post("/v1/explain", json={"question": EQUATION, **SMALL})
+            assert "busy" in _problem(refused, 503)
+            assert int(refused.headers["retry-after"]) >= 1
+            assert client.get("/healthz").json()["pending"] == 1
+        finally:
+            release.set()
+        assert client.post("/v1/explain", json={"question": EQUATION, **SMALL}).status_code == 200
+
+
+def test_work_past_the_time_limit_is_stopped_with_504(shipped, tmp_path):
+    settings = ServerSettings(store=tmp_path / "r.sqlite3", time_limit=1e-6)
+    with TestClient(create_app(shipped, settings)) as client:
+        assert "--time-limit" in _problem(client.post("/v1/explain", json={"question": EQUATION}), 504)
+        stream = client.post("/v1/explain/stream", json={"question": EQUATION})
+        error = [e for e in _events(stream.text) if e[0] == "error"]
+        assert error and error[0][1]["status"] == 504
+        assert len(client.app.state.store) == 0
+
+
+def _events(text: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def test_the_stream_sends_progress_the_chain_then_the_result(client):
+    response = client.post("/v1/explain/stream", json={"question": EQUATION, **SMALL})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = _events(response.text)
+    names = [name for name, _ in events]
+    assert names[0] == "queued" and names[-1] == "result"
+    phases = [data["name"] for name, data in events if name == "phase"]
+    assert phases[:2] == ["generation", "scoring"] and "validation" in phases
+    chain = next(data["text"] for name, data in events if name == "chain")
+    result = events[-1][1]
+    assert result["report"]["chain"] == chain
+    assert names.index("chain") < names.index("result")
+    assert client.get(f"/v1/reports/{result['id']}").status_code == 200
+
+
+def test_reports_survive_a_restart_and_the_store_keeps_the_newest(shipped, tmp_path):
+    path = tmp_path / "reports.sqlite3"
+    with TestClient(create_app(shipped, ServerSettings(store=path))) as client:
+        report_id = _explain(client)["id"]
+    with TestClient(create_app(shipped, ServerSettings(store=path))) as client:
+        after_restart = client.get(f"/v1/reports/{report_id}")
+    assert after_restart.status_code == 200
+
+    report = Report.model_validate(after_restart.json()["report"])
+    store = ReportStore(tmp_path / "small.sqlite3", capacity=2)
+    ids = [store.add(report) for _ in range(3)]
+    assert len(store) == 2 and store.get(ids[0]) is None and store.get(ids[2]) == report
+    corrupt = tmp_path / "corrupt.sqlite3"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ValueError, match="not a readable SQLite file"):
+        ReportStore(corrupt)
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 1
+
+
+def test_health_model_page_and_openapi(client, shipped):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["pending"] == 0 and health["max_pending"] == 8
+    info = client.get("/v1/model").json()
+    assert info["parameters"] == sum(p.numel() for p in shipped.model.parameters())
+    assert info["sage"] is True and info["calibration_temperature"] == pytest.approx(shipped.temperature)
+    page = client.get("/")
+    assert page.status_code == 200 and '<label for="question">' in page.text
+    assert client.get("/static/app.js").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/v1/explain", "/v1/explain/stream", "/v1/compare", "/v1/counterfactual", "/v1/simplify",
+                 "/v1/reports/{report_id}", "/healthz", "/v1/model"):  # fmt: skip
+        assert path in paths
