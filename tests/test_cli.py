@@ -27,6 +27,8 @@ def test_help_explains_the_commands():
     for command in ("explain", "tokenizer", "model"):
         assert command in out
     assert "--max-new-tokens" in run("explain", "--help").stdout
+    serve_help = run("serve", "--help").stdout
+    assert "127.0.0.1" in serve_help and "--time-limit" in serve_help and "Retry-After" in serve_help
 
 
 def test_explain_on_the_default_model_prints_a_readable_report():
@@ -91,6 +93,8 @@ def test_non_utf8_bytes_on_the_command_line_are_refused():
         (["calibrate", "--tasks", "poetry"], "unknown tasks"),
         (["model", "init", "--out", "x", "--preset", "giga"], "unknown preset"),
         (["tokenizer", "train", "/no/such/file.txt"], "not found"),
+        (["serve", "--model", "/no/such/model"], "no model at"),
+        (["serve", "--queue", "0"], "max_pending must be at least 1"),
     ],
 )
 def test_bad_input_exits_with_a_clear_message(args, message):

@@ -165,6 +165,7 @@ class Health(BaseModel):
     max_pending: int
     completed: int
     reports: int
+    memory_mb: float | None = Field(description="resident memory of the server process (None where unknown)")
 
 
 class ModelInfo(BaseModel):
@@ -388,7 +389,7 @@ def create_app(loaded: LoadedModel, settings: ServerSettings | None = None) -> F
     @app.get("/healthz", response_model=Health, tags=["server"])
     async def healthz() -> Health:
         return Health(status="ok", pending=worker.pending, max_pending=worker.max_pending,
-                      completed=worker.completed, reports=len(store))  # fmt: skip
+                      completed=worker.completed, reports=len(store), memory_mb=resident_memory_mb())  # fmt: skip
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -399,6 +400,17 @@ def create_app(loaded: LoadedModel, settings: ServerSettings | None = None) -> F
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
+
+
+def resident_memory_mb() -> float | None:
+    """This process's resident set size (Linux /proc), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def _texts(result: Any) -> dict[str, str]:
