@@ -496,6 +496,29 @@ def report(
 
 
 @app.command()
+def quantize(
+    out: Annotated[Path, typer.Option(help="New folder for the quantized model, its tokenizer and calibration.")],
+    bits: Annotated[int, typer.Option(help="4 or 8.")] = 4,
+    model: ModelPath = None,
+) -> None:
+    """Quantize a model's linear layers to 4 or 8 bits (optimum-quanto). Use the folder with --model in explain,
+    eval and serve."""
+    try:
+        from .quantize import quantize as run_quantize
+
+        result = run_quantize(model, bits, out)
+    except ImportError as error:
+        _fail(f"quantize needs optimum-quanto ({error.name} is missing): pip install -e '.[quantize]'")
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        _fail(str(error))
+    ratio = result.bytes_after / result.bytes_before_bf16
+    console.print(
+        f"{result.layers} linear layers quantized to {bits} bits; weights {result.bytes_before_bf16 / 1e6:.2f} MB "
+        f"in bf16 -> {result.bytes_after / 1e6:.2f} MB ({ratio:.2f}x); written to {result.out}"
+    )
+
+
+@app.command()
 def serve(
     model: ModelPath = None,
     host: Annotated[str, typer.Option(help="Address to bind. The default serves this machine only.")] = "127.0.0.1",

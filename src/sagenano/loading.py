@@ -100,7 +100,12 @@ def _from_pretrained(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        if (Path(name) / "quanto_qmap.json").is_file():  # written by `sage-nano quantize`
+            from .quantize import load_quantized
+
+            model = load_quantized(name)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except SafetensorError as error:
         raise ValueError(f"the weights in {name!r} are corrupt or truncated ({error}); save them again") from error

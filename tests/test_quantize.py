@@ -1,0 +1,85 @@
+"""`sage-nano quantize`: 4- and 8-bit weights (optimum-quanto) that save, load through `load_model` and generate
+close to the original, for the shipped SAGE model and a trained tiny Llama."""
+
+import random
+
+import pytest
+import torch
+from conftest import copy_example, make_hf_model, train_copier
+
+from sagenano.inverse import explain
+from sagenano.loading import load_model
+from sagenano.quantize import quantize, weight_bytes
+
+# Stated tolerances: the share of positions whose greedy next token changes, and the mean absolute change of the
+# chosen tokens' log-probabilities. Measured (2026-11-27): 8-bit 0 / 0.002 (SAGE) and 0 / 0.003 (Llama); 4-bit
+# 0 / 0.024 (SAGE) and 0.042 / 0.025 (Llama).
+TOLERANCE = {8: {"top1_changed": 0.02, "logprob_change": 0.01}, 4: {"top1_changed": 0.10, "logprob_change": 0.10}}
+QUESTION = "If 3x + 2 = 14, what is x?"
+
+
+def _closeness(original, quantized, ids: torch.Tensor) -> dict[str, float]:
+    with torch.no_grad():
+        a = original(input_ids=ids).logits.float().log_softmax(-1)
+        b = quantized(input_ids=ids).logits.float().log_softmax(-1)
+    chosen = a.argmax(-1)
+    return {
+        "top1_changed": float((b.argmax(-1) != chosen).float().mean()),
+        "logprob_change": float((a.gather(-1, chosen[..., None]) - b.gather(-1, chosen[..., None])).abs().mean()),
+    }
+
+
+@pytest.fixture(scope="module")
+def copier_dir(tokenizer, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("copier")
+    model = train_copier(tokenizer, " Answer: ", steps=200, batch_size=32)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_the_shipped_model_quantizes_saves_loads_and_explains(bits, tmp_path):
+    original = load_model()
+    result = quantize(None, bits, tmp_path / "q")
+    loaded = load_model(str(result.out))
+    assert loaded.temperature == pytest.approx(original.temperature)  # calibration travels with it
+    assert weight_bytes(loaded.model) == result.bytes_after < result.bytes_before_bf16
+    prompt = loaded.tokenizer(f"<|question|>{QUESTION}<|step|>3x = 14 - 2 = 12<|step|>x = 12 / 3 = 4",
+                              return_tensors="pt", add_special_tokens=False).input_ids  # fmt: skip
+    closeness = _closeness(original.model, loaded.model, prompt)
+    for name, limit in TOLERANCE[bits].items():
+        assert closeness[name] <= limit, closeness
+    report = explain(loaded.model, loaded.tokenizer, QUESTION, temperature=loaded.temperature)
+    assert report.answer == "4" and report.validation is not None
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_llama_quantizes_and_still_copies(bits, copier_dir, tokenizer, tmp_path):
+    result = quantize(str(copier_dir), bits, tmp_path / "q")
+    loaded = load_model(str(result.out))
+    original = load_model(str(copier_dir))
+    question, expected = copy_example(random.Random(7), " Answer: ")
+    ids = tokenizer(question + expected, return_tensors="pt").input_ids
+    for name, limit in TOLERANCE[bits].items():
+        assert _closeness(original.model, loaded.model, ids)[name] <= limit
+    prompt = tokenizer(question, return_tensors="pt").input_ids
+    out = loaded.model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    assert tokenizer.decode(out[0, prompt.shape[1] :]).startswith(expected)
+
+
+def test_bad_bits_and_unquantizable_models_are_refused(tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="--bits must be 4 or 8"):
+        quantize(None, 3, tmp_path / "q3")
+    gpt2 = tmp_path / "gpt2"
+    make_hf_model("gpt2", len(tokenizer)).save_pretrained(gpt2)
+    tokenizer.save_pretrained(gpt2)
+    with pytest.raises(ValueError, match="no nn.Linear layers .* Conv1D"):
+        quantize(str(gpt2), 4, tmp_path / "qgpt2")
+    done = quantize(None, 4, tmp_path / "q4").out
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize(str(done), 4, tmp_path / "again")
+    with pytest.raises(FileExistsError, match="not empty"):
+        quantize(None, 4, done)
+    assert not (tmp_path / "q3").exists() and not (tmp_path / "qgpt2").exists()
