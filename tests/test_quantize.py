@@ -5,8 +5,8 @@ import random
 
 import pytest
 import torch
-from conftest import copy_example, make_hf_model, train_copier
 
+from conftest import copy_example, make_hf_model, train_copier
 from sagenano.inverse import explain
 from sagenano.loading import load_model
 from sagenano.quantize import quantize, weight_bytes
@@ -75,7 +75,7 @@ def test_bad_bits_and_unquantizable_models_are_refused(tokenizer, tmp_path):
     gpt2 = tmp_path / "gpt2"
     make_hf_model("gpt2", len(tokenizer)).save_pretrained(gpt2)
     tokenizer.save_pretrained(gpt2)
-    with pytest.raises(ValueError, match="no nn.Linear layers .* Conv1D"):
+    with pytest.raises(ValueError, match=r"no nn\.Linear layers .* Conv1D"):
         quantize(str(gpt2), 4, tmp_path / "qgpt2")
     done = quantize(None, 4, tmp_path / "q4").out
     with pytest.raises(ValueError, match="already quantized"):
