@@ -7,7 +7,8 @@ qint4 and qint8 ran every shape, kept autograd to the embeddings (which `explain
 safetensors. 4-bit weights are quantized from bf16 (the layers quanto leaves alone — embeddings, norms — stay bf16);
 8-bit from fp32, because quanto's int8 CPU matmul crashed (segmentation fault) on a bf16 model read back from disk.
 
-Left unquantized: the LM head (tied to the embeddings) and SAGE's `step_proj` (eq. 14 reads its weight directly).
+Left unquantized: the LM head when tied to the embeddings, SAGE's `step_proj` (eq. 14 reads its weight directly), and
+linear layers whose output width is not a multiple of 16 (see `kept_layers`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from transformers import PreTrainedModel
 
 BITS = (4, 8)
 QMAP_FILE = "quanto_qmap.json"
-KEEP = ["*step_proj", "lm_head"]
+KEEP = ["*step_proj"]
 BASE_DTYPE = {4: torch.bfloat16, 8: torch.float32}
 
 
@@ -66,12 +67,22 @@ def _storage_parts(tensor: torch.Tensor) -> list[torch.Tensor]:
     return [p for name in inner for p in _storage_parts(getattr(tensor, name))]
 
 
+def kept_layers(model: nn.Module) -> list[str]:
+    """Patterns and names of the layers left in full precision: KEEP, the LM head when it is tied to the embeddings
+    (quanto leaves embeddings alone), and linear layers with an output width that is not a multiple of 16 (quanto's
+    CPU int4 packing refuses them: SAGE's meta-head projection to 2, the MoE gate; a negligible share of weights)."""
+    narrow = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features % 16]
+    tied = getattr(getattr(model, "config", None), "tie_word_embeddings", True)
+    return KEEP + (["lm_head"] if tied else []) + narrow
+
+
 def quantizable_layers(model: nn.Module) -> list[str]:
-    """Names of the linear layers quanto will quantize (KEEP excepted)."""
+    """Names of the linear layers quanto will quantize."""
     from fnmatch import fnmatch
 
+    keep = kept_layers(model)
     return [name for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and not any(fnmatch(name, pattern) for pattern in KEEP)]  # fmt: skip
+            if isinstance(m, nn.Linear) and not any(fnmatch(name, pattern) for pattern in keep)]  # fmt: skip
 
 
 def quantize(model_path: str | None, bits: int, out: Path) -> Quantized:
@@ -98,7 +109,8 @@ def quantize(model_path: str | None, bits: int, out: Path) -> Quantized:
             f"{', '.join(kinds)}); GPT-2's Conv1D, for one, is not supported"
         )
     bf16_bytes = sum(p.numel() * 2 for p in {p.data_ptr(): p for p in model.parameters()}.values())
-    wrapped = QuantizedModelForCausalLM.quantize(model, weights={4: qint4, 8: qint8}[bits], exclude=KEEP)
+    keep = kept_layers(model)
+    wrapped = QuantizedModelForCausalLM.quantize(model, weights={4: qint4, 8: qint8}[bits], exclude=keep)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -108,7 +120,7 @@ def quantize(model_path: str | None, bits: int, out: Path) -> Quantized:
         if (source / "calibration.json").is_file():
             shutil.copy(source / "calibration.json", staging / "calibration.json")
         (staging / "quantization.json").write_text(json.dumps(
-            {"library": "optimum-quanto", "bits": bits, "source": loaded.source, "kept": KEEP,
+            {"library": "optimum-quanto", "bits": bits, "source": loaded.source, "kept": keep,
              "base_dtype": str(BASE_DTYPE[bits]).removeprefix("torch.")}, indent=2))  # fmt: skip
         if out.exists():
             out.rmdir()
