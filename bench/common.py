@@ -7,6 +7,7 @@ every timing helper here interleaves its variants and reports medians.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -201,3 +202,19 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for row in [headers, None, *rows]:
         print(line if row is None else "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     print(line)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One table for the whole suite (bench/run_all.py)
+
+RESULTS_ENV = "SAGENANO_BENCH_RESULTS"
+
+
+def record(script: str, measure: str, value: float | str, goal: str = "", result: str = "") -> None:
+    """Appends one measured ratio to the JSONL file named by $SAGENANO_BENCH_RESULTS, from which bench/run_all.py
+    prints one table for the suite; does nothing when the variable is unset (a script run on its own)."""
+    path = os.environ.get(RESULTS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            row = {"script": script, "measure": measure, "value": value, "goal": goal, "result": result}
+            out.write(json.dumps(row) + "\n")

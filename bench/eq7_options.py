@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
+from common import record
 from sagenano.data import generate_items
 from sagenano.eval.introspection import aligned, dependency_records, engine_rankings, gold_chain, share
 from sagenano.eval.synthetic import EVAL_SEED, TASKS
@@ -62,6 +63,8 @@ def main() -> None:
     for name, options in VARIANTS.items():
         for method, (top1, wins, steps) in sweep(loaded, items, options).items():
             print(f"{name:30s} {method:15s} {steps:5d} {top1:7.1%} {wins:16.1%}", flush=True)
+            if method == "eq7":
+                record("eq7_options", f"{name}: dependency top-1 (development items)", round(top1, 3))
 
 
 if __name__ == "__main__":

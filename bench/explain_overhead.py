@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from common import interleaved_times, median, print_table, ratio, verdict
+from common import interleaved_times, median, print_table, ratio, record, verdict
 from sagenano.data import generate_items
 from sagenano.eval.synthetic import EVAL_SEED
 from sagenano.inverse import explain
@@ -132,6 +132,9 @@ def main() -> None:
         t_ratio = ratio(totals[v], totals["plain"])
         m_ratio = ratio(memory[v]["peak"], memory["plain"]["peak"])
         goal = GOALS.get(v)
+        record("explain_overhead", f"{v}: time / plain generate", round(t_ratio, 3), f"<= {goal}" if goal else "",
+               verdict(t_ratio, goal, at_most=True) if goal else "")  # fmt: skip
+        record("explain_overhead", f"{v}: peak RSS / plain generate", round(m_ratio, 3))
         rows.append([
             v, f"{counts[v][0] / len(items):.1f}", f"{counts[v][1] / len(items):.1f}", f"{totals[v]:.3f}",
             f"{t_ratio:.2f}", f"{grow / MIB:.1f}", f"{memory[v]['peak'] / MIB:.1f}", f"{m_ratio:.2f}",

@@ -25,6 +25,7 @@ from common import (
     plain_generate,
     print_table,
     ratio,
+    record,
     setup,
     verdict,
 )
@@ -58,6 +59,7 @@ def main() -> None:
     r = ratio(speed["sage"], speed["llama"])
     row = [str(args.batch), f"{speed['sage']:.1f}", f"{speed['llama']:.1f}", f"{r:.2f}", f">= {GOAL}"]
     row.append(verdict(r, GOAL, at_most=False))
+    record("generate_speed", f"tokens/s SAGE pico / Llama, batch {args.batch}", round(r, 3), f">= {GOAL}", row[-1])
     print()
     print_table(["batch", "SAGE tokens/s", "Llama tokens/s", "SAGE/Llama", "goal", "result"], [row])
     print(f"tokens/s: {tokens} generated tokens / median wall time of one generate() call (prefill included)")

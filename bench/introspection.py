@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import torch
 
-from common import print_table
+from common import print_table, record
 from sagenano.eval.baselines import BASELINES
 from sagenano.eval.introspection import (
     DECISION_SCORES,
@@ -150,6 +150,8 @@ def print_goals(rows: list[dict]) -> None:
     print("\nGoals (overall)")
     shown = {"share": pct, "value": plain, "margin": lambda x: "n/a" if x is None else f"{100 * x:+.1f} pts"}
     table = [[row["goal"], shown[row["kind"]](row["measured"]), row["target"], row["result"]] for row in rows]
+    for goal, measured, target, result in table:
+        record("introspection", goal, measured, target, result)
     print_table(["goal", "measured", "target", "result"], table)
 
 

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from common import print_table, verdict
+from common import print_table, record, verdict
 from sagenano.data import generate_items
 from sagenano.eval.baselines import rank_agreement
 from sagenano.eval.synthetic import EVAL_SEED
@@ -125,9 +125,14 @@ def main() -> None:
             else f"{statistics.median([r for r in rhos[name] if not math.isnan(r)] or [math.nan]):.2f}"
         )
         rows.append([name, f"{total:.2f}", f"{total / seconds['ours']:.1f}", rho])
+        if name != "ours":
+            record("peer_attribution", f"{name}: time / ours", round(total / seconds["ours"], 2))
+            record("peer_attribution", f"{name}: Spearman vs eq. 7", rho)
     print(f"shipped model, {args.questions} held-out questions, {tokens} chain tokens, {args.threads} thread(s)")
     print_table(["method", "seconds (all chains)", "× ours", "Spearman vs eq. 7 (median)"], rows)
     speedup = seconds["inseq IG"] / seconds["ours"]
+    record("peer_attribution", "inseq IG time / full explain (no rollouts)", round(speedup, 1), f">= {GOAL:g}",
+           verdict(speedup, GOAL, at_most=False))  # fmt: skip
     print(f"goal full explain (no rollouts) >= {GOAL:g}x faster than inseq IG: {speedup:.1f}x "
           f"{verdict(speedup, GOAL, at_most=False)}")  # fmt: skip
 

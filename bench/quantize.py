@@ -26,14 +26,14 @@ import torch
 from optimum.quanto import qint4
 from optimum.quanto.models import QuantizedModelForCausalLM
 
-from common import interleaved_times, median, print_table, verdict
+from common import interleaved_times, median, print_table, record, verdict
 from sagenano.data import generate_items
 from sagenano.eval.synthetic import EVAL_SEED, evaluate_synthetic
 from sagenano.inverse import explain
 from sagenano.inverse.interact import first_score
 from sagenano.loading import fresh_sage_model, load_model
 from sagenano.model_info import build_on_meta
-from sagenano.quantize import kept_layers, quantizable_layers, quantize, weight_bytes
+from sagenano.quantize import estimated_int4_bytes, kept_layers, quantize, weight_bytes
 
 PROMPT = "<|question|>If 3x + 2 = 14, what is x?<|step|>"
 TASKS = ("arithmetic", "linear_equation", "multiple_choice", "logic")
@@ -105,19 +105,19 @@ def preset_ratios() -> list[list[str]]:
         quantized = QuantizedModelForCausalLM.quantize(model, weights=qint4, exclude=kept_layers(model))._wrapped
         rows.append([preset, f"{bf16 / 1e6:,.1f}", f"{weight_bytes(quantized) / 1e6:,.1f}",
                      f"{weight_bytes(quantized) / bf16:.3f}", "measured"])  # fmt: skip
-    rows.append(nano_estimate())
+    for row in rows:  # the shape-only estimate beside the real thing
+        model = fresh_sage_model(row[0]).model
+        row.append(f"estimate {estimated_int4_bytes(model) / 1e6:,.1f}")
+    rows.append([*nano_estimate(), ""])
     return rows
 
 
 def nano_estimate() -> list[str]:
-    """int4: 0.5 byte per quantized weight + a bf16 scale and shift per group of 128 (quanto's qint4 layout), the
-    other parameters in bf16; counted on the meta device."""
+    """nano's 4-bit weight bytes from its layer shapes on the meta device (`estimated_int4_bytes`)."""
     model = build_on_meta("nano")
-    names = set(quantizable_layers(model))
-    quantized = sum(m.weight.numel() for n, m in model.named_modules() if n in names)
-    total = sum(p.numel() for p in model.parameters())
-    int4 = quantized * (0.5 + 4 / 128) + (total - quantized) * 2  # nano's LM head is untied: quantized too
-    return ["nano", f"{total * 2 / 1e6:,.0f}", f"{int4 / 1e6:,.0f}", f"{int4 / (total * 2):.3f}", "estimated"]
+    bf16 = sum(p.numel() for p in model.parameters()) * 2
+    int4 = estimated_int4_bytes(model)
+    return ["nano", f"{bf16 / 1e6:,.0f}", f"{int4 / 1e6:,.0f}", f"{int4 / bf16:.3f}", "estimated"]
 
 
 def main() -> None:
@@ -170,10 +170,22 @@ def report(results: dict, args: argparse.Namespace) -> None:
         "in nano)"
     )
     presets = preset_ratios()
-    print_table(["preset", "bf16 MB", "int4 MB", "ratio", ""], presets)
+    print_table(["preset", "bf16 MB", "int4 MB", "ratio", "", "int4 MB from shapes"], presets)
     int4 = results["int4"]
     size_ratio = int4["weight_bytes"] / base["weight_bytes"]
     loss = 100 * (base["accuracy"] - int4["accuracy"])
+    for name in ("fp32", "int8", "int4"):
+        r = results[name]
+        record("quantize", f"{name} / bf16: tokens/s", round(r["tokens_per_s"] / base["tokens_per_s"], 3))
+        record(
+            "quantize", f"{name} - bf16: held-out accuracy (points)", round(100 * (r["accuracy"] - base["accuracy"]), 1)
+        )
+        record("quantize", f"{name} - bf16: consistency score", round(r["consistency"] - base["consistency"], 3))
+    record("quantize", "int4 / bf16: weight bytes (shipped pico)", round(size_ratio, 3), "<= 0.30",
+           verdict(size_ratio, 0.30, True))  # fmt: skip
+    record("quantize", "int4 / bf16: weight bytes (nano, from shapes)", float(presets[-1][3]), "<= 0.30",
+           verdict(float(presets[-1][3]), 0.30, True))  # fmt: skip
+    record("quantize", "bf16 - int4: accuracy loss (points)", round(loss, 1), "<= 2", verdict(loss, 2.0, True))
     print(f"\ngoal 4-bit weights <= 0.30x bf16 (shipped pico): {size_ratio:.3f} {verdict(size_ratio, 0.30, True)}; "
           f"nano estimate {presets[-1][3]}")  # fmt: skip
     print(f"goal accuracy loss <= 2 points (shipped pico): {loss:+.1f} {verdict(loss, 2.0, True)}")

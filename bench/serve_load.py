@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from common import print_table
+from common import print_table, record
 from sagenano.data import generate_items
 
 MAX_CLIENTS, MAX_SECONDS = 32, 600
@@ -185,6 +185,13 @@ def report(tally: Tally, before: dict, after: dict, elapsed: float, args: argpar
     if tally.memory:
         print("server memory every 5 s (MiB): " + " ".join(f"{m:.0f}" for m in tally.memory))
     print(f"goal errors == 0: {'met' if errors == 0 else 'NOT met'}")
+    record("serve_load", f"errors besides intended 503s ({args.clients} clients)", errors, "== 0",
+           "PASS" if errors == 0 else "FAIL")  # fmt: skip
+    for row in rows:
+        record("serve_load", f"{row[0]}: p50 / p99 latency (s)", f"{row[4]} / {row[5]}")
+    if growth is not None:
+        record("serve_load", "server memory end / after warm-up", round(1 + growth, 3), "<= 1.10",
+               "PASS" if growth <= 0.10 else "FAIL")  # fmt: skip
     if growth is not None:
         print(f"goal memory growth <= 10 %: {'met' if growth <= 0.10 else 'NOT met'}")
     for failure in tally.failures:

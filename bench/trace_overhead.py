@@ -40,6 +40,7 @@ from common import (
     plain_generate,
     print_table,
     ratio,
+    record,
     setup,
     verdict,
 )
@@ -175,6 +176,8 @@ def main() -> None:
             r = ratio(t, p)
             rows.append([name, label, f"{p / scale:.3f}", f"{t / scale:.3f}", f"{r:.2f}", f"<= {GOAL}"])
             rows[-1].append(verdict(r, GOAL, at_most=True))
+            record("trace_overhead", f"{name}: {label.split(' (')[0]}, traced / plain", round(r, 3), f"<= {GOAL}",
+                   rows[-1][-1])  # fmt: skip
 
     print()
     print_table(["model", "measure", "plain", "traced", "traced/plain", "goal", "result"], rows)

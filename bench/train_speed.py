@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from common import record
 from sagenano.config import SageConfig
 from sagenano.model import SageForCausalLM
 
@@ -83,6 +84,9 @@ def main() -> None:
             achieved = rate * flops_per_token
             rates[precision] = rate
             ratio = f"{rates['bf16'] / rates['fp32']:.2f}" if precision == "bf16" else ""
+            record("train_speed", f"{preset} {precision}: MFU", round(achieved / peaks[precision], 4))
+            if ratio:
+                record("train_speed", f"{preset}: tokens/s bf16 / fp32", float(ratio))
             print(f"{preset:<7} {precision:<9} {rate:>9,.0f} {achieved / 1e9:>8.1f} "
                   f"{achieved / peaks[precision]:>6.1%} {ratio:>16}")  # fmt: skip
 

@@ -85,6 +85,16 @@ def quantizable_layers(model: nn.Module) -> list[str]:
             if isinstance(m, nn.Linear) and not any(fnmatch(name, pattern) for pattern in keep)]  # fmt: skip
 
 
+def estimated_int4_bytes(model: nn.Module) -> int:
+    """Weight bytes after 4-bit quantization, from shapes alone (works on the meta device): half a byte per quantized
+    weight plus a bf16 scale and shift per group of 128 (quanto's qint4 layout), every other parameter in bf16.
+    Checked against real quantization in bench/quantize.py (pico/micro/small)."""
+    names = set(quantizable_layers(model))
+    quantized = sum(m.weight.numel() for name, m in model.named_modules() if name in names)
+    total = sum(p.numel() for p in model.parameters())
+    return int(quantized * (0.5 + 4 / 128) + (total - quantized) * 2)
+
+
 def quantize(model_path: str | None, bits: int, out: Path) -> Quantized:
     """Quantizes a model's linear layers to `bits` and writes model, tokenizer and calibration to `out`."""
     from optimum.quanto import qint4, qint8
