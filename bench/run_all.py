@@ -29,12 +29,13 @@ QUICK = {
     "generate_speed": ["--repeats", "3", "--new-tokens", "64"],
     "train_speed": ["--presets", "pico", "--steps", "3"],
     "explain_overhead": ["--questions", "3", "--repeats", "2"],
-    "introspection": ["--n", "20", "--baselines", "attention,saliency"],
+    "introspection": ["--n", "20", "--baselines", "attention,gradient"],
     "eq7_options": ["--n", "4"],
     "quantize": ["--n", "25", "--explain", "4", "--repeats", "3"],
     "peer_attribution": ["--questions", "2"],
     "explain_memory": ["--lengths", "32,128", "--presets", "pico,micro"],
     "serve_load": ["--clients", "4", "--seconds", "60"],
+    "profile_explain": ["--questions", "4", "--top", "10"],
 }
 
 
@@ -54,6 +55,8 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="each script at its own default sizes (hours)")
     parser.add_argument("--only", help="comma-separated scripts to run (default: all)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--append", action="store_true",
+                        help="keep OUT's earlier results, replacing only those of the scripts run now")  # fmt: skip
     args = parser.parse_args()
     scripts = args.only.split(",") if args.only else list(QUICK)
     unknown = sorted(set(scripts) - set(QUICK))
@@ -64,7 +67,10 @@ def main() -> None:
         print(f"note: not in the suite yet: {missing}")
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.jsonl"
-    results.unlink(missing_ok=True)
+    kept = []
+    if args.append and results.is_file():
+        kept = [line for line in results.read_text().splitlines() if json.loads(line)["script"] not in scripts]
+    results.write_text("".join(f"{line}\n" for line in kept))
     env = {**os.environ, RESULTS_ENV: str(results.resolve()), "HF_HUB_OFFLINE": "1"}
     failures = []
     for name in scripts:

@@ -83,3 +83,23 @@ def test_bad_bits_and_unquantizable_models_are_refused(tokenizer, tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         quantize(None, 4, done)
     assert not (tmp_path / "q3").exists() and not (tmp_path / "qgpt2").exists()
+
+
+def test_explain_and_eval_take_the_quantized_folder_on_the_command_line(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = quantize(None, 4, tmp_path / "q4").out
+    sage_nano = str(Path(sys.executable).with_name("sage-nano"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    explained = subprocess.run([sage_nano, "explain", QUESTION, "--model", str(folder), "--json", "-"],
+                               capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert explained.returncode == 0, explained.stderr
+    assert json.loads(explained.stdout)["model"] == str(folder)
+    evaluated = subprocess.run([sage_nano, "eval", "--model", str(folder), "--tasks", "synth_linear_equation",
+                                "--limit", "3", "--out", str(tmp_path / "eval")],
+                               capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
