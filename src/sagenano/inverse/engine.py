@@ -203,11 +203,9 @@ def explain(
     steps = _steps(trace, scores, chain, answer_step, opts.temperature)
     with timer("decision_points"):
         decisions = _decision_points(trace, scores, chain, steps, opts, model, tokenizer)
-    explanation = _explanation_branch(model, tokenizer, chain, trace, opts, answer)
-    explained = None
-    with timer("alternatives"):  # with rollouts, the model's own explanation is generated in the same batch
+    with timer("alternatives"):
         if opts.rollouts:
-            explained = _roll_out(model, tokenizer, chain, trace, decisions, answer, opts, explanation)
+            _roll_out(model, tokenizer, chain, trace, decisions, answer, opts)
     with timer("dependencies"):
         _dependencies(model, tokenizer, question, trace, chain, steps, decisions, opts)
     answer_confidence = math.exp(float(trace.logprobs[answer_tokens].sum())) if answer_tokens else None
@@ -234,7 +232,7 @@ def explain(
         report.claims = make_claims(report, opts)
     if opts.own_explanation and is_sage(model) and answer is not None:
         with timer("own_explanation"):
-            _own_explanation(model, tokenizer, chain, trace, report, explained)
+            _own_explanation(model, tokenizer, chain, trace, report)
     if opts.validate:
         from .validate import validate_and_refine
 
@@ -399,40 +397,27 @@ def kv_cache_bytes_per_token(model: PreTrainedModel) -> int:
     return 2 * config.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
 
 
-def _roll_out(
-    model, tokenizer, chain: Chain, trace: ReasoningTrace, decisions, answer, opts, explanation=None
-) -> list[int] | None:
+def _roll_out(model, tokenizer, chain: Chain, trace: ReasoningTrace, decisions, answer, opts) -> None:
     """Rolls every alternative of every decision point out, as many branches per batch as `rollout_memory_mb`
-    allows; fills in chains, answers and outcomes. `explanation` (a branch from `_explanation_branch`) joins the
-    batch: the model's own explanation is a branch of the same chain, so it shares the prefix's cache and the
-    batched generation instead of a generation of its own; its continuation is returned."""
+    allows; fills in chains, answers and outcomes."""
     eos = _eos_ids(model)
     sequence = torch.cat([chain.prompt_ids, chain.token_ids])
     branches = [(chain.prompt_len + d.position, a) for d in decisions for a in d.alternatives]
-    requests = [(k, a.token_id) for k, a in branches]
-    ends = [chain_end(model, chain, opts)] * len(requests)
-    if explanation is not None:
-        requests.append(explanation)
-        ends.append(_explanation_end(model, explanation[0]))
-    if not requests:
-        return None
-    end = max(ends)
+    end = chain_end(model, chain, opts)
     size = max(1, int(opts.rollout_memory_mb * 2**20 // (kv_cache_bytes_per_token(model) * end)))
     continuations = [
-        continuation[: max(branch_end - k, 1)]  # each branch within its own budget
-        for start in range(0, len(requests), size)
-        for (k, _), branch_end, continuation in zip(
-            requests[start : start + size], ends[start : start + size],
-            branch_rollouts(model, sequence, requests[start : start + size], end), strict=True,
+        continuation
+        for start in range(0, len(branches), size)
+        for continuation in branch_rollouts(
+            model, sequence, [(k, a.token_id) for k, a in branches[start : start + size]], end
         )
-    ]  # fmt: skip
-    for (k, alternative), continuation in zip(branches, continuations, strict=False):
+    ]
+    for (k, alternative), continuation in zip(branches, continuations, strict=True):
         alternative.ids = continuation
         text = decode_chain(tokenizer, sequence[chain.prompt_len : k].tolist() + continuation, eos)
         alternative.chain = text
         alternative.answer = extract_answer(text)
         alternative.outcome = outcome(alternative.answer, answer)
-    return continuations[-1] if explanation is not None else None
 
 
 # --- dependencies (eq. 7) -----------------------------------------------------------------------------
@@ -518,63 +503,20 @@ def rank_units(units: list[SpanRef], significance, attention, gradient, how: str
 # --- the model's own explanation (SAGE, stage 3) -----------------------------------------------------------
 
 
-EXPLANATION = "<|explanation|>"
-EXPLANATION_TOKENS = 96  # the longest own explanation asked for
-
-
-def _explanation_branch(model, tokenizer, chain: Chain, trace: ReasoningTrace, opts, answer) -> tuple[int, int] | None:
-    """Where the model's own explanation would start, as a branch of the chain: (position, `<|explanation|>` id),
-    the marker in place of the end-of-sequence token; None when it is not wanted, already written, or impossible."""
-    if not (opts.own_explanation and is_sage(model) and answer is not None) or EXPLANATION in trace.text:
-        return None
-    marker = tokenizer.convert_tokens_to_ids(EXPLANATION)
-    if marker is None or marker == tokenizer.unk_token_id:
-        return None
-    ids = chain.token_ids.tolist()
-    k = chain.prompt_len + len(ids) - (1 if ids and ids[-1] in _eos_ids(model) else 0)
-    return (k, marker) if _explanation_end(model, k) > k + 1 else None
-
-
-def _explanation_end(model: PreTrainedModel, k: int) -> int:
-    return min(k + 1 + EXPLANATION_TOKENS, getattr(model.config, "max_position_embeddings", 0) or 10**9)
-
-
-def _own_explanation(
-    model, tokenizer, chain: Chain, trace: ReasoningTrace, report: Report, continuation: list[int] | None = None
-) -> None:
-    """The explanation the model writes after `<|explanation|>`: already in the chain, generated with the
-    rollouts (`continuation`: the marker and what followed it), or asked for."""
-    marker = EXPLANATION
+def _own_explanation(model, tokenizer, chain: Chain, trace: ReasoningTrace, report: Report) -> None:
+    """The explanation the model writes after `<|explanation|>`: already in the chain, or asked for."""
+    marker = "<|explanation|>"
     if marker in trace.text:
         at = trace.text.index(marker) + len(marker)
         starts = [0, *trace.token_char_ends[:-1]]
         tokens = [t for t in range(trace.num_tokens) if starts[t] >= at]
         text = trace.text[at:]
         probs = trace.logprobs[tokens].exp().tolist()
-    elif continuation is not None:
-        text, probs = _scored_explanation(model, tokenizer, chain, continuation)
     else:
         text, probs = _ask_for_explanation(model, tokenizer, chain, marker)
     if text.strip():
         report.own_explanation = OwnExplanation(text=text.strip(), mean_prob=sum(probs) / max(len(probs), 1))
         report.claims.extend(own_explanation_claims(report))
-
-
-@torch.no_grad()
-def _scored_explanation(model, tokenizer, chain: Chain, continuation: list[int]) -> tuple[str, list[float]]:
-    """The explanation's text, and the probability of each of its tokens from one teacher-forced pass."""
-    eos = _eos_ids(model)
-    ids = chain.token_ids.tolist()
-    if ids and ids[-1] in eos:
-        ids = ids[:-1]
-    written = continuation[1:]
-    if not written:
-        return "", []
-    full = torch.tensor([*chain.prompt_ids.tolist(), *ids, *continuation])
-    logits = model(input_ids=full[None, :-1].to(model.device), use_cache=False, logits_to_keep=len(written)).logits
-    logp = logits[0].float().log_softmax(-1)
-    probs = logp.gather(1, torch.tensor(written, device=logp.device)[:, None])[:, 0].exp().tolist()
-    return decode_chain(tokenizer, written, eos), probs
 
 
 @torch.no_grad()
@@ -587,7 +529,7 @@ def _ask_for_explanation(model, tokenizer, chain: Chain, marker: str) -> tuple[s
     if ids and ids[-1] in eos:
         ids = ids[:-1]
     prefix = torch.cat([chain.prompt_ids, torch.tensor([*ids, explanation_id])])[None].to(model.device)
-    room = _explanation_end(model, prefix.shape[1] - 1) - prefix.shape[1]
+    room = min(96, (getattr(model.config, "max_position_embeddings", 0) or 10**9) - prefix.shape[1])
     if room < 1:
         return "", []
     out = model.generate(
