@@ -23,7 +23,7 @@ import torch
 from common import RESULTS_ENV, print_table
 
 HERE = Path(__file__).parent
-# script → arguments for the quick pass (about 25 min here); --full runs each with its own defaults.
+# script → arguments for the quick pass (about 35 min on this 2-core machine); --full runs each with its defaults.
 QUICK = {
     "trace_overhead": ["--repeats", "3", "--new-tokens", "64"],
     "generate_speed": ["--repeats", "3", "--new-tokens", "64"],
