@@ -181,6 +181,16 @@ def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int, device
     return times
 
 
+def proc_status_bytes(key: str) -> int | None:
+    """A VmHWM / VmRSS line of /proc/self/status in bytes (None off Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            fields = dict(line.split(":", 1) for line in status)
+    except OSError:
+        return None
+    return int(fields[key].split()[0]) * 1024
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

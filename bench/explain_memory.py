@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import print_table, record
+from common import print_table, proc_status_bytes, record
 
 PAPER_BUDGET_GB = 4.3
 PROMPT_TOKENS = 24  # the measuring runs' question is about this long
@@ -32,10 +32,8 @@ FP32, BF16 = 4, 2
 
 
 def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise OSError("no VmRSS in /proc/self/status")
+    """This process's resident memory, MiB."""
+    return proc_status_bytes("VmRSS") / 2**20
 
 
 def measure(preset: str, length: int, batch: int) -> dict:
@@ -165,12 +163,13 @@ def rollout_memory_mb(model, length: int, batch: int) -> float:
 
 def nano_default_batch() -> int:
     """The rollout batch explain's default `rollout_memory_mb` gives nano (bf16 caches, 280-token chains)."""
-    from sagenano.config import SageConfig
-    from sagenano.inverse.engine import ExplainOptions
+    import torch
 
-    c = SageConfig.from_name("nano")
-    per_token = 2 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * BF16
-    return max(1, int(ExplainOptions().rollout_memory_mb * 2**20 // (per_token * (PROMPT_TOKENS + 256))))
+    from sagenano.inverse.engine import ExplainOptions
+    from sagenano.model_info import build_on_meta
+
+    model = build_on_meta("nano").to(torch.bfloat16)
+    return rows_that_fit(model, PROMPT_TOKENS + 256, ExplainOptions().rollout_memory_mb)
 
 
 def rows_that_fit(model, end: int, budget_mb: float) -> int:

@@ -26,12 +26,12 @@ import time
 
 import torch
 
-from common import interleaved_times, median, print_table, ratio, record, verdict
+from common import interleaved_times, median, print_table, proc_status_bytes, ratio, record, verdict
 from sagenano.data import generate_items
 from sagenano.eval.synthetic import EVAL_SEED
 from sagenano.inverse import explain
 from sagenano.loading import load_model
-from trace_overhead import proc_status_bytes, reset_peak_rss
+from trace_overhead import reset_peak_rss
 
 VARIANTS = ("plain", "explain", "+rollouts", "+rollouts@t")
 GOALS = {"explain": 1.5, "+rollouts": 4.0, "+rollouts@t": 4.0}

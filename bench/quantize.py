@@ -26,7 +26,7 @@ import torch
 from optimum.quanto import qint4
 from optimum.quanto.models import QuantizedModelForCausalLM
 
-from common import interleaved_times, median, print_table, record, verdict
+from common import interleaved_times, median, print_table, proc_status_bytes, record, verdict
 from sagenano.data import generate_items
 from sagenano.eval.synthetic import EVAL_SEED, evaluate_synthetic
 from sagenano.inverse import explain
@@ -56,11 +56,8 @@ def load(name: str, path: str | None):
 
 
 def rss_mb() -> float:
-    """This process's resident memory (Linux /proc), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise OSError("no VmRSS in /proc/self/status")
+    """This process's resident memory, MiB."""
+    return proc_status_bytes("VmRSS") / 2**20
 
 
 def memory_growth_mb(name: str, path: str | None) -> float:
@@ -147,12 +144,13 @@ def main() -> None:
             "accuracy": accuracy,
             "consistency": consistency(model, questions),
         }
-    report(results, args)
+    presets = preset_ratios()
+    report(results, presets, args)
     if args.json:
-        args.json.write_text(json.dumps({"variants": results, "presets": preset_ratios()}, indent=2))
+        args.json.write_text(json.dumps({"variants": results, "presets": presets}, indent=2))
 
 
-def report(results: dict, args: argparse.Namespace) -> None:
+def report(results: dict, presets: list[list[str]], args: argparse.Namespace) -> None:
     base = results["bf16"]
     rows = []
     for name, r in results.items():
@@ -169,7 +167,6 @@ def report(results: dict, args: argparse.Namespace) -> None:
         "\n4-bit / bf16 weight bytes by preset (SAGE; the LM head is tied to the embeddings up to small, untied "
         "in nano)"
     )
-    presets = preset_ratios()
     print_table(["preset", "bf16 MB", "int4 MB", "ratio", "", "int4 MB from shapes"], presets)
     int4 = results["int4"]
     size_ratio = int4["weight_bytes"] / base["weight_bytes"]

@@ -39,6 +39,7 @@ from common import (
     median,
     plain_generate,
     print_table,
+    proc_status_bytes,
     ratio,
     record,
     setup,
@@ -66,16 +67,6 @@ def runner(
 
 # ---------------------------------------------------------------------------------------------------
 # Memory: one fresh process per (model, variant)
-
-
-def proc_status_bytes(key: str) -> int | None:
-    """A VmHWM / VmRSS line of /proc/self/status in bytes (None off Linux)."""
-    try:
-        with open("/proc/self/status") as status:
-            fields = dict(line.split(":", 1) for line in status)
-    except OSError:
-        return None
-    return int(fields[key].split()[0]) * 1024
 
 
 def reset_peak_rss() -> bool:

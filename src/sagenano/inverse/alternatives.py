@@ -66,7 +66,7 @@ def branch_rollouts(
         return []
     lengths = [k for k, _ in branches]
     longest = max(lengths)
-    pad = _pad_id(model) or 0
+    pad = pad_id(model) or 0
     rows = torch.full((len(branches), longest + 1), pad, dtype=torch.long)
     mask = torch.zeros_like(rows)
     for r, (k, token) in enumerate(branches):
@@ -105,7 +105,14 @@ def _branch_cache(model: PreTrainedModel, prefix: torch.Tensor, lengths: list[in
     return DynamicCache(layers)
 
 
-def _pad_id(model: PreTrainedModel) -> int | None:
+def eos_ids(model: PreTrainedModel) -> set[int]:
+    """The model's end-of-sequence token ids (generation config)."""
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+def pad_id(model: PreTrainedModel) -> int | None:
+    """The padding id generation uses: the pad token, else the (first) end-of-sequence token."""
     config = model.generation_config
     if config.pad_token_id is not None:
         return config.pad_token_id
@@ -114,10 +121,9 @@ def _pad_id(model: PreTrainedModel) -> int | None:
 
 
 def _until_eos(model: PreTrainedModel, ids: list[int]) -> list[int]:
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    eos = eos_ids(model)
     for i, token in enumerate(ids[1:], start=1):
-        if token in eos_ids:
+        if token in eos:
             return ids[: i + 1]
     return ids
 

@@ -22,7 +22,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..generation import ReasoningTrace, context_length, head_groups, trace_generate
-from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome
+from .alternatives import branch_rollouts, decode_chain, eos_ids, extract_answer, outcome
 from .claims import make_claims, own_explanation_claims
 from .measure import Chain, Scores, is_sage, score_chain, step_gradient_norms
 from .report import (
@@ -377,11 +377,6 @@ def _decision_points(
     return points
 
 
-def _eos_ids(model: PreTrainedModel) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-
-
 def chain_end(model: PreTrainedModel, chain: Chain, opts: ExplainOptions) -> int:
     """The last position a chain (or a branch of it) may reach: the token budget, within the context."""
     end = chain.prompt_len + max(opts.max_new_tokens, len(chain.token_ids))
@@ -400,7 +395,7 @@ def kv_cache_bytes_per_token(model: PreTrainedModel) -> int:
 def _roll_out(model, tokenizer, chain: Chain, trace: ReasoningTrace, decisions, answer, opts) -> None:
     """Rolls every alternative of every decision point out, as many branches per batch as `rollout_memory_mb`
     allows; fills in chains, answers and outcomes."""
-    eos = _eos_ids(model)
+    eos = eos_ids(model)
     sequence = torch.cat([chain.prompt_ids, chain.token_ids])
     branches = [(chain.prompt_len + d.position, a) for d in decisions for a in d.alternatives]
     end = chain_end(model, chain, opts)
@@ -524,7 +519,7 @@ def _ask_for_explanation(model, tokenizer, chain: Chain, marker: str) -> tuple[s
     explanation_id = tokenizer.convert_tokens_to_ids(marker)
     if explanation_id is None or explanation_id == tokenizer.unk_token_id:
         return "", []
-    eos = _eos_ids(model)
+    eos = eos_ids(model)
     ids = chain.token_ids.tolist()
     if ids and ids[-1] in eos:
         ids = ids[:-1]

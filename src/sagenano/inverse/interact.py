@@ -23,19 +23,14 @@ import torch
 from pydantic import Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome
-from .engine import ExplainOptions, Progress, chain_end, check_question, explain
-from .measure import Chain, embeddings_require_grad, replacement_id
+from .alternatives import branch_rollouts, decode_chain, eos_ids, extract_answer, outcome, pad_id
+from .engine import ExplainOptions, Progress, chain_end, explain
+from .measure import Chain, ablate, embeddings_require_grad, replacement_id
 from .render import _check_depth, _pct, _quote, _step_name
 from .report import DecisionPoint, Outcome, Report, SpanRef, Validation, _Model
 
 MAX_SAMPLES = 16
 TOP_SPANS = {"novice": 1, "intermediate": 3, "expert": 5}
-
-
-def _eos_ids(model: PreTrainedModel) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
 def _chain(report: Report) -> Chain:
@@ -210,7 +205,7 @@ def _roll_out(model, tokenizer, report: Report, chain: Chain, position: int, tok
     k = chain.prompt_len + position
     opts = ExplainOptions(**_options(report))
     (continuation,) = branch_rollouts(model, sequence, [(k, token_id)], chain_end(model, chain, opts))
-    text = decode_chain(tokenizer, sequence[chain.prompt_len : k].tolist() + continuation, _eos_ids(model))
+    text = decode_chain(tokenizer, sequence[chain.prompt_len : k].tolist() + continuation, eos_ids(model))
     return text, extract_answer(text)
 
 
@@ -258,9 +253,7 @@ def _mask_checks(model, tokenizer, chain, position, chosen_id, other_id, before,
     sides = [("chosen", s) for s in top_chosen] + [("alternative", s) for s in top_alternative]
     if not sides:
         return []
-    rows = inputs[None].repeat(len(sides), 1)
-    for row, (_, score) in enumerate(sides):
-        rows[row, score.span.positions] = replacement_id(tokenizer)
+    rows = ablate(inputs, [score.span.positions for _, score in sides], replacement_id(tokenizer))
     after = _log_odds(model, rows, chosen_id, other_id)
     return [
         MaskCheck(side=side, span=score.span, log_odds_before=before, log_odds_after=float(value),
@@ -448,13 +441,12 @@ def what_if(
     progress: Progress | None = None,
 ) -> Counterfactual:  # fmt: skip
     """Explains the edited question with the report's options and returns the diff against the report."""
-    question = check_question(question)
     after = explain(model, tokenizer, question, model_name=report.model, progress=progress,
                     **_options(report, chain=None))  # fmt: skip
-    edits = question_edits(report.question, question)
+    edits = question_edits(report.question, after.question)
     return Counterfactual(
         question_before=report.question,
-        question_after=question,
+        question_after=after.question,
         edits=edits,
         answer_before=report.answer,
         answer_after=after.answer,
@@ -531,25 +523,24 @@ class Simplification(_Model):
 
 
 @torch.no_grad()
-def sample_chains(model, tokenizer, report: Report, n: int, temperature: float, seed: int) -> list[str]:
-    """n chains sampled from the report's prompt (seeded: the same seed gives the same chains)."""
+def sample_chains(model, tokenizer, report: Report, n: int, temperature: float, seed: int) -> list[tuple[str, int]]:
+    """n chains sampled from the report's prompt (seeded: the same seed gives the same chains), each with its
+    length in tokens (end-of-sequence not counted)."""
     prompt = torch.tensor(report.prompt_ids)[None].to(model.device)
     budget = int(report.options.get("max_new_tokens", 160))
-    pad = model.generation_config.pad_token_id
-    if pad is None:
-        pad = next(iter(_eos_ids(model)), 0)
+    pad = pad_id(model) or 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         out = model.generate(
             input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True, temperature=temperature,
             top_k=0, top_p=1.0, max_new_tokens=budget, num_return_sequences=n, pad_token_id=pad,
         )  # fmt: skip
-    eos = _eos_ids(model)
-    texts = []
+    eos = eos_ids(model)
+    chains = []
     for row in out[:, prompt.shape[1] :].tolist():
         cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
-        texts.append(decode_chain(tokenizer, row[:cut], eos))
-    return texts
+        chains.append((decode_chain(tokenizer, row[:cut], eos), chain_tokens(row[:cut], eos)))
+    return chains
 
 
 def first_score(validation: Validation) -> float:
@@ -558,8 +549,9 @@ def first_score(validation: Validation) -> float:
     return validation.score if before is None else before
 
 
-def _length(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False).input_ids)
+def chain_tokens(ids: list[int], eos: set[int]) -> int:
+    """A chain's length in tokens, a final end-of-sequence token not counted."""
+    return len(ids) - (1 if ids and ids[-1] in eos else 0)
 
 
 def simpler_way(
@@ -576,10 +568,9 @@ def simpler_way(
         raise ValueError("the original chain has no answer, so no other chain can reach the same one")
     if progress:
         progress("phase", {"name": "sampling"})
-    original_tokens = _length(tokenizer, report.chain)
+    original_tokens = chain_tokens([t.id for t in report.tokens], eos_ids(model))
     candidates, seen = [], set()
-    for text in sample_chains(model, tokenizer, report, n, temperature, seed):
-        tokens = _length(tokenizer, text)
+    for text, tokens in sample_chains(model, tokenizer, report, n, temperature, seed):
         answer = extract_answer(text)
         verdict = "not_checked"
         if text.strip() in seen:

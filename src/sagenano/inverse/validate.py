@@ -19,7 +19,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..generation import context_length
-from .alternatives import decode_chain, extract_answer, outcome
+from .alternatives import decode_chain, eos_ids, extract_answer, outcome
 from .measure import ROWS_PER_PASS, Chain, ablate, replacement_id, score_chain, step_inputs, step_losses
 from .report import Claim, Report, Validation
 
@@ -115,9 +115,7 @@ def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, c
     """Each claimed rollout must be what greedy decoding gives: one uncached, teacher-forced pass over every
     rolled-out chain (a batch) must pick each of its tokens as the most likely one, and the chain must end
     (end-of-sequence or the token budget) where the rollout ended; then its answer and outcome are re-read."""
-    from .engine import _eos_ids
-
-    eos = _eos_ids(model)
+    eos = eos_ids(model)
     rolled = {(d.position, a.token_id): a.ids for d in report.decision_points for a in d.alternatives}
     end = chain.prompt_len + max(int(report.options["max_new_tokens"]), len(chain.token_ids))
     checked = [c for c in claims if rolled.get((c.stated["position"], c.stated["token_id"]))]

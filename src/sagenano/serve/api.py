@@ -230,13 +230,13 @@ def create_app(loaded: LoadedModel, settings: ServerSettings | None = None) -> F
             )
         return report
 
-    def check_question(question: str) -> None:
+    def check_length(question: str) -> None:
         if len(question) > settings.max_question_chars:
             raise HTTPException(422, f"the question has {len(question)} characters; this server takes at most "
                                      f"{settings.max_question_chars}")  # fmt: skip
 
     def explain_work(body: ExplainRequest) -> Callable[[Progress], ExplainResponse]:
-        check_question(body.question)
+        check_length(body.question)
         if body.max_new_tokens > settings.max_new_tokens:
             raise HTTPException(422, f"max_new_tokens is {body.max_new_tokens}; this server allows at most "
                                      f"{settings.max_new_tokens}")  # fmt: skip
@@ -255,7 +255,7 @@ def create_app(loaded: LoadedModel, settings: ServerSettings | None = None) -> F
         return work
 
     def counterfactual_work(body: CounterfactualRequest) -> Callable[[Progress], CounterfactualResponse]:
-        check_question(body.question)
+        check_length(body.question)
         original = stored(body.report_id)
 
         def work(progress: Progress) -> CounterfactualResponse:
