@@ -21,13 +21,17 @@ from sagenano.eval.synthetic import EVAL_SEED, TASKS
 from sagenano.inverse import explain
 from sagenano.loading import load_model
 
+# Span aggregate first (embeddings, all heads), then the gradient layer and the attention heads (mean spans).
 VARIANTS = {
-    "embeddings, max": {"gradient_layer": 0, "span_aggregate": "max"},
-    "embeddings, mean (default)": {"gradient_layer": 0, "span_aggregate": "mean"},
-    "embeddings, sum": {"gradient_layer": 0, "span_aggregate": "sum"},
-    "layer 2, max": {"gradient_layer": 2, "span_aggregate": "max"},
-    "layer 2, mean": {"gradient_layer": 2, "span_aggregate": "mean"},
-    "last-layer attention, mean": {"attention_aggregate": "last", "span_aggregate": "mean"},
+    "embeddings, all heads, max": {"gradient_layer": 0, "attention_aggregate": "mean", "span_aggregate": "max"},
+    "embeddings, all heads, mean": {"gradient_layer": 0, "attention_aggregate": "mean"},
+    "embeddings, all heads, sum": {"gradient_layer": 0, "attention_aggregate": "mean", "span_aggregate": "sum"},
+    "embeddings, last layer": {"gradient_layer": 0, "attention_aggregate": "last"},
+    "embeddings, reasoning heads": {"gradient_layer": 0, "attention_aggregate": "group:reasoning"},
+    "layer 1, all heads": {"gradient_layer": 1, "attention_aggregate": "mean"},
+    "layer 1, reasoning heads (default)": {"gradient_layer": 1, "attention_aggregate": "group:reasoning"},
+    "layer 2, reasoning heads": {"gradient_layer": 2, "attention_aggregate": "group:reasoning"},
+    "layer 3, reasoning heads": {"gradient_layer": 3, "attention_aggregate": "group:reasoning"},
 }
 METHODS = ("eq7", "attention_only", "gradient_only")
 
@@ -59,10 +63,10 @@ def main() -> None:
     loaded = load_model(args.model)
     items = [item for task in TASKS for item in generate_items(task, args.n, args.seed, "heldout")]
     print(f"{len(items)} held-out items (seed {args.seed}), {loaded.source}")
-    print(f"{'options':30s} {'method':15s} {'steps':>5s} {'top-1':>7s} {'distractor-wins':>16s}")
+    print(f"{'options':36s} {'method':15s} {'steps':>5s} {'top-1':>7s} {'distractor-wins':>16s}")
     for name, options in VARIANTS.items():
         for method, (top1, wins, steps) in sweep(loaded, items, options).items():
-            print(f"{name:30s} {method:15s} {steps:5d} {top1:7.1%} {wins:16.1%}", flush=True)
+            print(f"{name:36s} {method:15s} {steps:5d} {top1:7.1%} {wins:16.1%}", flush=True)
             if method == "eq7":
                 record("eq7_options", f"{name}: dependency top-1 (development items)", round(top1, 3))
 

@@ -14,6 +14,7 @@ from sagenano.inverse import Report, explain, validate_and_refine
 from sagenano.inverse.alternatives import decode_chain, extract_answer, outcome
 from sagenano.inverse.calibration import AnswerRecord, fit_temperature, load_temperature, save_calibration
 from sagenano.inverse.engine import check_question
+from sagenano.inverse.measure import Chain, step_gradient_norms
 from sagenano.inverse.report import Claim
 from sagenano.inverse.spans import text_units
 
@@ -139,6 +140,27 @@ def test_attention_aggregates_and_options_are_recorded(tokenizer):
         explain(model, tokenizer, QUESTION, max_new_tokens=4, attention_aggregate="group:nope", validate=False)
     with pytest.raises(ValueError, match="options are"):
         explain(model, tokenizer, QUESTION, no_such_option=1)
+
+
+@pytest.mark.parametrize("family", ["sage", "llama"])
+@pytest.mark.parametrize("layer", [0, 1])
+def test_batched_step_gradients_equal_one_backward_pass_per_step(family, layer, tokenizer):
+    model = tiny(family, tokenizer)
+    ids = tokenizer("Tom has 3 apples and buys 4 more. 3 + 4 = 7", add_special_tokens=False).input_ids
+    chain = Chain(torch.tensor(ids[:8]), torch.tensor(ids[8:]))
+    steps = [range(0, 3), range(3, 5), range(5, len(ids) - 8)]
+    expected = torch.zeros(len(steps), len(chain.inputs))
+    for row, step in enumerate(steps):  # the definition: a separate backward pass for each step's NLL
+        embeddings = model.get_input_embeddings()(chain.inputs[None]).detach().requires_grad_(True)
+        out = model(inputs_embeds=embeddings, output_hidden_states=True)
+        logp = out.logits[0].log_softmax(-1)
+        nll = -sum(logp[chain.prompt_len - 1 + t, chain.token_ids[t]] for t in step)
+        (grad,) = torch.autograd.grad(nll, out.hidden_states[layer])
+        expected[row] = grad[0].norm(dim=-1)
+    for memory_mb in (256.0, 1e-6):  # all rows in one pass, and one row per pass
+        measured = step_gradient_norms(model, chain, steps, layer, memory_mb=memory_mb)
+        torch.testing.assert_close(measured, expected, atol=1e-5, rtol=1e-4)
+    assert (measured[0, chain.prompt_len - 1 + 3 :] == 0).all(), "positions after a step carry no gradient"
 
 
 # --- validation and refinement ---------------------------------------------------------------------------------

@@ -63,8 +63,12 @@ def explain(
     alternatives: Annotated[int, typer.Option(help="Alternative tokens rolled out per decision point.")] = 5,
     rollouts: Annotated[bool, typer.Option(help="Roll every alternative out to its own answer.")] = True,
     attention: Annotated[
-        str, typer.Option(help="Attention aggregate of the dependency score: mean, last, rollout or group:NAME.")
-    ] = "mean",
+        str,
+        typer.Option(
+            help="Attention aggregate of the dependency score: mean, last, rollout, group:NAME, or auto "
+            "(SAGE's reasoning heads on SAGE models, else mean)."
+        ),
+    ] = "auto",
     validate: Annotated[bool, typer.Option(help="Check every claim by intervention on the model.")] = True,
     steps: Steps = "auto",
     chat: Chat = None,

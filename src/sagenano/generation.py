@@ -265,29 +265,22 @@ def context_length(model: PreTrainedModel) -> int | None:
 
 
 class _Recorder:
-    """Forward hooks that reduce each decoding step to per-token records as it happens.
+    """A forward hook that reduces each decoding step's logits to per-token records as it happens.
 
     Nothing of size vocabulary × steps is kept: log-probs are reduced to entropy and top-k at once, and
     only the latest step's full distribution is held until the next call reveals the chosen token.
+    Attention and hidden states are not recorded here but by one replay pass afterwards (`_replay`), so
+    generation itself runs at the model's own attention implementation (sdpa), as plain `generate` does.
     """
 
-    def __init__(self, top_k: int, groups: dict[str, int], attention: AttentionRecord, hidden: bool):
+    def __init__(self, top_k: int):
         self.top_k = top_k
         self.vocab_size = 0
-        # (G, H) averaging matrix: one matmul turns a layer's per-head rows into per-group means.
-        sizes = torch.tensor(list(groups.values()))
-        self.group_means = torch.repeat_interleave(torch.eye(len(sizes)) / sizes[:, None], sizes, dim=1)
-        self.attention = attention
-        self.hidden = hidden
         self.entropies: list[torch.Tensor] = []  # per step (B,)
         self.topk_values: list[torch.Tensor] = []  # per step (B, K)
         self.topk_ids: list[torch.Tensor] = []
         self.chosen_logprobs: list[torch.Tensor] = []  # per step (B,), filled one step late
         self.last_logprobs: torch.Tensor | None = None  # (B, V)
-        self.summaries: list[torch.Tensor] = []  # per step (L, B, G, kv)
-        self.maps: list[list[torch.Tensor]] = []  # per forward, per layer (B, H, q, kv)
-        self.hidden_states: list[torch.Tensor] = []  # per forward (L + 1, B, q, D)
-        self._layer_rows: list[torch.Tensor] = []
 
     def on_model_output(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         logprobs = output.logits[:, -1].float().log_softmax(-1)  # (B, V)
@@ -300,37 +293,64 @@ class _Recorder:
         values, ids = logprobs.topk(self.top_k, dim=-1)
         self.topk_values.append(values)
         self.topk_ids.append(ids)
-        if self.attention != "none":
-            self.summaries.append(self._group_means(self._layer_rows))
-            self._layer_rows = []
-        if self.hidden and output.hidden_states is not None:
-            self.hidden_states.append(torch.stack([h.detach() for h in output.hidden_states]))
-
-    def on_attention(self, index: int) -> Callable:
-        def hook(module: nn.Module, args: tuple, output: tuple) -> None:
-            weights = output[index]  # (B, H, q, kv)
-            if weights is None:
-                raise RuntimeError("attention weights are empty: the model is not running eager attention")
-            # (B, H, kv): the row of the position that predicts the next token; reduced once per step, for
-            # all layers together, in `on_model_output` (one op per step instead of several per layer).
-            self._layer_rows.append(weights[:, :, -1])
-            if self.attention == "full":
-                if len(self._layer_rows) == 1:
-                    self.maps.append([])
-                self.maps[-1].append(weights.detach().float())
-
-        return hook
-
-    def _group_means(self, rows: list[torch.Tensor]) -> torch.Tensor:
-        """Per-layer (B, H, kv) rows -> (L, B, G, kv) means over each head group, in one matmul."""
-        stacked = torch.stack(rows).detach()  # (L, B, H, kv)
-        if self.group_means.device != stacked.device or self.group_means.dtype != stacked.dtype:
-            self.group_means = self.group_means.to(stacked.device, stacked.dtype)
-        return torch.matmul(self.group_means, stacked)
 
     def finish(self, last_tokens: torch.Tensor) -> None:
         """Records the log-prob of the token chosen at the last step (no forward pass follows it)."""
         self.chosen_logprobs.append(self.last_logprobs.gather(1, last_tokens[:, None]).squeeze(1))
+
+
+@dataclass
+class _Replayed:
+    summary: torch.Tensor | None  # (T, L, G, N) float16
+    maps: torch.Tensor | None  # (L, H, N, N)
+    hidden_states: torch.Tensor | None  # (L + 1, N, D)
+
+
+@torch.no_grad()
+def _replay(
+    model: PreTrainedModel, ids: torch.Tensor, num_new: int, groups: dict[str, int], attention: AttentionRecord,
+    hidden: bool,
+) -> _Replayed:  # fmt: skip
+    """Attention and hidden states of one generated sequence, from a single forward pass over its N = P + T − 1
+    positions (the last generated token is never an input).
+
+    One causal pass yields exactly the rows the decoding steps computed one at a time (row P − 1 + t is the
+    position that predicted generated token t), so generation runs at full speed and each layer's map is
+    reduced to head-group rows as soon as it exists: only one layer's (H, N, N) is alive at a time.
+    """
+    sizes = torch.tensor(list(groups.values()))
+    group_means = torch.repeat_interleave(torch.eye(len(sizes)) / sizes[:, None], sizes, dim=1)  # (G, H)
+    first_row = ids.shape[0] - num_new  # P - 1
+    rows: list[torch.Tensor] = []
+    maps: list[torch.Tensor] = []
+
+    def on_attention(index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: tuple) -> None:
+            weights = output[index]  # (1, H, N, N)
+            if weights is None:
+                raise RuntimeError("attention weights are empty: the model is not running eager attention")
+            predicting = weights[0, :, first_row:].float()  # (H, T, N)
+            rows.append(torch.einsum("gh,htn->tgn", group_means.to(predicting.device), predicting))
+            if attention == "full":
+                maps.append(weights[0].detach().float().cpu())
+
+        return hook
+
+    handles = []
+    if attention != "none":
+        handles = [m.register_forward_hook(on_attention(i)) for _, m, i in attention_modules(model)]
+    try:
+        with _eager_attention(model, attention != "none"):
+            out = model(input_ids=ids[None].to(model.device), use_cache=False, logits_to_keep=1,
+                        output_hidden_states=hidden)  # fmt: skip
+    finally:
+        for handle in handles:
+            handle.remove()
+    return _Replayed(
+        summary=torch.stack(rows, dim=1).to(torch.float16).cpu() if rows else None,
+        maps=torch.stack(maps) if maps else None,
+        hidden_states=torch.stack(out.hidden_states)[:, 0].float().cpu() if hidden else None,
+    )
 
 
 @contextlib.contextmanager
@@ -349,15 +369,11 @@ def _eager_attention(model: PreTrainedModel, needed: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _hooks(recorder: _Recorder, model: PreTrainedModel) -> Iterator[None]:
-    handles = [model.register_forward_hook(recorder.on_model_output, with_kwargs=True)]
+    handle = model.register_forward_hook(recorder.on_model_output, with_kwargs=True)
     try:
-        if recorder.attention != "none":
-            for _, module, index in attention_modules(model):
-                handles.append(module.register_forward_hook(recorder.on_attention(index)))
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        handle.remove()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -431,11 +447,11 @@ def trace_generate(
     max_new_tokens = _fit_to_context(model, inputs["input_ids"].shape[1], max_new_tokens)
 
     groups = head_groups(model)
-    recorder = _Recorder(min(top_k, model.config.get_text_config().vocab_size), groups, attention, hidden_states)
+    recorder = _Recorder(min(top_k, model.config.get_text_config().vocab_size))
     if seed is not None:
         torch.manual_seed(seed)
     sampling = dict(temperature=temperature, top_p=top_p, top_k=0) if do_sample else {}
-    with _eager_attention(model, attention != "none"), _hooks(recorder, model):
+    with _hooks(recorder, model):
         sequences = model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
@@ -443,7 +459,6 @@ def trace_generate(
             pad_token_id=pad_id,
             stop_strings=stop_strings,
             tokenizer=tokenizer if stop_strings else None,
-            **({"output_hidden_states": True} if hidden_states else {}),
             **sampling,
             **({"logits_processor": LogitsProcessorList(processors)} if processors else {}),
         )
@@ -457,9 +472,11 @@ def trace_generate(
             sequences,
             b,
             rendered[b],
-            list(groups),
+            groups,
             stop_strings,
             step_strategy,
+            attention,
+            hidden_states,
         )
         for b in range(len(rendered))
     ]
@@ -546,9 +563,11 @@ def _build_trace(
     sequences: torch.Tensor,
     b: int,
     prompt: str,
-    group_names: list[str],
+    groups: dict[str, int],
     stop_strings: list[str] | None,
     step_strategy: str,
+    attention: AttentionRecord,
+    hidden_states: bool,
 ) -> ReasoningTrace:
     padded_len = inputs["input_ids"].shape[1]
     pad = int((inputs["attention_mask"][b] == 0).sum())  # left padding of this row
@@ -574,16 +593,13 @@ def _build_trace(
         topk_logprobs=torch.stack([v[b] for v in recorder.topk_values[:length]]).cpu(),
         topk_tokens=_decode_each(tokenizer, topk_ids),
         finish_reason=finish_reason,
-        head_groups=group_names,
+        head_groups=list(groups),
         vocab_size=recorder.vocab_size,
     )
-    if recorder.attention != "none":
-        trace.attention = _attention_summary(recorder.summaries[:length], b, pad)
-    if recorder.attention == "full":
-        trace.attention_maps = _attention_maps(recorder.maps, b, pad, length)
-    if recorder.hidden_states:
-        states = torch.cat([h[:, b] for h in recorder.hidden_states], dim=1)  # (L + 1, N_padded, D)
-        trace.hidden_states = states[:, pad : padded_len + length - 1].cpu()
+    if attention != "none" or hidden_states:
+        replayed = _replay(model, torch.cat([prompt_ids, token_ids[:-1]]), length, groups, attention, hidden_states)
+        trace.attention, trace.attention_maps = replayed.summary, replayed.maps
+        trace.hidden_states = replayed.hidden_states
     trace.steps = segment_steps(text, char_ends[: len(text_ids)], step_strategy)
     return trace
 
@@ -595,24 +611,3 @@ def _decode_each(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor) -> list:
         return flat
     width = ids.shape[-1]
     return [flat[i : i + width] for i in range(0, len(flat), width)]
-
-
-def _attention_summary(summaries: list[torch.Tensor], b: int, pad: int) -> torch.Tensor:
-    """Per step (L, B, G, kv) -> (T, L, G, P + T - 1), zero beyond each row's context."""
-    layers, _, groups, full_len = summaries[-1].shape
-    out = torch.zeros(len(summaries), layers, groups, full_len - pad, dtype=torch.float16)
-    for t, step in enumerate(summaries):
-        out[t, :, :, : step.shape[-1] - pad] = step[:, b, :, pad:].cpu()
-    return out
-
-
-def _attention_maps(maps: list[list[torch.Tensor]], b: int, pad: int, length: int) -> torch.Tensor:
-    """Per forward list of per-layer (B, H, q, kv) -> (L, H, N, N), N = P + T - 1, causal rows filled in."""
-    prefill = torch.stack([layer[b] for layer in maps[0]])  # (L, H, P_padded, P_padded)
-    n = prefill.shape[-1] + length - 1 - pad
-    out = torch.zeros(*prefill.shape[:2], n, n)
-    out[:, :, : prefill.shape[-1] - pad, : prefill.shape[-1] - pad] = prefill[:, :, pad:, pad:]
-    for t, layers in enumerate(maps[1:length], start=prefill.shape[-1] - pad):
-        row = torch.stack([layer[b, :, -1] for layer in layers])  # (L, H, kv)
-        out[:, :, t, : row.shape[-1] - pad] = row[:, :, pad:]
-    return out

@@ -116,23 +116,37 @@ def embeddings_require_grad(model: PreTrainedModel) -> Iterator[None]:
         weight.requires_grad_(before)
 
 
-def step_gradient_norms(model: PreTrainedModel, chain: Chain, steps: list[range], layer: int = 0) -> torch.Tensor:
+def step_gradient_norms(
+    model: PreTrainedModel, chain: Chain, steps: list[range], layer: int = 0, memory_mb: float = 256.0
+) -> torch.Tensor:
     """(S, N): |∇_{h_j} L_i|, the norm of the gradient of step i's NLL with respect to the hidden state of
     layer `layer` (0 = the embeddings) at every input position j.
 
-    One forward and backward pass per step, over the inputs up to the step only (the gradient at any later
-    position is exactly zero), with logits only where the step's tokens are predicted. No parameter
-    gradients are kept.
+    Batched: one forward and one backward pass over a batch of copies of the chain, row i carrying step i's
+    loss, so the rows' gradients stay apart. Inputs stop at the last step's tokens (causality makes the
+    gradient at any later position exactly zero), logits cover only the steps' predicting positions, and
+    as many rows go together as their logits fit in `memory_mb`. No parameter gradients are kept.
     """
     norms = torch.zeros(len(steps), len(chain.inputs))
+    if not steps:
+        return norms
+    first, stop = min(s.start for s in steps), max(s.stop for s in steps)
+    vocab = model.config.get_text_config().vocab_size
+    row_bytes = 3 * (stop - first) * vocab * 4  # logits, their log-softmax and its gradient, fp32
+    per_pass = max(1, int(memory_mb * 2**20 // row_bytes))
+    inputs = chain.inputs[: chain.prompt_len - 1 + stop]
     with embeddings_require_grad(model):
-        for row, step in enumerate(steps):
-            inputs = step_inputs(chain, step)[None].to(model.device)
-            out = model(input_ids=inputs, use_cache=False, logits_to_keep=len(step), output_hidden_states=True)
+        for begin in range(0, len(steps), per_pass):
+            rows = steps[begin : begin + per_pass]
+            out = model(input_ids=inputs[None].repeat(len(rows), 1).to(model.device), use_cache=False,
+                        logits_to_keep=stop - first, output_hidden_states=True)  # fmt: skip
             if not out.hidden_states or not -len(out.hidden_states) <= layer < len(out.hidden_states):
                 raise ValueError(f"gradient_layer {layer} is out of range for this model's hidden states")
-            (grad,) = torch.autograd.grad(-_step_logp(out.logits, chain, step).sum(), out.hidden_states[layer])
-            norms[row, : inputs.shape[1]] = grad[0].float().norm(dim=-1).detach().cpu()
+            logp = out.logits.float().log_softmax(-1)  # (R, stop - first, V): column k predicts token first + k
+            targets = chain.token_ids.to(logp.device)
+            loss = -sum(logp[r, [t - first for t in step], targets[list(step)]].sum() for r, step in enumerate(rows))
+            (grad,) = torch.autograd.grad(loss, out.hidden_states[layer])
+            norms[begin : begin + len(rows), : len(inputs)] = grad.float().norm(dim=-1).detach().cpu()
     return norms
 
 
