@@ -31,6 +31,19 @@ def test_help_explains_the_commands():
     assert "127.0.0.1" in serve_help and "--time-limit" in serve_help and "Retry-After" in serve_help
 
 
+def test_help_and_import_do_not_load_torch():
+    # `sage-nano --help` answers without importing torch or transformers (seconds here); the names load on use.
+    code = (
+        "import sys, sagenano, sagenano.cli\n"
+        "assert not {'torch', 'transformers'} & set(sys.modules), 'imported at startup'\n"
+        "assert callable(sagenano.explain) and 'pico' in sagenano.PRESETS and 'torch' in sys.modules\n"
+        "try:\n    sagenano.no_such_name\nexcept AttributeError as error:\n    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "has no attribute 'no_such_name'" in result.stdout
+
+
 def test_explain_on_the_default_model_prints_a_readable_report():
     out = run("explain", "If 3x + 2 = 14, what is x?").stdout
     assert "If 3x + 2 = 14, what is x?" in out and "Reasoning chain" in out

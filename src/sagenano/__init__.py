@@ -1,11 +1,31 @@
-"""SAGE-nano: inverse reasoning for language models."""
+"""SAGE-nano: inverse reasoning for language models.
 
-from .config import PRESETS, SageConfig
-from .generation import ReasoningTrace, StepSpan, trace_generate
-from .inverse import Report, explain, simpler_way, what_if, why_over
-from .loading import LoadedModel, load_model
-from .model import SageForCausalLM, SageModel
+The public names load their modules on first use (PEP 562), so `import sagenano` — and `sage-nano --help` —
+do not pay for importing torch and transformers until something needs them.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the submodule that defines it
+_EXPORTS = {
+    "PRESETS": "config",
+    "SageConfig": "config",
+    "ReasoningTrace": "generation",
+    "StepSpan": "generation",
+    "trace_generate": "generation",
+    "Report": "inverse",
+    "explain": "inverse",
+    "simpler_way": "inverse",
+    "what_if": "inverse",
+    "why_over": "inverse",
+    "LoadedModel": "loading",
+    "load_model": "loading",
+    "SageForCausalLM": "model",
+    "SageModel": "model",
+}
 __all__ = [
     "PRESETS",
     "LoadedModel",
@@ -23,3 +43,22 @@ __all__ = [
     "why_over",
 ]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .config import PRESETS, SageConfig
+    from .generation import ReasoningTrace, StepSpan, trace_generate
+    from .inverse import Report, explain, simpler_way, what_if, why_over
+    from .loading import LoadedModel, load_model
+    from .model import SageForCausalLM, SageModel
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sagenano' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
