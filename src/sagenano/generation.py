@@ -1,9 +1,10 @@
 """Traced generation for any Hugging Face causal LM: the forward module F of the paper (eq. 3).
 
-`trace_generate` runs the model's own `generate()` (so it reuses the KV cache and yields exactly the
-tokens `generate` yields) with hooks that record, for every generated token, its log-probability,
-entropy, top-k alternatives and a bounded attention summary; hidden states and full attention maps
-only on request. The chain is then cut into reasoning steps.
+`trace_generate` runs the model's own `generate()` (so it reuses the KV cache, runs at the model's own
+attention implementation and yields exactly the tokens `generate` yields) with a hook that records, for
+every generated token, its log-probability, entropy and top-k alternatives. One eager replay pass over
+the finished sequence then reads a bounded attention summary (hidden states and full attention maps only
+on request). The chain is then cut into reasoning steps.
 """
 
 from __future__ import annotations
