@@ -18,11 +18,9 @@ import torch
 
 from common import print_table, record
 from sagenano.data import generate_items
-from sagenano.eval.synthetic import EVAL_SEED
+from sagenano.eval.synthetic import EVAL_SEED, TASKS
 from sagenano.inverse import explain
 from sagenano.loading import load_model
-
-TASKS = ("arithmetic", "linear_equation", "multiple_choice", "logic")
 
 
 def main() -> None:

@@ -539,6 +539,12 @@ def _fit_to_context(model: PreTrainedModel, prompt_len: int, max_new_tokens: int
     return max_new_tokens
 
 
+def eos_ids(model: PreTrainedModel) -> set[int]:
+    """The model's end-of-sequence token ids (generation config)."""
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
 def _generated_length(
     tokenizer: PreTrainedTokenizerBase,
     model: PreTrainedModel,
@@ -546,10 +552,9 @@ def _generated_length(
     stop_strings: list[str] | None,
 ) -> tuple[int, str]:
     """How many of a row's generated tokens are real (the rest is batch padding), and why it ended."""
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    eos = eos_ids(model)
     for i, token in enumerate(new_ids):
-        if token in eos_ids:
+        if token in eos:
             return i + 1, "eos"
         if stop_strings and any(s in tokenizer.decode(new_ids[: i + 1]) for s in stop_strings):
             return i + 1, "stop_string"

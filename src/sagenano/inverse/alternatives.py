@@ -12,6 +12,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.format import ANSWER, parse_answer
+from ..generation import eos_ids
 
 _ANSWER_IS = re.compile(r"(?i)(?:answer is|answer:|####)\s*\$?\s*([^\s.,;]+(?:[.,]\d+)?)")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -103,12 +104,6 @@ def _branch_cache(model: PreTrainedModel, prefix: torch.Tensor, lengths: list[in
             values[r, :, longest - k :] = layer.values[0, :, :k]
         layers.append((keys, values))
     return DynamicCache(layers)
-
-
-def eos_ids(model: PreTrainedModel) -> set[int]:
-    """The model's end-of-sequence token ids (generation config)."""
-    eos = model.generation_config.eos_token_id
-    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
 def pad_id(model: PreTrainedModel) -> int | None:

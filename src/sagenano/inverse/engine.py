@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..generation import ReasoningTrace, context_length, head_groups, trace_generate
-from .alternatives import branch_rollouts, decode_chain, eos_ids, extract_answer, outcome
+from ..generation import ReasoningTrace, context_length, eos_ids, head_groups, trace_generate
+from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome
 from .claims import make_claims, own_explanation_claims
 from .measure import Chain, Scores, is_sage, score_chain, step_gradient_norms
 from .report import (
@@ -365,7 +365,7 @@ def step_separators(model: PreTrainedModel) -> set[int]:
 def _decision_points(
     trace: ReasoningTrace, scores: Scores, chain: Chain, steps: list[Step], opts: ExplainOptions, model, tokenizer
 ) -> list[DecisionPoint]:
-    mode = _decision_mode(opts, model)
+    mode = opts.decision_score  # resolved by `resolve_defaults`
     meta = meta_at_step_starts(scores, chain, step_separators(model))
     top = trace.topk_logprobs.exp()
     margins = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0)

@@ -23,7 +23,8 @@ import torch
 from pydantic import Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .alternatives import branch_rollouts, decode_chain, eos_ids, extract_answer, outcome, pad_id
+from ..generation import eos_ids
+from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome, pad_id
 from .engine import ExplainOptions, Progress, chain_end, explain
 from .measure import Chain, ablate, embeddings_require_grad, replacement_id
 from .render import _check_depth, _pct, _quote, _step_name

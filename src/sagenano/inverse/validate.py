@@ -18,8 +18,8 @@ import statistics
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..generation import context_length
-from .alternatives import decode_chain, eos_ids, extract_answer, outcome
+from ..generation import context_length, eos_ids
+from .alternatives import decode_chain, extract_answer, outcome
 from .measure import ROWS_PER_PASS, Chain, ablate, replacement_id, score_chain, step_inputs, step_losses
 from .report import Claim, Report, Validation
 
