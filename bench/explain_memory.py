@@ -6,8 +6,9 @@ has exactly the asked length — sampling its resident memory every 2 ms during 
 alternatives at up to 6 decision points, eq. 7 for every step, validation); reported is the peak minus the
 resident memory before loading the model.
 Estimated (bytes): weights + generation KV cache and tracking buffers + the largest transient of the analysis —
-one step's backward pass (activations of every layer, attention probabilities included, over the prefix), the
-batched rollouts' KV caches and logits, or the teacher-forced scoring pass's logits. The estimate is checked
+the batched backward pass of eq. 7's gradients (per row: activations of every layer, attention probabilities
+included, over the prefix; as many rows as the engine puts in one pass), the batched rollouts' KV caches and
+logits, or the teacher-forced scoring pass's logits. The estimate is checked
 against the measurements (ratio column), then applied to nano in bf16 and in 4-bit.
 
 Run:  .venv/bin/python bench/explain_memory.py [--lengths 32,64,128] [--presets pico,micro,small] [--plot out.png]
@@ -29,6 +30,8 @@ from common import print_table, proc_status_bytes, record
 PAPER_BUDGET_GB = 4.3
 PROMPT_TOKENS = 24  # the measuring runs' question is about this long
 FP32, BF16 = 4, 2
+GRADIENT_MEMORY_MB = 256  # step_gradient_norms' default memory_mb
+NANO_CHAIN, NANO_STEPS = 256, 16  # the nano estimate's chain: 256 tokens in steps of 16
 
 
 def rss_mb() -> float:
@@ -40,6 +43,7 @@ def measure(preset: str, length: int, batch: int) -> dict:
     """In this process: peak RSS growth (MiB) of loading `preset` and explaining a chain of `length` tokens, and the
     explain's wall time."""
     from sagenano.inverse import explain
+    from sagenano.inverse.engine import rollout_batch
     from sagenano.loading import fresh_sage_model
 
     before = rss_mb()
@@ -63,16 +67,17 @@ def measure(preset: str, length: int, batch: int) -> dict:
     done.set()
     sampler.join()
     return {"peak_mb": peak[0] - before, "seconds": seconds, "prompt": len(report.prompt_ids),
-            "chain": len(report.tokens), "decision_points": len(report.decision_points),
-            "batch": rows_that_fit(loaded.model, len(report.prompt_ids) + max(length, len(report.tokens)), budget),
+            "chain": len(report.tokens), "steps": len(report.steps), "decision_points": len(report.decision_points),
+            "batch": rollout_batch(loaded.model, len(report.prompt_ids) + max(length, len(report.tokens)), budget),
             "rollouts": sum(len(d.alternatives) for d in report.decision_points)}  # fmt: skip
 
 
 def estimate_bytes(
-    preset: str, prompt: int, chain: int, rollouts: int, batch: int, weight_bytes, act: int = FP32
+    preset: str, prompt: int, chain: int, steps: int, rollouts: int, batch: int, weight_bytes, act: int = FP32
 ) -> dict:
     """The analytic estimate's parts, in bytes, for one explain (rollouts generated `batch` at a time)."""
     from sagenano.config import SageConfig
+    from sagenano.inverse.measure import backward_bytes_per_row
     from sagenano.model_info import build_on_meta
     from sagenano.quantize import estimated_int4_bytes
 
@@ -86,10 +91,12 @@ def estimate_bytes(
     n = prompt + chain
     forward = config.num_hidden_layers  # generation, rollouts and the gradient passes run the forward stack only
     heads = config.num_attention_heads + config.num_concept_heads
-    d, ffn, vocab = config.hidden_size, config.intermediate_size, config.vocab_size
+    vocab = config.vocab_size
     kv_per_token = 2 * forward * config.num_attention_heads * config.head_dim * act
     generation = kv_per_token * n + chain * (forward * len(config.head_groups) * n + 16) * FP32  # cache + tracking
-    backward = forward * n * (8 * d + 3 * ffn + heads * n) * act + chain * vocab * FP32  # one step, whole prefix
+    # eq. 7's gradients: rows of the batched backward pass, as many as the engine's own rule puts together
+    per_row = backward_bytes_per_row(config, n, chain, act)
+    backward = per_row * min(steps, max(1, GRADIENT_MEMORY_MB * 2**20 // per_row))
     rollout = min(rollouts, batch) * (kv_per_token * n + vocab * FP32)  # a batch's caches, left-padded
     scoring = chain * vocab * FP32 * 3 + heads * n * n * act  # logits, log-softmax, top-k; one layer's attention
     return {"weights": weights, "generation+tracking": generation,
@@ -118,7 +125,7 @@ def main() -> None:
             for batch in batches:  # interleaved: the same configuration with each rollout batch in turn
                 m = run_measure(preset, length, batch)
                 base = base or m
-                parts = estimate_bytes(preset, m["prompt"], m["chain"], m["rollouts"], batch, FP32)
+                parts = estimate_bytes(preset, m["prompt"], m["chain"], m["steps"], m["rollouts"], batch, FP32)
                 estimate = sum(parts.values()) / 2**20
                 if batch == batches[-1]:
                     points.append((preset, m["chain"], m["peak_mb"], estimate))
@@ -135,14 +142,14 @@ def main() -> None:
           f"against rollout_batch {batches[0]}")  # fmt: skip
     print_table(["preset", "chain tokens", "rollouts", "rollout batch", "measured MiB", "estimate MiB",
                  "estimate / measured", "memory ratio", "time ratio"], rows)  # fmt: skip
-    print(f"\nnano, prompt {PROMPT_TOKENS} + chain 256 tokens, 30 rollouts (6 decision points × 5), against the "
-          f"paper's {PAPER_BUDGET_GB} GB; explain's default rollout_memory_mb gives nano batches of "
-          f"{nano_default_batch()}")  # fmt: skip
+    print(f"\nnano, prompt {PROMPT_TOKENS} + chain {NANO_CHAIN} tokens in {NANO_STEPS} steps, 30 rollouts (6 "
+          f"decision points × 5), against the paper's {PAPER_BUDGET_GB} GB; explain's default rollout_memory_mb "
+          f"gives nano batches of {nano_default_batch()}")  # fmt: skip
     nano_rows = []
     default = nano_default_batch()
     for label, weight_bytes, act in (("bf16", BF16, BF16), ("int4 (bf16 activations)", "int4", BF16)):
         for batch in [*batches, default]:
-            parts = estimate_bytes("nano", PROMPT_TOKENS, 256, 30, batch, weight_bytes, act)
+            parts = estimate_bytes("nano", PROMPT_TOKENS, NANO_CHAIN, NANO_STEPS, 30, batch, weight_bytes, act)
             total = sum(parts.values()) / 1e9
             record("explain_memory", f"nano {label}, rollout_batch {batch}: estimated GB", round(total, 2),
                    f"<= {PAPER_BUDGET_GB}", "PASS" if total <= PAPER_BUDGET_GB else "FAIL")  # fmt: skip
@@ -165,18 +172,11 @@ def nano_default_batch() -> int:
     """The rollout batch explain's default `rollout_memory_mb` gives nano (bf16 caches, 280-token chains)."""
     import torch
 
-    from sagenano.inverse.engine import ExplainOptions
+    from sagenano.inverse.engine import ExplainOptions, rollout_batch
     from sagenano.model_info import build_on_meta
 
     model = build_on_meta("nano").to(torch.bfloat16)
-    return rows_that_fit(model, PROMPT_TOKENS + 256, ExplainOptions().rollout_memory_mb)
-
-
-def rows_that_fit(model, end: int, budget_mb: float) -> int:
-    """The rollout batch `explain` used (its own rule, see `ExplainOptions.rollout_memory_mb`)."""
-    from sagenano.inverse.engine import kv_cache_bytes_per_token
-
-    return max(1, int(budget_mb * 2**20 // (kv_cache_bytes_per_token(model) * end)))
+    return rollout_batch(model, PROMPT_TOKENS + NANO_CHAIN, ExplainOptions().rollout_memory_mb)
 
 
 def run_measure(preset: str, length: int, batch: int) -> dict:

@@ -412,6 +412,11 @@ def kv_cache_bytes_per_token(model: PreTrainedModel) -> int:
     return 2 * config.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
 
 
+def rollout_batch(model: PreTrainedModel, end: int, memory_mb: float) -> int:
+    """How many branches are rolled out together: as many caches of `end` positions as fit in `memory_mb`."""
+    return max(1, int(memory_mb * 2**20 // (kv_cache_bytes_per_token(model) * end)))
+
+
 def _roll_out(model, tokenizer, chain: Chain, trace: ReasoningTrace, decisions, answer, opts) -> None:
     """Rolls every alternative of every decision point out, as many branches per batch as `rollout_memory_mb`
     allows; fills in chains, answers and outcomes."""
@@ -419,7 +424,7 @@ def _roll_out(model, tokenizer, chain: Chain, trace: ReasoningTrace, decisions, 
     sequence = torch.cat([chain.prompt_ids, chain.token_ids])
     branches = [(chain.prompt_len + d.position, a) for d in decisions for a in d.alternatives]
     end = chain_end(model, chain, opts)
-    size = max(1, int(opts.rollout_memory_mb * 2**20 // (kv_cache_bytes_per_token(model) * end)))
+    size = rollout_batch(model, end, opts.rollout_memory_mb)
     continuations = [
         continuation
         for start in range(0, len(branches), size)

@@ -116,6 +116,17 @@ def embeddings_require_grad(model: PreTrainedModel) -> Iterator[None]:
         weight.requires_grad_(before)
 
 
+def backward_bytes_per_row(config, inputs: int, logit_positions: int, activation_bytes: int = 4) -> int:
+    """About what one row of the batched gradient pass holds until its backward pass: each layer's saved
+    activations over the inputs (some 8 hidden-size and 3 intermediate-size vectors and one attention row per
+    position) and the logits, their log-softmax and its gradient (fp32) at the predicting positions."""
+    text = config.get_text_config()
+    hidden = text.hidden_size
+    ffn = getattr(text, "intermediate_size", None) or 4 * hidden
+    per_position = 8 * hidden + 3 * ffn + text.num_attention_heads * inputs
+    return text.num_hidden_layers * inputs * per_position * activation_bytes + 3 * logit_positions * text.vocab_size * 4
+
+
 def step_gradient_norms(
     model: PreTrainedModel, chain: Chain, steps: list[range], layer: int = 0, memory_mb: float = 256.0
 ) -> torch.Tensor:
@@ -125,16 +136,15 @@ def step_gradient_norms(
     Batched: one forward and one backward pass over a batch of copies of the chain, row i carrying step i's
     loss, so the rows' gradients stay apart. Inputs stop at the last step's tokens (causality makes the
     gradient at any later position exactly zero), logits cover only the steps' predicting positions, and
-    as many rows go together as their logits fit in `memory_mb`. No parameter gradients are kept.
+    as many rows go together as `backward_bytes_per_row` says fit in `memory_mb`. No parameter gradients are kept.
     """
     norms = torch.zeros(len(steps), len(chain.inputs))
     if not steps:
         return norms
     first, stop = min(s.start for s in steps), max(s.stop for s in steps)
-    vocab = model.config.get_text_config().vocab_size
-    row_bytes = 3 * (stop - first) * vocab * 4  # logits, their log-softmax and its gradient, fp32
-    per_pass = max(1, int(memory_mb * 2**20 // row_bytes))
     inputs = chain.inputs[: chain.prompt_len - 1 + stop]
+    row_bytes = backward_bytes_per_row(model.config, len(inputs), stop - first, model.dtype.itemsize)
+    per_pass = max(1, int(memory_mb * 2**20 // row_bytes))
     with embeddings_require_grad(model):
         for begin in range(0, len(steps), per_pass):
             rows = steps[begin : begin + per_pass]
