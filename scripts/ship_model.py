@@ -60,14 +60,22 @@ def stage_tokens(run: Path, recipe: Recipe) -> list[dict]:
 
 
 def stage_wall_times(run: Path, recipe: Recipe) -> list[float]:
-    """Seconds per stage, from the data file's and each stage's last checkpoint's modification times."""
+    """Seconds per stage: from its start to its last checkpoint's modification time. A stage starts at its first
+    checkpoint's time less the seconds the metrics log gives for that step, so a stopped and restarted start
+    of the stage does not count; the inverse stage also counts the synthesis of its data before its first step.
+    """
     checkpoints = sorted((run / "checkpoints").glob("stage*-step*"), key=lambda p: p.stat().st_mtime)
-    start = (run / "data" / "train.key").stat().st_mtime
-    times = []
-    for index in range(len(recipe.stages)):
-        ends = [p.stat().st_mtime for p in checkpoints if p.name.startswith(f"stage{index + 1}-")]
-        times.append(round(max(ends) - start, 1))
-        start = max(ends)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    times, previous_end = [], None
+    for index, stage in enumerate(recipe.stages):
+        own = [p for p in checkpoints if p.name.startswith(f"stage{index + 1}-")]
+        step = int(own[0].name.split("-step")[1])
+        seconds = next(r["seconds"] for r in rows if r["stage"] == stage.name and r["step"] == step)
+        start = own[0].stat().st_mtime - seconds
+        if stage.name == "inverse" and previous_end is not None:
+            start = previous_end
+        previous_end = own[-1].stat().st_mtime
+        times.append(round(previous_end - start, 1))
     return times
 
 
@@ -103,9 +111,10 @@ def model_card(
         "Synthetic tasks with ground truth (`sagenano.data`), seed " + str(recipe.seed) + ", training split:",
         "",
         *[f"- {task}: {n:,} items" for task, n in sorted(recipe.tasks.items())],
+        *[f"- plain text in stages 1–2: `{name}`" for name in recipe.text_files],
         "",
-        "Held-out evaluation uses the `heldout` split: fresh seeds, person names never used in training, and",
-        "given quantities of two or more digits that end in 3 or 7 (never given in training).",
+        "Held-out evaluation uses the `heldout` split: fresh seeds, person names and logic attributes never used in",
+        "training, and given quantities of two or more digits that end in 3 or 7 (never given in training).",
         "",
         "## Stages",
         "",

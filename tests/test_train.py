@@ -149,6 +149,22 @@ def test_batches_are_deterministic_and_shards_cover_the_batch(tokenizer, tmp_pat
     )
 
 
+def test_jsonl_text_files_join_the_training_data_as_plain_text(tmp_path):
+    from sagenano.data.io import iter_records
+    from sagenano.train.prepare import write_training_items
+
+    text_file = tmp_path / "worked.jsonl"
+    rows = [{"question": f"Question {i}: pears?", "answer": f"2+{i} = {2 + i}\n#### {2 + i}"} for i in range(3)]
+    text_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "train.jsonl"
+    write_training_items(Recipe(**tiny_recipe(text_files=[str(text_file)])), out)
+    texts = [r["text"] for r in iter_records(out) if "text" in r]
+    assert len(texts) == 1 and '{"' not in texts[0], "the records' fields are the text, not their JSON"
+    assert all(row["question"] in texts[0] and row["answer"] in texts[0] for row in rows)
+    with pytest.raises(FileNotFoundError, match="relative to the directory"):
+        write_training_items(Recipe(**tiny_recipe(text_files=[str(tmp_path / "missing.jsonl")])), out)
+
+
 # --- whole runs -------------------------------------------------------------------------------------
 
 

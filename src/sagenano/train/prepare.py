@@ -122,7 +122,16 @@ def write_training_items(recipe: Recipe, path: Path) -> None:
 
 
 def _text_chunks(path: Path, chars: int = 1200) -> list[str]:
+    """A text file cut into chunks; a `.jsonl` file (e.g. GSM8K's train split) is read as the text of its
+    records' string fields, one record after another."""
     if not path.is_file():
-        raise FileNotFoundError(f"text file {path} in the recipe does not exist")
-    text = path.read_text(encoding="utf-8")
+        raise FileNotFoundError(f"text file {path} in the recipe does not exist (paths are relative to the directory "
+                                "you run from: the repository root for recipes/)")  # fmt: skip
+    if path.suffix == ".jsonl":
+        from ..data.io import iter_records
+
+        records = iter_records(path)
+        text = "\n\n".join("\n".join(v for v in record.values() if isinstance(v, str)) for record in records)
+    else:
+        text = path.read_text(encoding="utf-8")
     return [text[i : i + chars] for i in range(0, len(text), chars) if text[i : i + chars].strip()]
