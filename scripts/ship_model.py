@@ -65,15 +65,16 @@ def stage_wall_times(run: Path, recipe: Recipe) -> list[float]:
     of the stage does not count; the inverse stage also counts the synthesis of its data before its first step.
     """
     checkpoints = sorted((run / "checkpoints").glob("stage*-step*"), key=lambda p: p.stat().st_mtime)
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    seconds_at = {(r["stage"], r["step"]): r["seconds"] for r in metrics}
     times, previous_end = [], None
     for index, stage in enumerate(recipe.stages):
         own = [p for p in checkpoints if p.name.startswith(f"stage{index + 1}-")]
-        step = int(own[0].name.split("-step")[1])
-        seconds = next(r["seconds"] for r in rows if r["stage"] == stage.name and r["step"] == step)
-        start = own[0].stat().st_mtime - seconds
         if stage.name == "inverse" and previous_end is not None:
             start = previous_end
+        else:
+            step = int(own[0].name.split("-step")[1])
+            start = own[0].stat().st_mtime - seconds_at[stage.name, step]
         previous_end = own[-1].stat().st_mtime
         times.append(round(previous_end - start, 1))
     return times

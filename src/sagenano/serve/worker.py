@@ -96,18 +96,23 @@ class ModelWorker:
 
     def _run(self, job: Job, work: Callable[[Progress], Any]) -> None:
         start = time.monotonic()
-        try:
-            if not job.future.set_running_or_notify_cancel():
-                return  # its request gave up while it waited in the queue
-            job.progress("started", {})
-            job.future.set_result(work(job.progress))
-        except BaseException as error:  # the request handler reports it; the worker thread must live on
+        running = job.future.set_running_or_notify_cancel()  # False: its request gave up while it waited
+        result, error = None, None
+        if running:
+            try:
+                job.progress("started", {})
+                result = work(job.progress)
+            except BaseException as caught:  # the request handler reports it; the worker thread must live on
+                error = caught
+        # The place frees up before the client hears back, so its next request is never refused as busy.
+        with self._lock:
+            self._pending -= 1
+            self.completed += 1
+            self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.monotonic() - start)
+        if running and error is not None:
             job.future.set_exception(error)
-        finally:
-            with self._lock:
-                self._pending -= 1
-                self.completed += 1
-                self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.monotonic() - start)
+        elif running:
+            job.future.set_result(result)
 
     def shutdown(self) -> None:
         """Lets the running job finish, drops the queued ones and stops the thread."""
