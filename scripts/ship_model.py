@@ -50,7 +50,7 @@ def stage_tokens(run: Path, recipe: Recipe) -> list[dict]:
     rows = []
     for index, stage in enumerate(recipe.stages):
         loss_tokens, all_tokens = cumulative_tokens(
-            stage_data_path(run, index, stage), tokenizer, stage.batch_size, stage.grad_accum, stage.loss_on,
+            stage_data_path(run, index, stage, recipe), tokenizer, stage.batch_size, stage.grad_accum, stage.loss_on,
             recipe.seed + index, recipe.max_length, stage.steps,
         )[-1]  # fmt: skip
         rows.append({"stage": stage.name, "steps": stage.steps, "batch": stage.batch_size * stage.grad_accum,
@@ -112,7 +112,7 @@ def model_card(
         "Synthetic tasks with ground truth (`sagenano.data`), seed " + str(recipe.seed) + ", training split:",
         "",
         *[f"- {task}: {n:,} items" for task, n in sorted(recipe.tasks.items())],
-        *[f"- plain text in stages 1–2: `{name}`" for name in recipe.text_files],
+        *[f"- plain text in stage 1: `{name}`" for name in recipe.text_files],
         "",
         "Held-out evaluation uses the `heldout` split: fresh seeds, person names and logic attributes never used in",
         "training, and given quantities of two or more digits that end in 3 or 7 (never given in training).",

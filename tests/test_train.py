@@ -149,20 +149,28 @@ def test_batches_are_deterministic_and_shards_cover_the_batch(tokenizer, tmp_pat
     )
 
 
-def test_jsonl_text_files_join_the_training_data_as_plain_text(tmp_path):
+def test_text_files_are_stage_one_data_only_and_jsonl_fields_are_their_text(tmp_path):
     from sagenano.data.io import iter_records
-    from sagenano.train.prepare import write_training_items
+    from sagenano.train.prepare import stage_data_path, write_base_lm_data, write_training_items
 
     text_file = tmp_path / "worked.jsonl"
     rows = [{"question": f"Question {i}: pears?", "answer": f"2+{i} = {2 + i}\n#### {2 + i}"} for i in range(3)]
     text_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    out = tmp_path / "train.jsonl"
-    write_training_items(Recipe(**tiny_recipe(text_files=[str(text_file)])), out)
-    texts = [r["text"] for r in iter_records(out) if "text" in r]
+    recipe = Recipe(**tiny_recipe(text_files=[str(text_file)]))
+    base_lm, cot = recipe.stages
+    items, stage1 = stage_data_path(tmp_path, 1, cot, recipe), stage_data_path(tmp_path, 0, base_lm, recipe)
+    assert items != stage1, "stage 1 reads the text from a file of its own"
+    items.parent.mkdir()
+    write_training_items(recipe, items)
+    write_base_lm_data(recipe, base_lm, items, stage1)
+    assert not any("text" in r for r in iter_records(items)), "stage 2's items hold no plain text"
+    texts = [r["text"] for r in iter_records(stage1) if "text" in r]
     assert len(texts) == 1 and '{"' not in texts[0], "the records' fields are the text, not their JSON"
     assert all(row["question"] in texts[0] and row["answer"] in texts[0] for row in rows)
+    assert sum(1 for _ in iter_records(stage1)) == base_lm.examples, "the text, and items for the rest of the stage"
     with pytest.raises(FileNotFoundError, match="relative to the directory"):
-        write_training_items(Recipe(**tiny_recipe(text_files=[str(tmp_path / "missing.jsonl")])), out)
+        missing = Recipe(**tiny_recipe(text_files=[str(tmp_path / "missing.jsonl")]))
+        write_base_lm_data(missing, base_lm, items, stage1)
 
 
 # --- whole runs -------------------------------------------------------------------------------------
@@ -296,3 +304,22 @@ def test_torchrun_two_processes_match_one_process(tmp_path, strategy):
     a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_learning_curve_extrapolation_recovers_a_log_linear_trend():
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    import learning_curve
+
+    def row(tokens: float) -> dict:  # arithmetic gains 10 points per doubling from 10 % at 1 M; logic is flat
+        gain = 0.1 * math.log2(tokens / 1e6)
+        return {"checkpoint": "c", "stage": "cot", "stage_tokens": int(tokens), "all arithmetic": 0.1 + gain,
+                "all linear_equation": 0.5 + gain, "all logic": 0.3, "all multiple_choice": 0.2}  # fmt: skip
+
+    rows = [{**row(5e5), "stage": "base_lm", "all arithmetic": 0.9}] + [row(t * 1e6) for t in range(1, 9)]
+    fits = learning_curve.extrapolate(rows)
+    assert fits["all arithmetic"]["per_doubling"] == pytest.approx(0.1)
+    assert fits["all arithmetic"]["tokens_for_target"] == pytest.approx(2**8 * 1e6, rel=1e-6), "0.1 + 0.8 = 0.9"
+    assert fits["all linear_equation"]["tokens_for_target"] == pytest.approx(2**4 * 1e6, rel=1e-6)
+    assert fits["all logic"]["tokens_for_target"] is None, "a flat curve reaches no target"
+    assert "not rising" in learning_curve.markdown_table(rows, 30)
+    assert learning_curve.extrapolate(rows[:3]) == {}, "too few checkpoints to fit a line"

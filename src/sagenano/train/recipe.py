@@ -75,8 +75,8 @@ class Recipe:
         preset: SAGE preset to build (pico, micro, ...); `model` overrides its fields.
         tasks: synthetic task -> number of training items (see `sage-nano data synth`).
         heldout: items per task in the held-out split used for evaluation.
-        text_files: extra text for the language-modelling data of stages 1–2: plain-text files, or JSONL files
-            whose records' string fields are the text (paths relative to the directory the run starts in).
+        text_files: extra text for stage 1's language modelling (stage 2 does not read it): plain-text files, or
+            JSONL files whose records' string fields are the text (paths relative to the directory the run starts in).
         seed: seed of data generation, initialisation and batch order.
         max_length: longest example in tokens (longer ones are cut).
         bf16: bf16 autocast for forward/backward (weights and optimizer stay fp32).
