@@ -32,6 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
     parser.add_argument("--n", type=int, default=50, help="held-out items per task for each checkpoint")
+    parser.add_argument("--recipe", type=Path, default=None, help="the run's recipe (default: RUN/model/recipe.json)")
+    parser.add_argument("--checkpoints", default="stage*-step*", help="which checkpoints (a glob, e.g. 'stage2-*')")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None, help="append the curve as a table to this file")
     parser.add_argument("--from-json", type=Path, default=None, help="only render a curve measured before")
@@ -42,10 +44,10 @@ def main() -> None:
             with args.markdown.open("a") as handle:
                 handle.write(markdown_table(rows, args.n))
         return
-    recipe = Recipe(**json.loads((args.run / "model" / "recipe.json").read_text()))
+    recipe = Recipe.load(args.recipe or args.run / "model" / "recipe.json")  # JSON is YAML too
     tokenizer = load_tokenizer()
     checkpoints = sorted(
-        args.run.glob("checkpoints/stage*-step*"), key=lambda p: tuple(map(int, NAME.search(p.name).groups()))
+        args.run.glob(f"checkpoints/{args.checkpoints}"), key=lambda p: tuple(map(int, NAME.search(p.name).groups()))
     )
     token_curves: dict[int, list[tuple[int, int]]] = {}
     rows = []
@@ -81,8 +83,8 @@ def extrapolate(rows: list[dict], stage: str = "cot") -> dict[str, dict]:
     """A straight line through accuracy against log(tokens) over `stage`'s second half, per task, and the
     tokens of that stage at which the line reaches the task's target (None when it does not rise).
 
-    Accuracy cannot keep rising linearly in log(tokens) forever, so a reached token count is a lower-bound
-    guide for sizing the next run, not a prediction."""
+    Accuracy cannot keep rising linearly in log(tokens), and inside one run the late checkpoints also gain from
+    the decaying learning rate, so a token count reached this way is an optimistic guide, not a prediction."""
     points = [row for row in rows if row["stage"] == stage]
     points = points[len(points) // 2 :]
     if len(points) < 3:
@@ -117,8 +119,9 @@ def extrapolation_markdown(fits: dict[str, dict], stage: str = "cot") -> str:
         lines.append(f"| {task.removeprefix('all ')} | {fit['target']:.0%} | {100 * fit['per_doubling']:+.1f} | "
                      f"{shown} | {fit['seen']:,} |")  # fmt: skip
     lines.append("")
-    lines.append("Noisy (few items per checkpoint) and a straight line in log tokens only while the curve is far")
-    lines.append("from its ceiling: a guide for sizing the next run, not a prediction.")
+    lines.append("Noisy (few items per checkpoint), and optimistic: inside one run the later checkpoints also gain")
+    lines.append("from the learning rate's decay, which a longer run spreads over more tokens. A guide for sizing the")
+    lines.append("next run, not a prediction.")
     return "\n".join(lines) + "\n"
 
 
