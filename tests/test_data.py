@@ -31,7 +31,13 @@ from sagenano.data import (
     write_jsonl,
 )
 from sagenano.data.logic import RULE_TEMPLATES
-from sagenano.data.vocab import HELDOUT_ATTRIBUTES, HELDOUT_NAMES, TRAIN_ATTRIBUTES, TRAIN_NAMES
+from sagenano.data.vocab import (
+    HELDOUT_ATTRIBUTES,
+    HELDOUT_NAMES,
+    TRAIN_ATTRIBUTES,
+    TRAIN_NAMES,
+    WIDE_TRAIN_ATTRIBUTES,
+)
 from sagenano.tokenizer import SPECIAL_TOKENS, step_token_id
 
 ALL_TASKS = list(TASKS)
@@ -83,6 +89,7 @@ def test_unknown_task_lists_valid_ones():
         ("multiple_choice", {"base": "logic"}, "Unknown base task"),
         ("logic", {"max_depth": 6}, "max_depth"),
         ("logic", {"world": "closed", "answer": "Unknown"}, "impossible in the closed world"),
+        ("logic", {"attribute_pool": "huge"}, "Unknown attribute_pool"),
     ],
 )
 def test_bad_options_raise_actionable_errors(task, options, message):
@@ -359,3 +366,14 @@ def test_synth_writes_checked_items(tmp_path):
     assert read_jsonl(out) == generate_items("logic", 40, seed=3, split="heldout")
     with pytest.raises(ValueError, match="Unknown task"):
         synth("chess", 1, seed=0, out=Path(tmp_path / "x.jsonl"))
+
+
+def test_the_wide_attribute_pool_widens_training_logic_only_and_its_items_check():
+    wide = generate_items("logic", 2000, seed=3, attribute_pool="wide")
+    assert all(not check_item(item) for item in wide)
+    used = {word for item in wide for word in WORD.findall(item.question) if word in WIDE_TRAIN_ATTRIBUTES}
+    assert len(used) > 150, "the items use the wide pool, not the 28 base attributes"
+    assert not used & set(HELDOUT_ATTRIBUTES)
+    heldout = generate_items("logic", 50, seed=3, split="heldout", attribute_pool="wide")
+    assert heldout == generate_items("logic", 50, seed=3, split="heldout"), "the held-out split is unchanged"
+    assert generate_items("logic", 50, seed=3, attribute_pool="wide") == wide[:50]

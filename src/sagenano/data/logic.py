@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .schema import Dependency, ReasoningItem, Span, validate_split
 from .text import Sentence, SolutionWriter, capitalize, join_sentences
-from .vocab import ATTRIBUTES, PEOPLE
+from .vocab import PEOPLE, logic_attributes
 
 WORLDS: tuple[str, ...] = ("closed", "open")
 ANSWERS: dict[str, tuple[str, ...]] = {"closed": ("True", "False"), "open": ("True", "False", "Unknown")}
@@ -114,12 +114,12 @@ def derive(facts: list[Fact], rules: list[Rule], entities: list[str]) -> dict[tu
     return depth
 
 
-def sample_chain(rng: random.Random, split: str, depth: int, world: str, answer: str) -> Theory:
+def sample_chain(rng: random.Random, split: str, depth: int, world: str, answer: str, pool: tuple[str, ...]) -> Theory:
     """The target, its proof chain of `depth` rules and the facts it needs (the last conjunct missing when
     the answer is not provable)."""
     entities = [p.name for p in rng.sample(PEOPLE[split], rng.randint(2, 4))]
     target = entities[0]
-    attributes = rng.sample(ATTRIBUTES[split], min(len(ATTRIBUTES[split]), depth + 8))
+    attributes = rng.sample(pool, min(len(pool), depth + 8))
     open_world = world == "open"
     provable = answer == "True" or (answer == "False" and open_world)
 
@@ -144,11 +144,11 @@ def sample_chain(rng: random.Random, split: str, depth: int, world: str, answer:
     return theory
 
 
-def add_distractors(rng: random.Random, theory: Theory, split: str, world: str) -> None:
+def add_distractors(rng: random.Random, theory: Theory, world: str, pool: tuple[str, ...]) -> None:
     """Add facts and rules that the solution does not use, over the chain's attributes and a few others."""
     open_world = world == "open"
     in_chain = {attribute for rule in theory.used_rules for attribute, _ in (*rule.conditions, rule.conclusion)}
-    attributes = sorted(in_chain | set(rng.sample(ATTRIBUTES[split], 3)))
+    attributes = sorted(in_chain | set(rng.sample(pool, 3)))
     unused = [a for a in attributes if a not in in_chain]
 
     def sign() -> bool:
@@ -187,11 +187,11 @@ def is_valid(theory: Theory, depth: int, world: str, answer: str) -> bool:
     return proven_true is None and proven_false is None
 
 
-def sample_theory(rng: random.Random, split: str, depth: int, world: str, answer: str) -> Theory:
+def sample_theory(rng: random.Random, split: str, depth: int, world: str, answer: str, pool: tuple[str, ...]) -> Theory:
     """Draw theories until one is valid (the generator's own solver checks it)."""
     for _ in range(_ATTEMPTS):
-        theory = sample_chain(rng, split, depth, world, answer)
-        add_distractors(rng, theory, split, world)
+        theory = sample_chain(rng, split, depth, world, answer, pool)
+        add_distractors(rng, theory, world, pool)
         if is_valid(theory, depth, world, answer):
             return theory
     raise AssertionError(f"no valid theory for depth={depth}, world={world}, answer={answer}")
@@ -250,6 +250,7 @@ def generate_logic(
     max_depth: int = 5,
     world: str | None = None,
     answer: str | None = None,
+    attribute_pool: str = "base",
 ) -> ReasoningItem:
     """Generate one deductive-reasoning item with its proof.
 
@@ -263,6 +264,7 @@ def generate_logic(
         max_depth: Largest proof depth, at most 5.
         world: "closed" or "open"; random when None.
         answer: "True", "False" or (open world only) "Unknown"; random when None.
+        attribute_pool: "base" (28 training attributes) or "wide" (183; training split only, see vocab).
 
     Returns:
         The item; its `meta` holds depth, world, num_steps, the query and sentence counts.
@@ -271,6 +273,7 @@ def generate_logic(
         ValueError: If an argument is out of range or unknown.
     """
     validate_split(split)
+    pool = logic_attributes(split, attribute_pool)
     if not 1 <= min_depth <= max_depth <= 5:
         raise ValueError(f"Need 1 <= min_depth <= max_depth <= 5, got min_depth={min_depth}, max_depth={max_depth}.")
     if world is not None and world not in WORLDS:
@@ -282,7 +285,7 @@ def generate_logic(
         )
     answer = answer or rng.choice(ANSWERS[world])
     depth = rng.randint(min_depth, max_depth)
-    theory = sample_theory(rng, split, depth, world, answer)
+    theory = sample_theory(rng, split, depth, world, answer, pool)
     question, sentences = write_question(rng, theory, world)
     provable = answer == "True" or (answer == "False" and world == "open")
     writer = write_proof(theory, sentences, world, provable)

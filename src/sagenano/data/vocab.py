@@ -110,6 +110,32 @@ HELDOUT_ATTRIBUTES: tuple[str, ...] = _words(
     "bold eager fierce grumpy jolly lazy lucky merry noisy quick silly sleepy tidy witty"
 )
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"train": TRAIN_ATTRIBUTES, "heldout": HELDOUT_ATTRIBUTES}
+# The logic task's `attribute_pool="wide"`: training attributes drawn from 155 more words. Measured on the shipped
+# model (scripts/heldout_swap.py): with 28 training attributes held-out logic fails on its unseen attributes (a
+# closed set learnt), so a wide pool is meant to make copying an unfamiliar word what training teaches.
+WIDE_TRAIN_ATTRIBUTES: tuple[str, ...] = TRAIN_ATTRIBUTES + _words(
+    "busy careful cheerful clumsy curious daring fair fancy friendly fuzzy glad graceful hasty honest humble hungry "
+    "keen lively loyal mighty modest neat nervous odd patient playful rich sharp shiny sincere slim smooth soft sour "
+    "spicy steady sticky stormy sturdy sunny sweet thin thirsty tiny tough warm weak wild wooden yellow purple orange "
+    "pink brown grey golden silver dark bright heavy light short long narrow wide deep shallow loose tight dry wet "
+    "clean dirty empty full early late fresh ripe rare plain wary vivid brisk crisp dusty fluffy frosty gloomy hollow "
+    "icy misty muddy rusty salty sandy shaggy silky sleek snowy spotty striped tame vast wealthy windy wiry woolly "
+    "zesty agile alert ancient angry anxious awake bitter blunt bouncy bumpy chilly cosy crafty cranky dainty dizzy "
+    "fearless flat foggy frank giant hairy harsh hearty helpful hopeful jumpy kindly lonely lumpy mellow mild "
+    "nimble plump rapid rowdy rugged scruffy sly sneaky solid sorry spare stiff stout swift"
+)
+if len(set(WIDE_TRAIN_ATTRIBUTES)) != len(WIDE_TRAIN_ATTRIBUTES) or set(WIDE_TRAIN_ATTRIBUTES) & set(
+    HELDOUT_ATTRIBUTES
+):
+    raise AssertionError("the wide training attributes must be distinct and disjoint from the held-out ones")
+ATTRIBUTE_POOLS = ("base", "wide")
+
+
+def logic_attributes(split: str, pool: str = "base") -> tuple[str, ...]:
+    """The logic attributes of `split`; pool "wide" widens only the training split (held-out stays as it is)."""
+    if pool not in ATTRIBUTE_POOLS:
+        raise ValueError(f"Unknown attribute_pool {pool!r}: use one of {', '.join(ATTRIBUTE_POOLS)}.")
+    return WIDE_TRAIN_ATTRIBUTES if pool == "wide" and split == "train" else ATTRIBUTES[split]
 
 
 def is_heldout_quantity(value: int) -> bool:
