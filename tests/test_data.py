@@ -240,6 +240,8 @@ def test_linear_dependencies_cover_the_numbers_of_each_step():
 def test_train_and_heldout_pools_are_disjoint():
     assert not TRAIN_NAMES & HELDOUT_NAMES
     assert not set(TRAIN_ATTRIBUTES) & set(HELDOUT_ATTRIBUTES)
+    assert not set(WIDE_TRAIN_ATTRIBUTES) & set(HELDOUT_ATTRIBUTES)
+    assert len(set(WIDE_TRAIN_ATTRIBUTES)) == len(WIDE_TRAIN_ATTRIBUTES) == 183, "distinct words"
     assert [n for n in range(1, 40) if is_heldout_quantity(n)] == [13, 17, 23, 27, 33, 37]
 
 
