@@ -156,3 +156,14 @@ def test_the_shipped_model_answers_synthetic_items_with_its_answer_probability(t
     assert trace.text == records[0]["chain"], "batched chains equal a chain generated alone"
     task = get_task("synth_linear_equation")
     assert records[0]["predicted"] == task.extract(trace.text, load_items("synth_linear_equation", limit=1)[0])
+
+
+def test_synthetic_evaluation_scores_the_training_distribution_with_a_recipes_task_options(sage, tokenizer):
+    from sagenano.eval.synthetic import evaluate_synthetic
+
+    report = evaluate_synthetic(sage, tokenizer, n_per_task=2, tasks=("logic",), split="train",
+                                task_options={"logic": {"attribute_pool": "wide"}})  # fmt: skip
+    assert report["split"] == "train" and report["accuracy"]["all logic"]["n"] == 2
+    with pytest.raises(ValueError, match="attribute_pool"):  # the options reach the generator
+        evaluate_synthetic(sage, tokenizer, n_per_task=2, tasks=("logic",), split="train",
+                           task_options={"logic": {"attribute_pool": "huge"}})  # fmt: skip

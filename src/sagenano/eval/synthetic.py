@@ -110,10 +110,16 @@ def expected_calibration_error(confidences: list[float], correct: list[bool], bi
 
 def evaluate_synthetic(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n_per_task: int = 300, seed: int = EVAL_SEED,
-    tasks: tuple[str, ...] = TASKS, batch_size: int = 32, temperature: float | None = None,
+    tasks: tuple[str, ...] = TASKS, batch_size: int = 32, temperature: float | None = None, split: str = "heldout",
+    task_options: dict[str, dict] | None = None,
 ) -> dict:  # fmt: skip
-    """Exact-match accuracy per task (and bucket) on held-out items, and calibration of the answer confidence."""
-    items = [item for task in tasks for item in generate_items(task, n_per_task, seed, "heldout")]
+    """Exact-match accuracy per task (and bucket) on held-out items, and calibration of the answer confidence.
+
+    `split="train"` draws fresh items of the training distribution instead (with a recipe's `task_options`), to
+    tell what a model failed to learn from what it fails to carry over to unseen names and numbers.
+    """
+    options = task_options or {}
+    items = [item for task in tasks for item in generate_items(task, n_per_task, seed, split, **options.get(task, {}))]
     outcomes = answer_items(model, tokenizer, items, batch_size, temperature=temperature)
     rows: dict[str, list[bool]] = defaultdict(list)
     for outcome in outcomes:
@@ -129,5 +135,5 @@ def evaluate_synthetic(
         calibration["calibrated_answer_prob_ece"] = expected_calibration_error(calibrated, correct)
         calibration["answer_prob_ece15"] = expected_calibration_error([o.answer_prob for o in outcomes], correct, 15)
         calibration["calibrated_answer_prob_ece15"] = expected_calibration_error(calibrated, correct, 15)
-    return {"split": "heldout", "seed": seed, "n_per_task": n_per_task, "accuracy": report,
+    return {"split": split, "seed": seed, "n_per_task": n_per_task, "accuracy": report,
             "calibration": calibration, "overall_accuracy": sum(correct) / max(1, len(correct))}  # fmt: skip
