@@ -18,6 +18,8 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import make_sage
+from sagenano.loading import load_model
+from sagenano.tokenizer import CHAT_TEMPLATE
 from sagenano.train import losses
 from sagenano.train.batches import EXPLANATION, REASONING, collate, encode_item, iter_batches
 from sagenano.train.checkpoint import CorruptCheckpointError, latest_checkpoint
@@ -232,6 +234,16 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, mon
     with pytest.raises(TrainingDiverged, match="nan at step 3"):
         train(recipe, tmp_path / "run")
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "stage1-step000002"
+
+
+def test_a_checkpoint_is_a_model_folder_that_load_model_takes(tmp_path):
+    train(Recipe(**tiny_recipe()), tmp_path / "run", stop_after=2)
+    checkpoint = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    loaded = load_model(str(checkpoint))
+    assert loaded.tokenizer.chat_template == CHAT_TEMPLATE, "the tokenizer is saved with SAGE's question format"
+    stored = load_file(checkpoint / "model.safetensors")
+    name = "model.embed_tokens.weight"
+    assert torch.equal(loaded.model.state_dict()[name], stored[name])
 
 
 def test_truncated_checkpoint_is_refused_with_a_clear_error(tmp_path):

@@ -68,11 +68,13 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     config: Any,
     tied: dict[str, str] | None = None,
+    tokenizer: Any = None,
 ) -> Path:
     """Writes `directory/name` atomically and points `directory/latest` at it. Call on rank 0 only.
 
     `tied` maps a weight that is tied to another (`lm_head.weight` -> `model.embed_tokens.weight`) and so is
-    stored once, as transformers does.
+    stored once, as transformers does. With `tokenizer`, the checkpoint is also a model folder that
+    `load_model` and the evaluation scripts take as it is.
     """
     directory.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f".{name}.tmp-"))
@@ -80,6 +82,8 @@ def save_checkpoint(
         weights = {k: v.contiguous() for k, v in model_state.items() if k not in (tied or {})}
         save_file(weights, tmp / WEIGHTS, metadata={"format": "pt"})
         config.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
         torch.save(optimizer_state, tmp / OPTIMIZER)
         torch.save(trainer_state, tmp / TRAINER)
         files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}

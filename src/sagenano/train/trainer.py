@@ -80,7 +80,7 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False, stop_after:
     stop = _Stop()
     try:
         tokenizer = load_training_tokenizer()
-        model = build_model(recipe, tokenizer)
+        model = build_model(recipe, tokenizer).to(runtime.device)  # the GPU, when torchrun or the machine has one
         position, restored = Position(), None
         if resume:
             restored = latest_checkpoint(ckpt_dir)
@@ -232,7 +232,7 @@ class _StageLoop:
         }
         name = f"stage{self.index + 1}-step{position.step:06d}"
         save_checkpoint(self.ckpt_dir, name, model_state, optimizer_state, state, self.model.config,
-                        tied=_tied(self.model))  # fmt: skip
+                        tied=_tied(self.model), tokenizer=with_sage_prompt(self.tokenizer))  # fmt: skip
 
     def _restore(self, path: Path) -> None:
         """The optimizer, schedule and RNG of a checkpoint (its weights were loaded before wrapping)."""
