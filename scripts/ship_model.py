@@ -120,7 +120,10 @@ def model_card(
         "Synthetic tasks with ground truth (`sagenano.data`), seed " + str(recipe.seed) + ", training split:",
         "",
         *[f"- {task}: {n:,} items" for task, n in sorted(recipe.tasks.items())],
-        *[f"- {task} options: `{options}`" for task, options in sorted(recipe.task_options.items())],
+        *[
+            f"- {task} options: " + ", ".join(f"`{k}: {v}`" for k, v in options.items())
+            for task, options in sorted(recipe.task_options.items())
+        ],
         *[f"- plain text in stage 1: `{name}`" for name in recipe.text_files],
         "",
         "Held-out evaluation uses the `heldout` split: fresh seeds, person names and logic attributes never used in",
