@@ -29,8 +29,8 @@ VARIANTS = {
     "embeddings, last layer": {"gradient_layer": 0, "attention_aggregate": "last"},
     "embeddings, reasoning heads": {"gradient_layer": 0, "attention_aggregate": "group:reasoning"},
     "layer 1, all heads": {"gradient_layer": 1, "attention_aggregate": "mean"},
-    "layer 1, reasoning heads (default)": {"gradient_layer": 1, "attention_aggregate": "group:reasoning"},
-    "layer 2, reasoning heads": {"gradient_layer": 2, "attention_aggregate": "group:reasoning"},
+    "layer 1, reasoning heads": {"gradient_layer": 1, "attention_aggregate": "group:reasoning"},
+    "layer 2, reasoning heads (default on pico)": {"gradient_layer": 2, "attention_aggregate": "group:reasoning"},
     "layer 3, reasoning heads": {"gradient_layer": 3, "attention_aggregate": "group:reasoning"},
 }
 METHODS = ("eq7", "attention_only", "gradient_only")
