@@ -13,13 +13,14 @@ from transformers import PreTrainedTokenizerBase
 
 from ..config import SageConfig
 from ..model import SageForCausalLM
-from ..tokenizer import load_tokenizer, step_token_id
+from ..tokenizer import load_tokenizer, step_token_id, with_sage_prompt
 from .distributed import Runtime
 from .recipe import Recipe, StageConfig
 
 
 def load_training_tokenizer() -> PreTrainedTokenizerBase:
-    return load_tokenizer()
+    """The tokenizer a run trains with, and saves (with SAGE's question format) beside every checkpoint."""
+    return with_sage_prompt(load_tokenizer())
 
 
 def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> SageForCausalLM:

@@ -24,7 +24,6 @@ from torch import nn
 from tqdm import tqdm
 
 from ..model import SageForCausalLM
-from ..tokenizer import with_sage_prompt
 from .batches import EXPLANATION, REASONING, Batch, endless_batches
 from .checkpoint import gather_state, latest_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
 from .distributed import Runtime, all_reduce_sum, init_runtime, shutdown, wrap_model
@@ -232,7 +231,7 @@ class _StageLoop:
         }
         name = f"stage{self.index + 1}-step{position.step:06d}"
         save_checkpoint(self.ckpt_dir, name, model_state, optimizer_state, state, self.model.config,
-                        tied=_tied(self.model), tokenizer=with_sage_prompt(self.tokenizer))  # fmt: skip
+                        tied=_tied(self.model), tokenizer=self.tokenizer)  # fmt: skip
 
     def _restore(self, path: Path) -> None:
         """The optimizer, schedule and RNG of a checkpoint (its weights were loaded before wrapping)."""
@@ -296,6 +295,6 @@ def _save_final(ckpt_dir: Path, tokenizer, out_dir: Path, runtime: Runtime, reci
         final.mkdir(parents=True, exist_ok=True)
         for name in ("model.safetensors", "config.json"):
             shutil.copyfile(last / name, final / name)
-        with_sage_prompt(tokenizer).save_pretrained(final)
+        tokenizer.save_pretrained(final)
         (final / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1))
     return final
