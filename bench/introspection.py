@@ -111,7 +111,12 @@ def print_calibration(summaries: dict, calibration: dict) -> None:
     print_table(["task", "items", "answered", "answer acc", "answer ECE before", "after", "steps", "step acc",
                  "step ECE before", "after"], rows)  # fmt: skip
     t_answer, t_step = calibration.get("answer_temperature"), calibration.get("step_temperature")
-    print(f"answer temperature: {plain(t_answer) if t_answer else 'none'} "
+    curve = (
+        f" and an isotonic curve of {calibration['answer_curve_points']} points"
+        if calibration.get("answer_curve_points")
+        else ""
+    )
+    print(f"answer calibration: temperature {plain(t_answer) if t_answer else 'none'}{curve} "
           f"({calibration.get('answer_temperature_source')}); step temperature: "
           f"{plain(t_step) if t_step else 'none (no calibration set: step ECE after is not available)'}; "
           f"calibration set: {calibration.get('n_items', 0)} items, {calibration.get('n_answered', 0)} answered, "
@@ -273,7 +278,7 @@ def main() -> None:
     print("items per task: " + ", ".join(f"{p} {c}" for p, c in part_counts(settings).items())
           + f"; resamples {args.resamples}")  # fmt: skip
     document = measure_introspection(loaded.model, loaded.tokenizer, settings, tasks,
-                                     loaded_temperature=loaded.temperature)  # fmt: skip
+                                     loaded_calibration=loaded.calibration)  # fmt: skip
     elapsed = time.perf_counter() - started
     print_document(document, elapsed)
     if args.json:

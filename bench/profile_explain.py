@@ -37,7 +37,7 @@ def main() -> None:
     def work() -> dict[str, float]:
         phases: dict[str, float] = defaultdict(float)
         for question in questions:
-            report = explain(loaded.model, loaded.tokenizer, question, temperature=loaded.temperature)
+            report = explain(loaded.model, loaded.tokenizer, question, calibration=loaded.calibration)
             for phase, seconds in report.timings.items():
                 phases[phase] += seconds
         return phases

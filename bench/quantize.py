@@ -82,13 +82,13 @@ def generate(loaded, new_tokens: int) -> None:
 
 
 def explain_once(loaded) -> None:
-    explain(loaded.model, loaded.tokenizer, "If 3x + 2 = 14, what is x?", temperature=loaded.temperature)
+    explain(loaded.model, loaded.tokenizer, "If 3x + 2 = 14, what is x?", calibration=loaded.calibration)
 
 
 def consistency(loaded, questions: list[str]) -> float:
     scores = []
     for question in questions:
-        report = explain(loaded.model, loaded.tokenizer, question, temperature=loaded.temperature)
+        report = explain(loaded.model, loaded.tokenizer, question, calibration=loaded.calibration)
         scores.append(first_score(report.validation))
     return sum(scores) / len(scores)
 

@@ -34,7 +34,7 @@ def main() -> None:
     started = time.perf_counter()
     options = {"split": args.split, "task_options": args.task_options, "batch_size": args.batch_size}
     report = evaluate_synthetic(
-        loaded.model, loaded.tokenizer, n_per_task=args.n, temperature=loaded.temperature, **options
+        loaded.model, loaded.tokenizer, n_per_task=args.n, calibration=loaded.calibration, **options
     )
     report["model"] = loaded.source
     report["seconds"] = round(time.perf_counter() - started, 1)

@@ -147,11 +147,11 @@ def test_data_synth_writes_checked_items(tmp_path):
     assert bad.returncode == 2 and "arithmetic" in bad.stdout + bad.stderr
 
 
-def test_calibrate_stores_a_temperature_beside_the_weights(tmp_path):
+def test_calibrate_stores_a_calibration_beside_the_weights(tmp_path):
     import inspect
 
     from sagenano.cli import calibrate
-    from sagenano.inverse.calibration import CALIBRATION_SEED, load_temperature
+    from sagenano.inverse.calibration import CALIBRATION_SEED, load_calibration
     from sagenano.loading import shipped_model_dir
 
     assert inspect.signature(calibrate).parameters["seed"].default == CALIBRATION_SEED
@@ -160,7 +160,8 @@ def test_calibrate_stores_a_temperature_beside_the_weights(tmp_path):
     shutil.copytree(shipped_model_dir(), tmp_path / "model")
     (tmp_path / "model" / "calibration.json").unlink(missing_ok=True)
     out = run("calibrate", "--model", str(tmp_path / "model"), "--tasks", "linear_equation", "--n", "4").stdout
-    assert "temperature" in out and load_temperature(tmp_path / "model") > 0
+    stored = load_calibration(tmp_path / "model")
+    assert "temperature" in out and stored.temperature > 0 and stored.method == "temperature+isotonic"
 
 
 def test_calibrating_an_untrained_model_fails_cleanly(tmp_path):

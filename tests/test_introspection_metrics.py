@@ -13,6 +13,7 @@ from conftest import make_sage
 from sagenano.data import Dependency, Span, generate_items
 from sagenano.eval import introspection as intro
 from sagenano.inverse import explain
+from sagenano.inverse.calibration import AnswerCalibration
 from sagenano.inverse.report import DependencyScore, SpanRef
 from sagenano.tokenizer import load_tokenizer, with_sage_prompt
 
@@ -198,7 +199,7 @@ def test_measure_item_runs_on_a_tiny_sage_and_gives_shares():
     intro.check_prompt_format(tokenizer)
     model = make_sage(tokenizer, max_position_embeddings=512)
     settings = intro.IntrospectionSettings(
-        max_new_tokens=20, resamples=2, answer_temperature=1.5, step_temperature=2.0, baselines=()
+        max_new_tokens=20, resamples=2, answer_calibration=AnswerCalibration(1.5), step_temperature=2.0, baselines=()
     )  # engine rankings only: the baselines have their own test
     results = []
     for task in intro.TASKS:
@@ -232,7 +233,8 @@ def test_decision_alternative_and_calibration_records_on_a_chain_with_an_answer(
     resampling, the alternatives' checks and the step calibration all run on it."""
     tokenizer = with_sage_prompt(load_tokenizer())
     model = make_sage(tokenizer, max_position_embeddings=512)
-    settings = intro.IntrospectionSettings(max_new_tokens=20, resamples=3, answer_temperature=1.5, step_temperature=2.0)
+    settings = intro.IntrospectionSettings(max_new_tokens=20, resamples=3, answer_calibration=AnswerCalibration(1.5),
+                                           step_temperature=2.0)  # fmt: skip
     (item,) = generate_items("linear_equation", 1, intro.EVAL_SEED, "heldout")
     report = explain(model, tokenizer, item.question, chain=intro.gold_chain(item), threshold=0.05,
                      max_decision_points=2, alternatives=2, own_explanation=False)  # fmt: skip
@@ -264,10 +266,12 @@ def test_measure_introspection_ranks_the_baselines_on_the_same_steps_as_eq7():
     settings = intro.IntrospectionSettings(n=1, own_items=1, decision_items=1, faithfulness_items=1,
                                            calibration_items=1, max_new_tokens=20, resamples=2,
                                            baselines=("attention", "lime"), baseline_samples=8)  # fmt: skip
-    document = intro.measure_introspection(model, tokenizer, settings, progress=False, loaded_temperature=1.5)
+    stored = AnswerCalibration(1.5, (0.2, 0.9), (0.1, 0.6))
+    document = intro.measure_introspection(model, tokenizer, settings, progress=False, loaded_calibration=stored)
     json.dumps(document, allow_nan=False)  # JSON-ready: NaN became None
     methods = ["eq7", "attention_only", "gradient_only", "attention", "lime"]
-    assert document["methods"] == methods and document["settings"]["answer_temperature"] == 1.5
+    assert document["methods"] == methods and document["calibration"]["answer_temperature"] == 1.5
+    assert document["calibration"]["answer_calibration"] == "temperature+isotonic"
     assert set(document["summary"]) == {*intro.TASKS, "overall"}
     for group, summary in document["summary"].items():
         assert summary["misaligned"] == 0, group

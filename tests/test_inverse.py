@@ -10,9 +10,17 @@ import pytest
 import torch
 
 from conftest import copy_example, make_hf_model, make_sage, train_copier
+from sagenano.eval.synthetic import expected_calibration_error
 from sagenano.inverse import Report, explain, validate_and_refine
 from sagenano.inverse.alternatives import decode_chain, extract_answer, outcome
-from sagenano.inverse.calibration import AnswerRecord, fit_temperature, load_temperature, save_calibration
+from sagenano.inverse.calibration import (
+    AnswerCalibration,
+    AnswerRecord,
+    fit_calibration,
+    fit_temperature,
+    load_calibration,
+    save_calibration,
+)
 from sagenano.inverse.engine import check_question
 from sagenano.inverse.measure import Chain, step_gradient_norms
 from sagenano.inverse.report import Claim
@@ -236,11 +244,49 @@ def test_temperature_fit_softens_an_overconfident_model(tmp_path):
         records.append(AnswerRecord(logits, torch.tensor([3]), correct=i % 2 == 0))
     temperature = fit_temperature(records)
     assert temperature > 2 and records[0].prob(temperature) == pytest.approx(0.5, abs=0.05)
-    save_calibration(tmp_path, {"temperature": temperature}, "test")
-    assert load_temperature(tmp_path) == pytest.approx(temperature)
+    save_calibration(tmp_path, {"temperature": temperature}, "test")  # a file from before the isotonic curve
+    stored = load_calibration(tmp_path)
+    assert stored.temperature == pytest.approx(temperature) and stored.method == "temperature"
     (tmp_path / "calibration.json").write_text("{}")
     with pytest.raises(ValueError, match="malformed"):
-        load_temperature(tmp_path)
+        load_calibration(tmp_path)
+
+
+def _mixture_records() -> list[AnswerRecord]:
+    """Two tasks the temperature cannot tell apart: both answer with the same ~99.97 % probability, one is right
+    90 % of the time, the other 10 %; a third group answers at ~73 % and is right 30 % of the time."""
+    records = []
+    for i in range(300):
+        logits = torch.zeros(1, 10)
+        logits[0, 3] = 10.0 if i < 200 else 3.2
+        correct = (i % 10 != 0) if i < 100 else (i % 10 == 0) if i < 200 else (i % 10 < 3)
+        records.append(AnswerRecord(logits, torch.tensor([3]), correct=correct))
+    return records
+
+
+def test_the_isotonic_curve_calibrates_what_one_temperature_cannot(tmp_path):
+    records = _mixture_records()
+    correct = [r.correct for r in records]
+    temperature_only = fit_calibration(records, isotonic=False)
+    both = fit_calibration(records)
+    ece_t = expected_calibration_error([temperature_only.confidence(r.logits, r.ids) for r in records], correct, 15)
+    ece_both = expected_calibration_error([both.confidence(r.logits, r.ids) for r in records], correct, 15)
+    assert ece_both < 0.02 < ece_t  # the confident half is right half the time; only the curve says 50 %
+    assert both.confidence(records[0].logits, records[0].ids) == pytest.approx(0.5, abs=0.01)
+    assert both.confidence(records[250].logits, records[250].ids) == pytest.approx(0.3, abs=0.01)
+    save_calibration(tmp_path, both.to_dict(), "test")
+    assert load_calibration(tmp_path) == both  # the curve travels through calibration.json
+
+
+def test_a_calibration_curve_must_be_monotone_and_inside_the_unit_interval(tmp_path):
+    assert AnswerCalibration(2.0, (0.1, 0.9), (0.2, 0.8)).recalibrate(0.5) == pytest.approx(0.5)
+    assert AnswerCalibration(2.0, (0.1, 0.9), (0.2, 0.8)).recalibrate(0.99) == pytest.approx(0.8)  # flat beyond
+    for bad in ({"temperature": 0.0}, {"temperature": 1.0, "curve_x": [0.9, 0.1], "curve_y": [0.1, 0.2]},
+                {"temperature": 1.0, "curve_x": [0.1, 0.9], "curve_y": [0.2, 1.5]},
+                {"temperature": 1.0, "curve_x": [0.1], "curve_y": []}):  # fmt: skip
+        save_calibration(tmp_path, bad, "test")
+        with pytest.raises(ValueError, match="malformed"):
+            load_calibration(tmp_path)
 
 
 def test_a_given_chain_is_explained_with_the_models_own_numbers(tokenizer):

@@ -50,7 +50,7 @@ def test_the_shipped_model_quantizes_saves_loads_and_explains(bits, tmp_path):
     closeness = _closeness(original.model, loaded.model, prompt)
     for name, limit in TOLERANCE[bits].items():
         assert closeness[name] <= limit, closeness
-    report = explain(loaded.model, loaded.tokenizer, QUESTION, temperature=loaded.temperature)
+    report = explain(loaded.model, loaded.tokenizer, QUESTION, calibration=loaded.calibration)
     assert report.answer == "4" and report.validation is not None
 
 

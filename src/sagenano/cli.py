@@ -101,7 +101,7 @@ def explain(
             loaded.model, loaded.tokenizer, question, model_name=loaded.source, max_new_tokens=max_new_tokens,
             threshold=threshold, decision_score=decision_score, alternatives=alternatives, rollouts=rollouts,
             attention_aggregate=attention, validate=validate, step_strategy=steps, chat=chat,
-            temperature=loaded.temperature,
+            calibration=loaded.calibration,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
@@ -343,12 +343,13 @@ def calibrate(
     tasks: Annotated[str, typer.Option(help="Comma-separated synthetic tasks to calibrate on.")] = (
         "arithmetic,linear_equation,multiple_choice,logic"
     ),
-    n: Annotated[int, typer.Option(help="Items per task.")] = 100,
+    n: Annotated[int, typer.Option(help="Items per task (the isotonic curve wants a few hundred).")] = 250,
     seed: Annotated[
         int, typer.Option(help="Seed of the calibration items (held-out style, not the evaluation seed).")
     ] = 2_000_003,  # = inverse.calibration.CALIBRATION_SEED (kept literal so `--help` needs no torch import)
 ) -> None:
-    """Fit the answer-confidence temperature on held-out-style items and store it beside the weights."""
+    """Fit the answer-confidence calibration (a temperature, then an isotonic curve) on held-out-style items and
+    store it beside the weights (calibration.json)."""
     from .data import generate_items
     from .eval.synthetic import EVAL_SEED, TASKS
     from .inverse.calibration import calibrate as fit
@@ -422,7 +423,7 @@ def evaluate(
     runtime = init_runtime()
     try:
         loaded = load_model(model)
-        settings = EvalSettings(limit, shots, scoring, batch_size, max_new_tokens, data, source, loaded.temperature)
+        settings = EvalSettings(limit, shots, scoring, batch_size, max_new_tokens, data, source, loaded.calibration)
         loaded.model.to(runtime.device)
         summaries = [evaluate_task(loaded.model, loaded.tokenizer, name, out, settings, runtime) for name in names]
     except (ValueError, FileNotFoundError, RuntimeError) as error:
@@ -495,7 +496,7 @@ def report(
         console.print(_untrained_panel())
     settings = ReportSettings(names, limit, quality_items, max_new_tokens, settings.batch_size, introspection,
                               ablations)  # fmt: skip
-    path = build_report(loaded.model, loaded.tokenizer, loaded.source, out, settings, loaded.temperature)
+    path = build_report(loaded.model, loaded.tokenizer, loaded.source, out, settings, loaded.calibration)
     console.print(f"report written to {path}")
 
 

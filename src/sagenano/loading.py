@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -13,6 +14,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from . import model as _register_sage  # noqa: F401  (registers sage_nano with the Auto classes)
 from .config import PRESETS, SageConfig
 from .model import SageForCausalLM
+
+if TYPE_CHECKING:
+    from .inverse.calibration import AnswerCalibration
 from .tokenizer import load_tokenizer, step_token_id, with_sage_prompt
 
 SHIPPED_MODEL_DIR = "assets/model"
@@ -26,7 +30,12 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     source: str
     trained: bool
-    temperature: float | None = None  # answer-confidence calibration stored with the model (calibration.json)
+    calibration: AnswerCalibration | None = None  # answer-confidence calibration stored with the model
+
+    @property
+    def temperature(self) -> float | None:
+        """The calibration's temperature (None: not calibrated)."""
+        return self.calibration.temperature if self.calibration else None
 
 
 def shipped_model_dir() -> Path:
@@ -114,6 +123,6 @@ def _from_pretrained(
             f"cannot load {name!r}: {error}. Pass a local folder written by save_pretrained, or a hub id "
             "reachable from this machine"
         ) from error
-    from .inverse.calibration import load_temperature
+    from .inverse.calibration import load_calibration
 
-    return LoadedModel(model.eval(), tokenizer, name, trained=trained, temperature=load_temperature(name))
+    return LoadedModel(model.eval(), tokenizer, name, trained=trained, calibration=load_calibration(name))

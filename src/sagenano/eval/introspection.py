@@ -42,10 +42,10 @@ order in the text (question first, then the steps in order), and a NaN score ran
    has no `<|answer|>`, and it is wrong), correct = parsed answer == gold answer. Step: confidence =
    `step.confidence` (mean token probability) of each reasoning step, correct = own step k's text == gold step
    k's text exactly (steps beyond the gold ones are wrong).
-   ECE with 15 equal-width bins (`expected_calibration_error`) before and after temperature scaling. After,
-   answers: `report.calibrated_answer_confidence` with the model's stored temperature, else one fitted in this
-   run (library `fit_temperature` on the calibration set's `AnswerRecord`s, built as `calibrate` builds them from
-   batched greedy chains, here of at most 160 new tokens like the explained chains).
+   ECE with 15 equal-width bins (`expected_calibration_error`) before and after calibration. After, answers:
+   `report.calibrated_answer_confidence` with the model's stored calibration (temperature and isotonic curve),
+   else one fitted in this run (library `fit_calibration` on the calibration set's `AnswerRecord`s, built as
+   `calibrate` builds them from batched greedy chains, here of at most 160 new tokens like the explained chains).
    After, steps: a step temperature T_s fitted on the same calibration set (grid 0.05..20, log-loss of step
    correctness) and applied to teacher-forced logits of the own chain: mean over the step's tokens of
    softmax(logits / T_s)[token]. Calibration set: heldout items, seed `seed` + 1000, `calibration_items` per task.
@@ -87,7 +87,7 @@ from ..data import generate_items, parse_answer, prompt_text, training_text
 from ..data.schema import ReasoningItem
 from ..generation import render_prompt, trace_generate
 from ..inverse import ExplainOptions, Report, explain
-from ..inverse.calibration import AnswerRecord, fit_temperature
+from ..inverse.calibration import AnswerCalibration, AnswerRecord, fit_calibration
 from ..inverse.engine import meta_at_step_starts, step_separators
 from ..inverse.measure import Chain, ablate, is_sage, replacement_id, score_chain, step_inputs, step_losses
 from .baselines import BASELINES, baseline_span_scores
@@ -255,7 +255,7 @@ class IntrospectionSettings:
     low_threshold: float = 0.05  # the second decision threshold of the alternatives
     baselines: tuple[str, ...] = BASELINES  # the Figure-2 baselines ranked beside eq. 7 (parts 1 and 5)
     baseline_samples: int = 64  # LIME's and SHAP's perturbations per step
-    answer_temperature: float | None = None  # set by `measure_introspection` from the calibration set
+    answer_calibration: AnswerCalibration | None = None  # set by `measure_introspection`: stored or fitted
     step_temperature: float | None = None  # likewise; None: no calibrated confidences
 
     def __post_init__(self) -> None:
@@ -425,7 +425,7 @@ def calibration_record(model, report: Report, item: ReasoningItem, settings: Int
         "calibrated": None,
         "steps": [],
     }
-    if settings.answer_temperature is not None:  # the report's calibrated confidence; 0 without an answer
+    if settings.answer_calibration is not None:  # the report's calibrated confidence; 0 without an answer
         record["calibrated"] = (report.calibrated_answer_confidence or 0.0) if answered else 0.0
     steps = reasoning_steps(report)
     logits = chain_logits(model, report_chain(report)) if settings.step_temperature and steps else None
@@ -542,7 +542,7 @@ def measure_item(
         result["faithfulness"] = faithfulness_records(model, tokenizer, gold, item, settings, rankings)
         seconds["faithfulness"] = time.perf_counter() - start
     own_options = dict(model_name=settings.model_name, rollouts=True, validate=True, own_explanation=False,
-                       max_new_tokens=settings.max_new_tokens, temperature=settings.answer_temperature,
+                       max_new_tokens=settings.max_new_tokens, calibration=settings.answer_calibration,
                        seed=settings.seed)  # fmt: skip
     report = None
     if own:
@@ -604,35 +604,44 @@ def fit_step_temperature(records: list[tuple[torch.Tensor, bool]]) -> float | No
     return float(GRID[int(loss.argmin())])
 
 
+def _describe(calibration: AnswerCalibration | None) -> dict:
+    """The answer calibration as the run's record shows it."""
+    return {
+        "answer_temperature": calibration.temperature if calibration else None,
+        "answer_calibration": calibration.method if calibration else None,
+        "answer_curve_points": len(calibration.curve_x) if calibration else 0,
+    }
+
+
 def calibrate_run(
-    model, tokenizer, loaded_temperature: float | None, tasks: Sequence[str], settings: IntrospectionSettings,
+    model, tokenizer, loaded: AnswerCalibration | None, tasks: Sequence[str], settings: IntrospectionSettings,
     progress: bool = True,
 ) -> tuple[dict, IntrospectionSettings]:  # fmt: skip
     """Fits what this run needs on the calibration set; returns what it did and the settings with the run's
-    answer and step temperatures."""
+    answer calibration and step temperature."""
     info: dict = {"calibration_items_per_task": settings.calibration_items, "seed": settings.seed + 1000}
     if settings.calibration_items <= 0:
-        info["answer_temperature_source"] = "stored" if loaded_temperature else "none"
-        settings = replace(settings, answer_temperature=loaded_temperature, step_temperature=None)
-        return {**info, "answer_temperature": loaded_temperature, "step_temperature": None}, settings
+        info["answer_temperature_source"] = "stored" if loaded else "none"
+        settings = replace(settings, answer_calibration=loaded, step_temperature=None)
+        return {**info, **_describe(loaded), "step_temperature": None}, settings
     items = [i for t in tasks for i in generate_items(t, settings.calibration_items, settings.seed + 1000, "heldout")]
     start = time.perf_counter()
     answers, steps = calibration_set(model, tokenizer, items, settings, progress=progress)
-    temperature = None
-    if loaded_temperature is not None:
-        temperature, info["answer_temperature_source"] = loaded_temperature, "stored"
+    calibration = None
+    if loaded is not None:
+        calibration, info["answer_temperature_source"] = loaded, "stored"
     elif answers:
-        temperature, info["answer_temperature_source"] = fit_temperature(answers), "fitted"
+        calibration, info["answer_temperature_source"] = fit_calibration(answers), "fitted"
     else:
         info["answer_temperature_source"] = "none (no calibration chain has an answer)"
-    settings = replace(settings, answer_temperature=temperature, step_temperature=fit_step_temperature(steps))
+    settings = replace(settings, answer_calibration=calibration, step_temperature=fit_step_temperature(steps))
     correct = [r.correct for r in answers]
     return {
-        **info, "answer_temperature": temperature, "step_temperature": settings.step_temperature,
+        **info, **_describe(calibration), "step_temperature": settings.step_temperature,
         "n_items": len(items), "n_answered": len(answers), "n_steps": len(steps),
         "calibration_set_answer_ece_before": ece([r.prob() for r in answers], correct),
-        "calibration_set_answer_ece_after": ece([r.prob(temperature) for r in answers], correct)
-        if temperature else math.nan,
+        "calibration_set_answer_ece_after": ece([calibration.confidence(r.logits, r.ids) for r in answers], correct)
+        if calibration else math.nan,
         "seconds": time.perf_counter() - start,
     }, settings  # fmt: skip
 
@@ -823,7 +832,7 @@ def measure_introspection(
     settings: IntrospectionSettings | None = None,
     tasks: Sequence[str] = TASKS,
     progress: bool = True,
-    loaded_temperature: float | None = None,
+    loaded_calibration: AnswerCalibration | None = None,
 ) -> dict:
     """Introspection accuracy of the engine, and of the baselines, on held-out items (see the module docstring).
 
@@ -831,11 +840,11 @@ def measure_introspection(
         settings: item counts, seeds and baselines (default `IntrospectionSettings()`: a run of hours on a CPU).
         tasks: synthetic tasks to measure, each summarised alone and all together as "overall".
         progress: show progress bars and print the projected time once the first items are measured.
-        loaded_temperature: the model's stored answer temperature (`load_model(...).temperature`); without it
+        loaded_calibration: the model's stored answer calibration (`load_model(...).calibration`); without it
             one is fitted on the calibration set.
 
     Returns:
-        A JSON-ready dict (NaN as None): "settings" (with the run's temperatures), "tasks", "methods" (the
+        A JSON-ready dict (NaN as None): "settings" (with the run's calibration), "tasks", "methods" (the
         rankings of parts 1 and 5), "counts" (items per task and part), "calibration" (what the calibration set
         gave), "summary" (per task and "overall": every part per method with its step or item counts, and
         "timings": seconds per item of each part and per explained step of each method), "goals", "timings"
@@ -848,7 +857,7 @@ def measure_introspection(
         raise ValueError(f"unknown or no tasks {unknown or tasks}; choose from {', '.join(TASKS)}")
     check_prompt_format(tokenizer)
     started = time.perf_counter()
-    calibration, settings = calibrate_run(model, tokenizer, loaded_temperature, tasks, settings, progress)
+    calibration, settings = calibrate_run(model, tokenizer, loaded_calibration, tasks, settings, progress)
     counts = part_counts(settings)
     items = {t: generate_items(t, settings.n, settings.seed, "heldout") for t in tasks}
     warm = min(WARM_ITEMS, settings.n)

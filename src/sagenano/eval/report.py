@@ -30,6 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..data import generate_items, parse_answer
 from ..generation import render_prompt
 from ..inverse import explain
+from ..inverse.calibration import AnswerCalibration
 from ..inverse.measure import ablate, replacement_id
 from ..inverse.render import render_text
 from .baselines import BASELINES
@@ -72,21 +73,21 @@ class ReportSettings:
 
 def build_report(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_name: str, out_dir: Path,
-    settings: ReportSettings, temperature: float | None = None, progress: bool = True,
+    settings: ReportSettings, calibration: AnswerCalibration | None = None, progress: bool = True,
 ) -> Path:  # fmt: skip
     """Measures every part and writes `report.md`, `results.json` and the figures; returns the report's path."""
     figures = out_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    accuracy = measure_accuracy(model, tokenizer, out_dir / "eval", settings, temperature, progress)
+    accuracy = measure_accuracy(model, tokenizer, out_dir / "eval", settings, calibration, progress)
     introspection = measure_introspection(
-        model, tokenizer, settings.introspection, progress=progress, loaded_temperature=temperature
+        model, tokenizer, settings.introspection, progress=progress, loaded_calibration=calibration
     )
-    quality = measure_quality(model, tokenizer, settings, temperature, progress)
+    quality = measure_quality(model, tokenizer, settings, calibration, progress)
     errors = measure_errors(model, tokenizer, out_dir / "eval", settings)
     ablations = read_ablations(settings.ablations, model_name)
     results = {
-        "setup": setup_facts(model, model_name, settings, temperature),
+        "setup": setup_facts(model, model_name, settings, calibration),
         "accuracy": accuracy,
         "introspection": introspection,
         "quality": quality,
@@ -108,12 +109,15 @@ def build_report(
 # Setup
 
 
-def setup_facts(model: PreTrainedModel, model_name: str, settings: ReportSettings, temperature: float | None) -> dict:
+def setup_facts(
+    model: PreTrainedModel, model_name: str, settings: ReportSettings, calibration: AnswerCalibration | None
+) -> dict:
     return {
         "model": model_name,
         "model_type": model.config.model_type,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "calibration_temperature": temperature,
+        "calibration_temperature": calibration.temperature if calibration else None,
+        "calibration": calibration.method if calibration else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "eval_seed": EVAL_SEED,
@@ -128,11 +132,11 @@ def setup_facts(model: PreTrainedModel, model_name: str, settings: ReportSetting
 
 def measure_accuracy(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, eval_dir: Path, settings: ReportSettings,
-    temperature: float | None, progress: bool,
+    calibration: AnswerCalibration | None, progress: bool,
 ) -> dict:  # fmt: skip
     """`sage-nano eval` on every benchmark (resumable: items already in `eval_dir` are not answered again)."""
     eval_settings = EvalSettings(limit=settings.limit, batch_size=settings.batch_size,
-                                 max_new_tokens=settings.max_new_tokens, temperature=temperature)  # fmt: skip
+                                 max_new_tokens=settings.max_new_tokens, calibration=calibration)  # fmt: skip
     rows = []
     for name in settings.benchmarks:
         summary = evaluate_task(model, tokenizer, name, eval_dir, eval_settings, progress=progress)
@@ -167,7 +171,7 @@ def calibration_summary(points: list[tuple[float, float | None, bool]]) -> dict:
 
 def measure_quality(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: ReportSettings,
-    temperature: float | None, progress: bool,
+    calibration: AnswerCalibration | None, progress: bool,
 ) -> dict:  # fmt: skip
     """Explains `quality_items` held-out items per synthetic task with the engine's defaults and measures the
     explanations (accuracy, completeness, clarity, actionability) and the cost of each engine component."""
@@ -177,7 +181,7 @@ def measure_quality(
     for item in items:
         plain = plain_generation_seconds(model, tokenizer, item.question, settings.max_new_tokens)
         report = explain(model, tokenizer, item.question, max_new_tokens=settings.max_new_tokens,
-                         temperature=temperature)  # fmt: skip
+                         calibration=calibration)  # fmt: skip
         rows.append({"task": item.task, "plain_seconds": plain, **explanation_quality(model, tokenizer, report, item)})
         if progress:
             print(f"explained {len(rows)}/{len(items)}", end="\r", flush=True)
@@ -378,7 +382,7 @@ def plot_reliability(points: list[tuple[float, float | None, bool]], path: Path,
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     series = {"raw answer probability": [(p, c) for p, _, c in points]}
     if points and all(cal is not None for _, cal, _ in points):
-        series["calibrated (temperature)"] = [(cal, c) for _, cal, c in points]
+        series["calibrated"] = [(cal, c) for _, cal, c in points]
     for label, pairs in series.items():
         xs, ys = [], []
         for b in range(bins):

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -25,6 +26,9 @@ from ..generation import context_length, trace_generate
 from ..train.distributed import Runtime
 from .benchmarks import BenchItem, Task, get_task, load_items, shot_items
 from .synthetic import expected_calibration_error, rescore_answer
+
+if TYPE_CHECKING:
+    from ..inverse.calibration import AnswerCalibration
 
 SCORINGS = ("generate", "loglik")
 MIN_NEW_TOKENS = 16  # an item whose prompt leaves less room than this is recorded as skipped, not cut short
@@ -42,7 +46,7 @@ class EvalSettings:
     max_new_tokens: int = 256
     data_path: Path | None = None  # a user's file instead of the registry's default
     source: str = "file"  # or "hub" (Hugging Face datasets, needs a network)
-    temperature: float | None = None  # the model's answer-confidence calibration, when it has one
+    calibration: AnswerCalibration | None = None  # the model's answer-confidence calibration, when it has one
 
 
 def is_sage_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -143,8 +147,8 @@ def _generate_answers(
         )  # fmt: skip
         for i, trace in zip(fitting, traces, strict=True):
             records.append(_generated_record(task, batch[i], trace))
-            if settings.temperature is not None:
-                records[-1]["calibrated_confidence"] = rescore_answer(model, trace, settings.temperature)[1]
+            if settings.calibration is not None:
+                records[-1]["calibrated_confidence"] = rescore_answer(model, trace, settings.calibration)[1]
     order = {item.id: n for n, item in enumerate(batch)}
     return sorted(records, key=lambda record: order[record["id"]])
 

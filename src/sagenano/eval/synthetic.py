@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -12,6 +13,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..data import generate_items, parse_answer, prompt_text
 from ..data.schema import ReasoningItem
 from ..generation import trace_generate
+
+if TYPE_CHECKING:
+    from ..inverse.calibration import AnswerCalibration
 
 TASKS = ("arithmetic", "linear_equation", "multiple_choice", "logic")
 EVAL_SEED = 1_000_003  # never a training seed: recipes use small seeds
@@ -26,7 +30,7 @@ class Outcome:
     correct: bool
     answer_prob: float  # P(answer tokens | question, chain), from the generation itself
     meta_confidence: float | None  # SAGE meta-cognitive head's confidence on the answer tokens
-    calibrated_prob: float | None = None  # answer_prob with the logits divided by the calibration temperature
+    calibrated_prob: float | None = None  # answer_prob through the model's calibration (AnswerCalibration)
 
 
 def bucket(item: ReasoningItem) -> str:
@@ -41,10 +45,10 @@ def bucket(item: ReasoningItem) -> str:
 @torch.no_grad()
 def answer_items(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: list[ReasoningItem], batch_size: int = 32,
-    max_new_tokens: int = 200, temperature: float | None = None,
+    max_new_tokens: int = 200, calibration: AnswerCalibration | None = None,
 ) -> list[Outcome]:  # fmt: skip
-    """Greedy answers to `items`, with the probability the model gave its answer (and, given a calibration
-    temperature, the calibrated probability)."""
+    """Greedy answers to `items`, with the probability the model gave its answer (and, given the model's
+    calibration, the calibrated probability)."""
     outcomes = []
     for start in tqdm(range(0, len(items), batch_size), desc="answering", leave=False):
         chunk = items[start : start + batch_size]
@@ -54,7 +58,7 @@ def answer_items(
         traces = trace_generate(model, tokenizer, prompts, max_new_tokens=room, attention="none", chat=False)
         for item, trace in zip(chunk, traces, strict=True):
             predicted = parse_answer(trace.text)
-            meta, calibrated = rescore_answer(model, trace, temperature)
+            meta, calibrated = rescore_answer(model, trace, calibration)
             outcomes.append(Outcome(item, predicted, predicted == item.answer, _answer_prob(trace), meta, calibrated))
     return outcomes
 
@@ -74,24 +78,25 @@ def _answer_prob(trace) -> float:
     return float(trace.logprobs[span[0] : span[1]].sum().exp()) if span else 0.0
 
 
-def rescore_answer(model: PreTrainedModel, trace, temperature: float | None) -> tuple[float | None, float | None]:
+def rescore_answer(
+    model: PreTrainedModel, trace, calibration: AnswerCalibration | None
+) -> tuple[float | None, float | None]:
     """One forward pass over the chain: the meta head's confidence on the answer tokens (SAGE models) and the
-    answer's probability at the calibration temperature (when one is given)."""
+    answer's calibrated probability (when the model has a calibration)."""
     sage = getattr(model, "meta_head", None) is not None
-    if not sage and temperature is None:
+    if not sage and calibration is None:
         return None, None
     span = _answer_span(trace)
     if span is None:
-        return (0.0 if sage else None), (0.0 if temperature is not None else None)
+        return (0.0 if sage else None), (0.0 if calibration is not None else None)
     ids = torch.cat([trace.prompt_ids, trace.token_ids])[None].to(model.device)
     out = model(ids, run_inverse=True) if sage else model(ids)
     offset = len(trace.prompt_ids)
     meta = float(out.confidence_logits[0, offset + span[0] : offset + span[1]].sigmoid().mean()) if sage else None
     calibrated = None
-    if temperature is not None:
-        logits = out.logits[0, offset - 1 + span[0] : offset - 1 + span[1]].float() / temperature
-        chosen = trace.token_ids[span[0] : span[1]].to(logits.device)
-        calibrated = float(logits.log_softmax(-1).gather(1, chosen[:, None]).sum().exp())
+    if calibration is not None:
+        logits = out.logits[0, offset - 1 + span[0] : offset - 1 + span[1]]
+        calibrated = calibration.confidence(logits, trace.token_ids[span[0] : span[1]])
     return meta, calibrated
 
 
@@ -110,8 +115,8 @@ def expected_calibration_error(confidences: list[float], correct: list[bool], bi
 
 def evaluate_synthetic(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n_per_task: int = 300, seed: int = EVAL_SEED,
-    tasks: tuple[str, ...] = TASKS, batch_size: int = 32, temperature: float | None = None, split: str = "heldout",
-    task_options: dict[str, dict] | None = None,
+    tasks: tuple[str, ...] = TASKS, batch_size: int = 32, calibration: AnswerCalibration | None = None,
+    split: str = "heldout", task_options: dict[str, dict] | None = None,
 ) -> dict:  # fmt: skip
     """Exact-match accuracy per task (and bucket) on held-out items, and calibration of the answer confidence.
 
@@ -120,7 +125,7 @@ def evaluate_synthetic(
     """
     options = task_options or {}
     items = [item for task in tasks for item in generate_items(task, n_per_task, seed, split, **options.get(task, {}))]
-    outcomes = answer_items(model, tokenizer, items, batch_size, temperature=temperature)
+    outcomes = answer_items(model, tokenizer, items, batch_size, calibration=calibration)
     rows: dict[str, list[bool]] = defaultdict(list)
     for outcome in outcomes:
         rows[bucket(outcome.item)].append(outcome.correct)
@@ -130,7 +135,7 @@ def evaluate_synthetic(
     calibration = {"answer_prob_ece": expected_calibration_error([o.answer_prob for o in outcomes], correct)}
     if outcomes and outcomes[0].meta_confidence is not None:
         calibration["meta_head_ece"] = expected_calibration_error([o.meta_confidence for o in outcomes], correct)
-    if temperature is not None:
+    if calibration is not None:
         calibrated = [o.calibrated_prob for o in outcomes]
         calibration["calibrated_answer_prob_ece"] = expected_calibration_error(calibrated, correct)
         calibration["answer_prob_ece15"] = expected_calibration_error([o.answer_prob for o in outcomes], correct, 15)

@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..generation import ReasoningTrace, context_length, eos_ids, head_groups, trace_generate
 from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome
+from .calibration import AnswerCalibration
 from .claims import make_claims, own_explanation_claims
 from .measure import Chain, Scores, is_sage, score_chain, step_gradient_norms
 from .report import (
@@ -79,7 +80,8 @@ class ExplainOptions:
         validate: check every claim by intervention (ValidateConsistency) and refine below `refine_below`.
         random_controls: random spans ablated per dependency claim as its control.
         refine_below: the validation score under which unverified claims are removed and validation reruns.
-        temperature: calibration temperature for the answer confidence (None: not calibrated).
+        calibration: the model's answer-confidence calibration (`load_model(...).calibration`: a temperature and an
+            isotonic curve, `inverse.calibration.AnswerCalibration`); None: not calibrated.
         own_explanation: on SAGE models, let the model write its own explanation and check it.
         chain: explain this chain (the text that follows the prompt, e.g. a reference solution) instead of
             generating one; the model's own probabilities, alternatives and attention are measured along it.
@@ -103,7 +105,7 @@ class ExplainOptions:
     validate: bool = True
     random_controls: int = 4
     refine_below: float = 0.8
-    temperature: float | None = None
+    calibration: AnswerCalibration | None = None
     own_explanation: bool = True
     chain: str | None = None
     step_strategy: str = "auto"
@@ -128,8 +130,6 @@ class ExplainOptions:
             raise ValueError(f"rollout_memory_mb must be positive, got {self.rollout_memory_mb}")
         if self.alternatives < 1 or self.max_decision_points < 0 or self.random_controls < 1:
             raise ValueError("alternatives and random_controls must be at least 1, max_decision_points at least 0")
-        if self.temperature is not None and self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
 
 
 def check_question(question: Any) -> str:
@@ -209,7 +209,7 @@ def explain(
     answer, answer_tokens, answer_step = _locate_answer(trace)
     with timer("scoring"):
         scores = score_chain(model, chain, answer_tokens)
-    steps = _steps(trace, scores, chain, answer_step, opts.temperature)
+    steps = _steps(trace, scores, chain, answer_step)
     with timer("decision_points"):
         decisions = _decision_points(trace, scores, chain, steps, opts, model, tokenizer)
     with timer("alternatives"):
@@ -228,9 +228,10 @@ def explain(
         answer=answer,
         answer_confidence=answer_confidence,
         calibrated_answer_confidence=None
-        if opts.temperature is None or not answer_tokens
-        else calibrated_prob(scores.answer_logits, trace.token_ids[answer_tokens], opts.temperature),
-        temperature=opts.temperature,
+        if opts.calibration is None or not answer_tokens
+        else opts.calibration.confidence(scores.answer_logits, trace.token_ids[answer_tokens]),
+        temperature=opts.calibration.temperature if opts.calibration else None,
+        calibration=opts.calibration.method if opts.calibration else None,
         tokens=_tokens(trace),
         steps=steps,
         decision_points=decisions,
@@ -272,9 +273,7 @@ def _locate_answer(trace: ReasoningTrace) -> tuple[str | None, list[int], int | 
     return answer, tokens, holder
 
 
-def _steps(
-    trace: ReasoningTrace, scores: Scores, chain: Chain, answer_step: int | None, temperature: float | None
-) -> list[Step]:
+def _steps(trace: ReasoningTrace, scores: Scores, chain: Chain, answer_step: int | None) -> list[Step]:
     probs = trace.logprobs.exp()
     entropies = trace.normalized_entropies
     steps = []
@@ -307,12 +306,6 @@ def _tokens(trace: ReasoningTrace) -> list[TokenRecord]:
                     entropy=float(entropies[t]), step=owner.get(t))
         for t in range(trace.num_tokens)
     ]  # fmt: skip
-
-
-def calibrated_prob(answer_logits: torch.Tensor, answer_ids: torch.Tensor, temperature: float) -> float:
-    """P(answer tokens) with the logits divided by the calibration temperature."""
-    logp = (answer_logits.float() / temperature).log_softmax(-1)
-    return math.exp(float(logp.gather(1, answer_ids[:, None]).sum()))
 
 
 # --- decision points and alternatives ------------------------------------------------------------------

@@ -25,6 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..generation import eos_ids
 from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome, pad_id
+from .calibration import AnswerCalibration
 from .engine import ExplainOptions, Progress, chain_end, explain
 from .measure import Chain, ablate, embeddings_require_grad, replacement_id
 from .render import _check_depth, _pct, _quote, _step_name
@@ -41,7 +42,10 @@ def _chain(report: Report) -> Chain:
 def _options(report: Report, **changes) -> dict:
     """The options the report was made with (those `explain` takes), with some changed."""
     names = {f.name for f in dataclasses.fields(ExplainOptions)}
-    return {**{k: v for k, v in report.options.items() if k in names}, **changes}
+    options = {k: v for k, v in report.options.items() if k in names}
+    if options.get("calibration") is not None:  # stored as its dict in the report
+        options["calibration"] = AnswerCalibration.from_dict(options["calibration"])
+    return {**options, **changes}
 
 
 # --- why A over B ---------------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def _answer_text(report: Report, depth: str) -> str:
         return f"The model's answer is {answer}{sure}, reached in {len(report.steps)} steps."
     numbers = {
         "answer confidence": report.answer_confidence,
-        "calibrated": report.calibrated_answer_confidence,
+        f"calibrated ({report.calibration or 'temperature'})": report.calibrated_answer_confidence,
         "temperature": report.temperature,
     }
     measured = "; ".join(f"{name} {_num(value)}" for name, value in numbers.items() if value is not None)
@@ -404,7 +404,12 @@ def _claim_line(claim: Claim) -> str:
 
 
 def _options_text(report: Report) -> str:
-    return f"Options: {_pairs(report.options)}." if report.options else ""
+    if not report.options:
+        return ""
+    options = dict(report.options)
+    if "calibration" in options:  # by its method: the curve's points say little here
+        options["calibration"] = report.calibration
+    return f"Options: {_pairs(options)}."
 
 
 # --- locating text ------------------------------------------------------------------------------------

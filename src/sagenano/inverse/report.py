@@ -145,6 +145,9 @@ class Report(_Model):
     answer_confidence: float | None = Field(description="probability of the answer's tokens together")
     calibrated_answer_confidence: float | None = None
     temperature: float | None = Field(default=None, description="the fitted calibration temperature, when known")
+    calibration: str | None = Field(
+        default=None, description="how calibrated_answer_confidence was made: 'temperature' or 'temperature+isotonic'"
+    )
     tokens: list[TokenRecord]
     steps: list[Step]
     decision_points: list[DecisionPoint]

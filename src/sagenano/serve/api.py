@@ -176,6 +176,9 @@ class ModelInfo(BaseModel):
     context_length: int | None
     sage: bool
     calibration_temperature: float | None
+    calibration: str | None = Field(
+        description="the answer-confidence calibration: 'temperature' or 'temperature+isotonic'; None: not calibrated"
+    )
     limits: dict[str, int | float]
 
 
@@ -244,7 +247,7 @@ def create_app(loaded: LoadedModel, settings: ServerSettings | None = None) -> F
         def work(progress: Progress) -> ExplainResponse:
             report = explain(
                 model, tokenizer, body.question, model_name=loaded.source, progress=progress,
-                temperature=loaded.temperature, max_new_tokens=body.max_new_tokens, threshold=body.threshold,
+                calibration=loaded.calibration, max_new_tokens=body.max_new_tokens, threshold=body.threshold,
                 max_decision_points=body.max_decision_points, alternatives=body.alternatives,
                 rollouts=body.rollouts, validate=body.verify,
             )  # fmt: skip
@@ -381,6 +384,7 @@ def create_app(loaded: LoadedModel, settings: ServerSettings | None = None) -> F
             source=loaded.source, trained=loaded.trained, architecture=type(model).__name__,
             parameters=sum(p.numel() for p in model.parameters()), context_length=context_length(model),
             sage=is_sage(model), calibration_temperature=loaded.temperature,
+            calibration=loaded.calibration.method if loaded.calibration else None,
             limits={"max_question_chars": settings.max_question_chars, "max_new_tokens": settings.max_new_tokens,
                     "max_samples": MAX_SAMPLES, "max_pending": settings.max_pending,
                     "time_limit_s": settings.time_limit},
