@@ -132,13 +132,13 @@ def evaluate_synthetic(
         rows[f"all {outcome.item.task}"].append(outcome.correct)
     report = {name: {"n": len(v), "accuracy": sum(v) / len(v)} for name, v in sorted(rows.items())}
     correct = [o.correct for o in outcomes]
-    calibration = {"answer_prob_ece": expected_calibration_error([o.answer_prob for o in outcomes], correct)}
+    errors = {"answer_prob_ece": expected_calibration_error([o.answer_prob for o in outcomes], correct)}
     if outcomes and outcomes[0].meta_confidence is not None:
-        calibration["meta_head_ece"] = expected_calibration_error([o.meta_confidence for o in outcomes], correct)
+        errors["meta_head_ece"] = expected_calibration_error([o.meta_confidence for o in outcomes], correct)
     if calibration is not None:
         calibrated = [o.calibrated_prob for o in outcomes]
-        calibration["calibrated_answer_prob_ece"] = expected_calibration_error(calibrated, correct)
-        calibration["answer_prob_ece15"] = expected_calibration_error([o.answer_prob for o in outcomes], correct, 15)
-        calibration["calibrated_answer_prob_ece15"] = expected_calibration_error(calibrated, correct, 15)
+        errors["calibrated_answer_prob_ece"] = expected_calibration_error(calibrated, correct)
+        errors["answer_prob_ece15"] = expected_calibration_error([o.answer_prob for o in outcomes], correct, 15)
+        errors["calibrated_answer_prob_ece15"] = expected_calibration_error(calibrated, correct, 15)
     return {"split": split, "seed": seed, "n_per_task": n_per_task, "accuracy": report,
-            "calibration": calibration, "overall_accuracy": sum(correct) / max(1, len(correct))}  # fmt: skip
+            "calibration": errors, "overall_accuracy": sum(correct) / max(1, len(correct))}  # fmt: skip
