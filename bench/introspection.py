@@ -77,6 +77,22 @@ def print_dependency(summaries: dict, methods: list[str]) -> None:
     print("misaligned gold chains (skipped): " + ", ".join(f"{g} {s['misaligned']}" for g, s in summaries.items()))
 
 
+def print_dependency_by_step(items: dict[str, list[dict]], methods: list[str]) -> None:
+    """Top-1 per step index: where in the chain a ranking fails (the first step ranks only question spans)."""
+    print("\ndependency top-1 by step index (steps)")
+    rows = []
+    for task, records in items.items():
+        steps = [r for item in records for r in item.get("dependency", [])]
+        indices = sorted({r["step"] for r in steps})
+        for m in methods:
+            cells = []
+            for k in indices:
+                hits = [r[m]["top1"] for r in steps if r["step"] == k]
+                cells.append(f"{k}: {pct(sum(hits) / len(hits))} ({len(hits)})")
+            rows.append([task, LABELS[m], "  ".join(cells)])
+    print_table(["task", "ranking", "top-1 at step k (steps)"], rows)
+
+
 def print_alternatives(summaries: dict, low_threshold: float) -> None:
     print("\n2. Alternative paths (own chains; alternative claims verified by an uncached greedy re-check)")
     rows = []
@@ -163,6 +179,7 @@ def print_goals(rows: list[dict]) -> None:
 def print_document(document: dict, elapsed: float) -> None:
     summaries, methods, settings = document["summary"], document["methods"], document["settings"]
     print_dependency(summaries, methods)
+    print_dependency_by_step(document["items"], methods)
     print_alternatives(summaries, settings["low_threshold"])
     print_decision(summaries, settings["resamples"])
     print_calibration(summaries, document["calibration"])
