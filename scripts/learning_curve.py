@@ -31,7 +31,9 @@ NAME = re.compile(r"stage(\d+)-step(\d+)")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
-    parser.add_argument("--n", type=int, default=50, help="held-out items per task for each checkpoint (with --from-json: the n it was measured with)")
+    parser.add_argument(
+        "--n", type=int, default=50, help="held-out items per task per checkpoint (with --from-json: as measured)"
+    )
     parser.add_argument("--recipe", type=Path, default=None, help="the run's recipe (default: RUN/model/recipe.json)")
     parser.add_argument("--checkpoints", default="stage*-step*", help="which checkpoints (a glob, e.g. 'stage2-*')")
     parser.add_argument("--json", type=Path, default=None)

@@ -4,9 +4,10 @@ Usage: .venv/bin/python scripts/ship_model.py runs/pico [--n 300]
 
 Copies `RUN/model` (weights, config, tokenizer with SAGE's question format) into
 `src/sagenano/assets/model/`, fits the answer-confidence calibration (temperature, then isotonic curve) on
-calibration items (held-out style, a seed other than the evaluation's) into `calibration.json`, evaluates it on the held-out synthetic
-split, and writes `eval.json` and `MODEL_CARD.md` beside it. Tokens per stage are counted by replaying
-each stage's batches (the order is deterministic); wall times come from the run's checkpoint timestamps.
+calibration items (held-out style, a seed other than the evaluation's) into `calibration.json`, evaluates it
+on the held-out synthetic split, and writes `eval.json` and `MODEL_CARD.md` beside it. Tokens per stage are
+counted by replaying each stage's batches (the order is deterministic); wall times come from the run's
+checkpoint timestamps.
 """
 
 from __future__ import annotations

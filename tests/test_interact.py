@@ -86,7 +86,7 @@ def test_question_edits_are_word_level_ranges_of_the_original():
 
 
 def test_what_if_diffs_steps_answer_and_the_dependency_the_edit_hit(shipped):
-    report = explain(shipped.model, shipped.tokenizer, EQUATION, temperature=shipped.temperature)
+    report = explain(shipped.model, shipped.tokenizer, EQUATION, calibration=shipped.calibration)
     edited = EQUATION.replace("+ 2", "+ 5")
     diff = what_if(shipped.model, shipped.tokenizer, report, edited)
     assert [(e.before, e.after) for e in diff.edits] == [("2", "5")]
@@ -107,7 +107,7 @@ def test_what_if_diffs_steps_answer_and_the_dependency_the_edit_hit(shipped):
 
 
 def test_a_padded_chain_has_a_simpler_way_and_it_is_verified(shipped):
-    padded = explain(shipped.model, shipped.tokenizer, EQUATION, chain=PADDED_CHAIN, temperature=shipped.temperature)
+    padded = explain(shipped.model, shipped.tokenizer, EQUATION, chain=PADDED_CHAIN, calibration=shipped.calibration)
     assert padded.answer == "4"
     result = simpler_way(shipped.model, shipped.tokenizer, padded, n=4, temperature=0.8, seed=3)
     assert result.simpler is not None, result.text("expert")
