@@ -148,6 +148,8 @@ def test_attention_aggregates_and_options_are_recorded(tokenizer):
         explain(model, tokenizer, QUESTION, max_new_tokens=4, attention_aggregate="group:nope", validate=False)
     with pytest.raises(ValueError, match="options are"):
         explain(model, tokenizer, QUESTION, no_such_option=1)
+    with pytest.raises(ValueError, match="AnswerCalibration"):  # a bare temperature is not a calibration
+        explain(model, tokenizer, QUESTION, calibration=2.0)
 
 
 @pytest.mark.parametrize("family", ["sage", "llama"])

@@ -374,6 +374,8 @@ def calibrate(
     items = [item for task in names for item in generate_items(task, n, seed, "heldout")]
     try:
         result = fit(loaded.model, loaded.tokenizer, items)
+    except ImportError as error:
+        _fail(str(error))
     except ValueError as error:
         _fail(f"{error}: the model wrote no `<|answer|>` on these items (is it trained on the tasks?)")
     path = save_calibration(folder, result, f"{n} heldout-split items per task of {names}, seed {seed}")

@@ -130,6 +130,11 @@ class ExplainOptions:
             raise ValueError(f"rollout_memory_mb must be positive, got {self.rollout_memory_mb}")
         if self.alternatives < 1 or self.max_decision_points < 0 or self.random_controls < 1:
             raise ValueError("alternatives and random_controls must be at least 1, max_decision_points at least 0")
+        if self.calibration is not None and not isinstance(self.calibration, AnswerCalibration):
+            raise ValueError(
+                "calibration must be an AnswerCalibration (load_model(...).calibration) or None, "
+                f"got {type(self.calibration).__name__}"
+            )
 
 
 def check_question(question: Any) -> str:
