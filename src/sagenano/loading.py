@@ -14,10 +14,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from . import model as _register_sage  # noqa: F401  (registers sage_nano with the Auto classes)
 from .config import PRESETS, SageConfig
 from .model import SageForCausalLM
+from .tokenizer import load_tokenizer, step_token_id, with_sage_prompt
 
 if TYPE_CHECKING:
     from .inverse.calibration import AnswerCalibration
-from .tokenizer import load_tokenizer, step_token_id, with_sage_prompt
 
 SHIPPED_MODEL_DIR = "assets/model"
 
