@@ -31,9 +31,7 @@ NAME = re.compile(r"stage(\d+)-step(\d+)")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
-    parser.add_argument(
-        "--n", type=int, default=50, help="held-out items per task per checkpoint (with --from-json: as measured)"
-    )
+    parser.add_argument("--n", type=int, default=50, help="held-out items per task for each checkpoint")
     parser.add_argument("--recipe", type=Path, default=None, help="the run's recipe (default: RUN/model/recipe.json)")
     parser.add_argument("--checkpoints", default="stage*-step*", help="which checkpoints (a glob, e.g. 'stage2-*')")
     parser.add_argument("--json", type=Path, default=None)
@@ -42,9 +40,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.from_json:
         rows = json.loads(args.from_json.read_text())
-        if args.markdown:
+        if args.markdown:  # the n the curve was measured with (curves written before it was stored: --n)
             with args.markdown.open("a") as handle:
-                handle.write(markdown_table(rows, args.n))
+                handle.write(markdown_table(rows, rows[0].get("n_per_task", args.n)))
         return
     recipe = Recipe.load(args.recipe or args.run / "model" / "recipe.json")  # JSON is YAML too
     tokenizer = load_tokenizer()
@@ -64,7 +62,7 @@ def main() -> None:
                                                            recipe.max_length, stage.steps)  # fmt: skip
         model = AutoModelForCausalLM.from_pretrained(path).eval()
         report = evaluate_synthetic(model, tokenizer, n_per_task=args.n)
-        row = {"checkpoint": path.name, "stage": stage.name, "step": step,
+        row = {"checkpoint": path.name, "stage": stage.name, "step": step, "n_per_task": args.n,
                "stage_tokens": token_curves[stage_number][step - 1][1],
                **{name: r["accuracy"] for name, r in report["accuracy"].items()}}  # fmt: skip
         rows.append(row)

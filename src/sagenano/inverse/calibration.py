@@ -160,14 +160,15 @@ def calibrate(model, tokenizer, items: list[ReasoningItem], batch_size: int = 32
     def ece(confidences: list[float]) -> float:
         return expected_calibration_error(confidences, correct, ECE_BINS)
 
+    at_temperature = [r.prob(calibration.temperature) for r in records]
     return {
         **calibration.to_dict(),
         "n_items": len(items),
         "n_answered": len(records),
         "accuracy_of_answered": sum(correct) / len(correct),
         f"ece{ECE_BINS}_before": ece([r.prob() for r in records]),
-        f"ece{ECE_BINS}_temperature": ece([r.prob(calibration.temperature) for r in records]),
-        f"ece{ECE_BINS}_after": ece([calibration.confidence(r.logits, r.ids) for r in records]),
+        f"ece{ECE_BINS}_temperature": ece(at_temperature),
+        f"ece{ECE_BINS}_after": ece([calibration.recalibrate(p) for p in at_temperature]),
     }
 
 
