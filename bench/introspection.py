@@ -2,8 +2,9 @@
 
 Prints the tables and goals of `sagenano.eval.introspection.measure_introspection`, whose module docstring defines
 every part and metric: dependency tracking and faithfulness for eq. 7, attention-only, gradient-only and the
-Figure-2 baselines (attention visualisation, gradient saliency, integrated gradients, LIME, SHAP); alternative
-paths; decision points; calibration; and the explanation time per method (seconds per explained step).
+Figure-2 baselines (attention visualisation, gradient saliency, integrated gradients, LIME, SHAP) and the
+interventional reference (leave-one-span-out ablation); alternative paths; decision points; calibration; and the
+explanation time per method (seconds per explained step).
 
 Goals: dependency top-1 >= 90 % (eq. 7); distractor-wins <= 5 % (eq. 7); alternatives >= 95 % verified;
 answer ECE <= 0.05 after calibration; eq. 7 top-1 strictly above attention-only and gradient-only.
@@ -45,6 +46,7 @@ LABELS = {
     "integrated_gradients": "integrated gradients",
     "lime": "LIME",
     "shap": "KernelSHAP",
+    "ablation": "leave-one-span-out ablation",
 }
 DEFAULTS = IntrospectionSettings()
 

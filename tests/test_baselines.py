@@ -101,6 +101,21 @@ def test_a_lone_span_gets_its_exact_shapley_value(explained, tokenizer):
     assert math.isfinite(baseline_span_scores("lime", model, tokenizer, report, 1, n_samples=8)[0])
 
 
+def test_ablation_is_each_spans_leave_one_out_effect(explained, tokenizer):
+    model, report = explained
+    task = step_target(report, 1)
+    step_logprob = step_logprob_function(model, task)
+    expected = []
+    with torch.no_grad():
+        full = float(step_logprob(task.context[None]))
+        for span in task.spans:
+            ablated = task.context.clone()
+            ablated[span.positions] = tokenizer.pad_token_id
+            expected.append(full - float(step_logprob(ablated[None])))
+    assert len(set(expected)) > 1, "the spans must differ in effect for the check to mean something"
+    assert baseline_span_scores("ablation", model, tokenizer, report, 1) == pytest.approx(expected, abs=1e-5)
+
+
 def test_integrated_gradients_add_up_to_the_log_probability_gain(tokenizer):
     model = make_sage(tokenizer)
     report = explain(model, tokenizer, QUESTION, chain=CHAIN, chat=False, rollouts=False, validate=False)

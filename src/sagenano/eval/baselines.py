@@ -16,6 +16,9 @@ wrappers; attention visualisation needs no Captum.
 - lime / shap: `Lime` (ridge surrogate) / `KernelShap` via `LLMAttribution`, the candidate spans being the
   interpretable features: a span absent from a sample has its tokens replaced by the padding token (the engine's
   ablation), every other token stays. `n_samples` perturbations, seeded; the score is the surrogate's coefficient.
+- ablation: `FeatureAblation` via `LLMAttribution` over the same features: how much log p(step) falls when that
+  one span is masked (leave one span out). The interventional reference: the measure the engine's validation
+  checks its claims with, so it tells how far the ground truth agrees with what the step causally rests on.
 
 Token-level scores (attention, gradient, IG) sum over a span's tokens, so on a model that spreads them evenly a
 longer span scores higher. LIME and SHAP also need scikit-learn (Captum fits its surrogates with it).
@@ -37,7 +40,7 @@ from ..generation import _eager_attention
 from ..inverse.measure import embeddings_require_grad, replacement_id
 from ..inverse.report import Report, SpanRef
 
-BASELINES = ("attention", "gradient", "integrated_gradients", "lime", "shap")
+BASELINES = ("attention", "gradient", "integrated_gradients", "lime", "shap", "ablation")
 IG_STEPS = 16
 
 
@@ -76,7 +79,8 @@ def baseline_span_scores(
     ig_steps: int = IG_STEPS,
 ) -> list[float]:
     """One score per candidate span of `report.steps[step_index].dependencies` (same order; higher = more
-    important) by a Figure-2 baseline: "attention", "gradient", "integrated_gradients", "lime" or "shap".
+    important) by a Figure-2 baseline ("attention", "gradient", "integrated_gradients", "lime", "shap") or by
+    leave-one-span-out "ablation".
 
     Args:
         n_samples: perturbations of LIME and SHAP.
@@ -219,9 +223,10 @@ def integrated_gradient_token_scores(model: PreTrainedModel, tokenizer, task: St
 
 def perturbation_span_scores(method: str, model: PreTrainedModel, tokenizer, task: StepTarget, n_samples: int,
                              seed: int) -> list[float]:  # fmt: skip
-    """LIME's or KernelSHAP's coefficient of each span, the spans being the features of one teacher-forced pass."""
+    """LIME's or KernelSHAP's coefficient, or the ablation effect, of each span, the spans being the features of
+    one teacher-forced pass."""
     attr = _captum()
-    if importlib.util.find_spec("sklearn") is None:
+    if method != "ablation" and importlib.util.find_spec("sklearn") is None:
         raise ImportError("LIME and SHAP fit Captum's scikit-learn surrogate models: pip install scikit-learn")
     if method == "lime":
         from captum._utils.models.linear_model import SkLearnRidge
@@ -229,6 +234,8 @@ def perturbation_span_scores(method: str, model: PreTrainedModel, tokenizer, tas
         # LIME's own package fits ridge (alpha 1); Captum's default lasso (alpha 0.01) zeroes every span whose
         # effect is below 0.01 nats, which on a weak model ties them all at 0
         explainer = attr.Lime(model, interpretable_model=SkLearnRidge(alpha=1.0))
+    elif method == "ablation":
+        explainer = attr.FeatureAblation(model)
     else:
         explainer = attr.KernelShap(model)
     groups = [span.positions for span in task.spans]
@@ -237,8 +244,9 @@ def perturbation_span_scores(method: str, model: PreTrainedModel, tokenizer, tas
         return [lone_shapley_value(model, task, inp)]
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
+        sampling = {} if method == "ablation" else {"n_samples": n_samples}
         result = attr.LLMAttribution(explainer, tokenizer).attribute(
-            inp, target=task.target, n_samples=n_samples, forward_in_tokens=False, show_progress=False
+            inp, target=task.target, forward_in_tokens=False, show_progress=False, **sampling
         )
     return result.seq_attr.float().cpu().tolist()
 

@@ -8,9 +8,9 @@ Items: `generate_items(task, n, seed, "heldout")` per task (default 500 each, se
 ranking is measured on the same report: eq. 7 (rank a step's candidate spans by `.significance` = attention ×
 gradient × entropy), attention-only (by `.attention`) and gradient-only (by `.gradient`), and the Figure-2
 baselines of `sagenano.eval.baselines` named in `baselines` (attention visualisation, gradient saliency,
-integrated gradients, LIME, SHAP: the scores `baseline_span_scores` gives the step's candidate spans,
-`baseline_samples` perturbations for LIME and SHAP, seeded per item and step); ties are broken by the spans'
-order in the text (question first, then the steps in order), and a NaN score ranks last.
+integrated gradients, LIME, SHAP, and leave-one-span-out ablation: the scores `baseline_span_scores` gives the
+step's candidate spans, `baseline_samples` perturbations for LIME and SHAP, seeded per item and step); ties are
+broken by the spans' order in the text (question first, then the steps in order), and a NaN score ranks last.
 
 1. Dependency tracking (every item; the GOLD chain explained with `chain=`, rollouts and validation off).
    The gold chain is the training text after the prompt; report step k must be gold step k (and the last
