@@ -7,7 +7,7 @@ Copies `RUN/model` (weights, config, tokenizer with SAGE's question format) into
 calibration items (held-out style, a seed other than the evaluation's) into `calibration.json`, evaluates it
 on the held-out synthetic split, and writes `eval.json` and `MODEL_CARD.md` beside it. Tokens per stage are
 counted by replaying each stage's batches (the order is deterministic); wall times come from the run's
-checkpoint timestamps.
+metrics log (`stage_wall_times`).
 """
 
 from __future__ import annotations
@@ -61,24 +61,40 @@ def stage_tokens(run: Path, recipe: Recipe) -> list[dict]:
 
 
 def stage_wall_times(run: Path, recipe: Recipe) -> list[float]:
-    """Seconds per stage: from its start to its last checkpoint's modification time. A stage starts at its first
-    checkpoint's time less the seconds the metrics log gives for that step, so a stopped and restarted start
-    of the stage does not count; the inverse stage also counts the synthesis of its data before its first step.
-    """
+    """Seconds per stage, from the metrics log. Each process that trains a stage logs `seconds` since it started,
+    so a stopped and resumed stage is a series of segments (the seconds fall back at each resume). A stage's time
+    is its segments' logged seconds summed, scaled to the stage's steps by the steps they cover (a segment covers
+    the steps from the checkpoint it resumed from to its last logged step): gaps between sessions do not count,
+    and steps redone after a resume count once. The inverse stage is timed from stage 2's last checkpoint to its
+    own last one, so it also counts synthesising its data (when it ran in one process)."""
     checkpoints = sorted((run / "checkpoints").glob("stage*-step*"), key=lambda p: p.stat().st_mtime)
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    seconds_at = {(r["stage"], r["step"]): r["seconds"] for r in metrics}
     times, previous_end = [], None
     for index, stage in enumerate(recipe.stages):
         own = [p for p in checkpoints if p.name.startswith(f"stage{index + 1}-")]
         if stage.name == "inverse" and previous_end is not None:
-            start = previous_end
+            times.append(round(own[-1].stat().st_mtime - previous_end, 1))
         else:
-            step = int(own[0].name.split("-step")[1])
-            start = own[0].stat().st_mtime - seconds_at[stage.name, step]
+            saved_steps = sorted(int(p.name.split("-step")[1]) for p in own)
+            rows = [r for r in metrics if r["stage"] == stage.name]
+            times.append(round(logged_seconds(rows, saved_steps, stage.steps), 1))
         previous_end = own[-1].stat().st_mtime
-        times.append(round(previous_end - start, 1))
     return times
+
+
+def logged_seconds(rows: list[dict], saved_steps: list[int], steps: int) -> float:
+    """A stage's training seconds from its metrics rows (in log order) and its checkpoints' steps (see
+    `stage_wall_times`)."""
+    segments: list[list[dict]] = []
+    for row in rows:
+        if not segments or row["seconds"] < segments[-1][-1]["seconds"]:
+            segments.append([])
+        segments[-1].append(row)
+    seconds = sum(segment[-1]["seconds"] for segment in segments)
+    covered = sum(
+        segment[-1]["step"] - max((s for s in saved_steps if s < segment[0]["step"]), default=0) for segment in segments
+    )
+    return seconds * steps / covered
 
 
 def final_losses(run: Path) -> dict[str, float]:

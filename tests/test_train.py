@@ -335,3 +335,15 @@ def test_learning_curve_extrapolation_recovers_a_log_linear_trend():
     assert fits["all logic"]["tokens_for_target"] is None, "a flat curve reaches no target"
     assert "not rising" in learning_curve.markdown_table(rows, 30)
     assert learning_curve.extrapolate(rows[:3]) == {}, "too few checkpoints to fit a line"
+
+
+def test_a_resumed_stage_is_timed_by_its_logged_seconds_not_the_gap_between_sessions():
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    from ship_model import logged_seconds
+
+    # 10 s per step: steps 0-300 in one process, stopped, resumed from the checkpoint at step 250 a day later
+    first = [{"step": step, "seconds": 10.0 * step} for step in (100, 200, 300)]
+    resumed = [{"step": step, "seconds": 10.0 * (step - 250)} for step in (300, 400, 500)]
+    assert logged_seconds(first + resumed, saved_steps=[250, 500], steps=500) == pytest.approx(5000.0)
+    # with the first process's log lost, the resumed segment alone is scaled from the steps it covers (250-500)
+    assert logged_seconds(resumed, saved_steps=[96, 250, 500], steps=500) == pytest.approx(5000.0)
