@@ -82,6 +82,16 @@ def test_random_models_are_uncertain_so_decision_points_are_found(explained):
         assert report.tokens[point.position].token == point.token
         chosen = report.tokens[point.position].id
         assert len(point.alternatives) == 3 and all(a.token_id != chosen for a in point.alternatives)
+    assert report.top_decision_score == pytest.approx(max(p.score for p in report.decision_points))
+
+
+def test_above_the_closest_call_there_are_no_decision_points_and_the_text_says_how_close(explained, tokenizer):
+    _, model, report = explained
+    above = min(1.0, report.top_decision_score + 0.01)
+    again = explain(model, tokenizer, QUESTION, max_new_tokens=16, chat=False, threshold=above, rollouts=False,
+                    validate=False)  # fmt: skip
+    assert again.decision_points == [] and again.top_decision_score == pytest.approx(report.top_decision_score)
+    assert f"the closest call scored {report.top_decision_score:.2f}" in again.text("intermediate")
 
 
 def test_alternative_outcomes_equal_a_separate_forced_greedy_generation(explained, tokenizer):

@@ -79,8 +79,12 @@ def test_ask_click_compare_what_if_and_switch_depth(server, page):
     page.goto(server)
     expect(page.locator("#model-info")).to_contain_text("SageForCausalLM")
     page.get_by_label("Question", exact=True).fill(EQUATION)
+    page.get_by_role("button", name="Explain").click()  # the default threshold: the shipped pico has no decision point
+    expect(page.locator("#no-decisions")).to_contain_text("the closest call scored 0.13", timeout=60_000)
+    page.get_by_label("decision threshold").fill("0.1")
     page.get_by_role("button", name="Explain").click()
     expect(page.locator("#steps .decision-token").first).to_be_visible(timeout=60_000)
+    expect(page.locator("#no-decisions")).to_be_hidden()
     expect(page.locator("#progress")).to_contain_text("validation")
     served = _report(server, page)
     report = served["report"]
@@ -121,7 +125,7 @@ def test_ask_click_compare_what_if_and_switch_depth(server, page):
 def test_simpler_way_and_errors_are_shown(server, page):
     page.goto(server)
     page.get_by_role("button", name="Explain").click()
-    expect(page.locator("#steps .decision-token").first).to_be_visible(timeout=60_000)
+    expect(page.locator("#steps > li").first).to_be_visible(timeout=60_000)
     page.get_by_label("samples").fill("3")
     page.get_by_role("button", name="Look for a simpler way").click()
     expect(page.locator("#simpler-text")).to_contain_text("chains sampled", timeout=60_000)

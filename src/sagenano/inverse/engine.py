@@ -217,7 +217,7 @@ def explain(
         scores = score_chain(model, chain, answer_tokens)
     steps = _steps(trace, scores, chain, answer_step)
     with timer("decision_points"):
-        decisions = _decision_points(trace, scores, chain, steps, opts, model, tokenizer)
+        decisions, top_score = _decision_points(trace, scores, chain, steps, opts, model, tokenizer)
     with timer("alternatives"):
         if opts.rollouts:
             _roll_out(model, tokenizer, chain, trace, decisions, answer, opts)
@@ -241,6 +241,7 @@ def explain(
         tokens=_tokens(trace),
         steps=steps,
         decision_points=decisions,
+        top_decision_score=top_score,
         claims=[],
         options=dataclasses.asdict(opts),
     )
@@ -365,14 +366,18 @@ def step_separators(model: PreTrainedModel) -> set[int]:
 
 def _decision_points(
     trace: ReasoningTrace, scores: Scores, chain: Chain, steps: list[Step], opts: ExplainOptions, model, tokenizer
-) -> list[DecisionPoint]:
+) -> tuple[list[DecisionPoint], float | None]:
+    """The decision points, and the highest decision score of any token in a step (for a report that has none:
+    how close the closest call came)."""
     mode = opts.decision_score  # resolved by `resolve_defaults`
     meta = meta_at_step_starts(scores, chain, step_separators(model))
     top = trace.topk_logprobs.exp()
     margins = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0)
     score = decision_scores(mode, trace.normalized_entropies, margins, meta)
     owner = {t: s.index for s in steps for t in range(s.token_start, s.token_end)}
-    candidates = [t for t in range(trace.num_tokens) if t in owner and float(score[t]) >= opts.threshold]
+    in_steps = [t for t in range(trace.num_tokens) if t in owner]
+    top_score = max((float(score[t]) for t in in_steps), default=None)
+    candidates = [t for t in in_steps if float(score[t]) >= opts.threshold]
     chosen = sorted(sorted(candidates, key=lambda t: -float(score[t]))[: opts.max_decision_points])
     points = []
     for t in chosen:
@@ -395,7 +400,7 @@ def _decision_points(
                 alternatives=alternatives,
             )
         )
-    return points
+    return points, top_score
 
 
 def chain_end(model: PreTrainedModel, chain: Chain, opts: ExplainOptions) -> int:

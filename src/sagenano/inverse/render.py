@@ -181,13 +181,24 @@ def _answer_text(report: Report, depth: str) -> str:
     )
 
 
+def no_decisions_text(report: Report) -> str:
+    """Why a report has no decision points, with the closest call's score when it was measured."""
+    threshold = report.options.get("threshold")
+    if report.top_decision_score is None or threshold is None:
+        return "No token crossed the decision threshold."
+    return (
+        f"No token crossed the decision threshold ({threshold:.2f}); the closest call scored "
+        f"{report.top_decision_score:.2f} (a lower threshold shows it)."
+    )
+
+
 def _decisions_text(report: Report, depth: str) -> str:
     """Decision points: the uncertain choices and what each alternative led to."""
     points = report.decision_points
     if not points:
         if depth == "novice":
             return "The model never hesitated enough for a choice to matter."
-        return "No token crossed the decision threshold."
+        return no_decisions_text(report)
     intro = {
         "novice": "The model hesitated where a different choice could have mattered.",
         "intermediate": "Decision points (tokens whose decision score crossed the threshold):",
@@ -531,7 +542,7 @@ def _rich_chain(report: Report) -> Table | Text:
 
 def _rich_decisions(report: Report) -> Table | Text:
     if not report.decision_points:
-        return Text("No token crossed the decision threshold.", style="dim")
+        return Text(no_decisions_text(report), style="dim")
     headers = ("Step", "Pos", "Token", "P", "Score", "Alternative", "P(alt)", "Outcome", "Alt. answer")
     table = Table(*headers, title="Decision points", title_justify="left")
     for point in report.decision_points:
@@ -689,7 +700,7 @@ def _html_chain(report: Report) -> str:
 
 def _html_decisions(report: Report) -> str:
     if not report.decision_points:
-        return "<h3>Decision points</h3>\n<p>No token crossed the decision threshold.</p>"
+        return f"<h3>Decision points</h3>\n<p>{html.escape(no_decisions_text(report))}</p>"
     headers = ("Step", "Token", "Probability", "Score", "Alternative", "Alt. probability", "Outcome", "Alt. answer")
     rows = []
     for point in report.decision_points:

@@ -151,6 +151,9 @@ class Report(_Model):
     tokens: list[TokenRecord]
     steps: list[Step]
     decision_points: list[DecisionPoint]
+    top_decision_score: float | None = Field(
+        default=None, description="the highest decision score of any token in a step (None: no such token)"
+    )
     claims: list[Claim]
     validation: Validation | None = None
     own_explanation: OwnExplanation | None = None

@@ -122,6 +122,10 @@ function showReport(id, report, texts) {
   showHeatmap(report);
   $("download").href = `/v1/reports/${id}/json`;
   $("whatif-question").value = report.question;
+  $("no-decisions").hidden = report.decision_points.length > 0;
+  $("no-decisions").textContent = report.top_decision_score === null ? "No token crossed the decision threshold."
+    : `No token's decision score reached the threshold (${report.options.threshold}); the closest call scored `
+      + `${report.top_decision_score.toFixed(2)}. Lower the decision threshold and explain again to see it.`;
   showTexts();
 }
 
@@ -260,8 +264,8 @@ async function openReport(id) {
 $("ask-form").addEventListener("submit", (event) => {
   event.preventDefault();
   busy($("explain-button"), async () => {
-    const result = await streamPost("/v1/explain/stream", { question: $("question").value, depth: depth() },
-                                    showProgress);
+    const body = { question: $("question").value, depth: depth(), threshold: Number($("threshold").value) };
+    const result = await streamPost("/v1/explain/stream", body, showProgress);
     showReport(result.id, result.report, result.texts);
   });
 });
