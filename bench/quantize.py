@@ -23,8 +23,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from optimum.quanto import qint4
-from optimum.quanto.models import QuantizedModelForCausalLM
 
 from common import interleaved_times, median, print_table, proc_status_bytes, record, verdict
 from sagenano.data import generate_items
@@ -33,7 +31,7 @@ from sagenano.inverse import explain
 from sagenano.inverse.interact import first_score
 from sagenano.loading import fresh_sage_model, load_model
 from sagenano.model_info import build_on_meta
-from sagenano.quantize import estimated_int4_bytes, kept_layers, quantize, weight_bytes
+from sagenano.quantize import estimated_int4_bytes, quantize, quantize_model, weight_bytes
 
 PROMPT = "<|question|>If 3x + 2 = 14, what is x?<|step|>"
 TASKS = ("arithmetic", "linear_equation", "multiple_choice", "logic")
@@ -99,7 +97,7 @@ def preset_ratios() -> list[list[str]]:
     for preset in ("pico", "micro", "small"):
         model = fresh_sage_model(preset).model.to(torch.bfloat16)
         bf16 = weight_bytes(model)
-        quantized = QuantizedModelForCausalLM.quantize(model, weights=qint4, exclude=kept_layers(model))._wrapped
+        quantized = quantize_model(model, 4)._wrapped
         rows.append([preset, f"{bf16 / 1e6:,.1f}", f"{weight_bytes(quantized) / 1e6:,.1f}",
                      f"{weight_bytes(quantized) / bf16:.3f}", "measured"])  # fmt: skip
     for row in rows:  # the shape-only estimate beside the real thing

@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+from optimum.quanto.nn import QModuleMixin
 
 from conftest import copy_example, make_hf_model, train_copier
 from sagenano.inverse import explain
@@ -12,8 +13,8 @@ from sagenano.loading import load_model
 from sagenano.quantize import quantize, weight_bytes
 
 # Stated tolerances: the share of positions whose greedy next token changes, and the mean absolute change of the
-# chosen tokens' log-probabilities. Measured (2026-11-27): 8-bit 0 / 0.002 (SAGE) and 0 / 0.003 (Llama); 4-bit
-# 0 / 0.024 (SAGE) and 0.042 / 0.025 (Llama).
+# chosen tokens' log-probabilities. Measured (2026-11-28, embeddings quantized too; Llama: mean of 8 examples):
+# 8-bit 0 / 0.003 (SAGE) and 0 / 0.004 (Llama); 4-bit 0 / 0.043 (SAGE) and 0.068 / 0.080 (Llama).
 TOLERANCE = {8: {"top1_changed": 0.02, "logprob_change": 0.01}, 4: {"top1_changed": 0.10, "logprob_change": 0.10}}
 QUESTION = "If 3x + 2 = 14, what is x?"
 
@@ -45,6 +46,11 @@ def test_the_shipped_model_quantizes_saves_loads_and_explains(bits, tmp_path):
     loaded = load_model(str(result.out))
     assert loaded.temperature == pytest.approx(original.temperature)  # calibration travels with it
     assert weight_bytes(loaded.model) == result.bytes_after < result.bytes_before_bf16
+    # One quantized table serves the embeddings and the tied LM head (issue 7's goal: 4-bit <= 0.30x of bf16).
+    assert isinstance(loaded.model.get_input_embeddings(), QModuleMixin)
+    assert loaded.model.lm_head.weight is loaded.model.get_input_embeddings().weight
+    if bits == 4:
+        assert result.bytes_after <= 0.30 * result.bytes_before_bf16
     prompt = loaded.tokenizer(f"<|question|>{QUESTION}<|step|>3x = 14 - 2 = 12<|step|>x = 12 / 3 = 4",
                               return_tensors="pt", add_special_tokens=False).input_ids  # fmt: skip
     closeness = _closeness(original.model, loaded.model, prompt)
@@ -59,14 +65,16 @@ def test_a_llama_quantizes_and_still_copies(bits, copier_dir, tokenizer, tmp_pat
     result = quantize(str(copier_dir), bits, tmp_path / "q")
     loaded = load_model(str(result.out))
     original = load_model(str(copier_dir))
-    question, expected = copy_example(random.Random(7), " Answer: ")
-    ids = tokenizer(question + expected, return_tensors="pt").input_ids
+    examples = [copy_example(random.Random(seed), " Answer: ") for seed in range(8)]
+    measured = [_closeness(original.model, loaded.model, tokenizer(q + a, return_tensors="pt").input_ids)
+                for q, a in examples]  # fmt: skip
     for name, limit in TOLERANCE[bits].items():
-        assert _closeness(original.model, loaded.model, ids)[name] <= limit
-    prompt = tokenizer(question, return_tensors="pt").input_ids
-    out = loaded.model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    assert tokenizer.decode(out[0, prompt.shape[1] :]).startswith(expected)
+        assert sum(m[name] for m in measured) / len(measured) <= limit, measured
+    for question, expected in examples:
+        prompt = tokenizer(question, return_tensors="pt").input_ids
+        out = loaded.model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8,
+                                    do_sample=False, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        assert tokenizer.decode(out[0, prompt.shape[1] :]).startswith(expected)
 
 
 def test_bad_bits_and_unquantizable_models_are_refused(tokenizer, tmp_path):

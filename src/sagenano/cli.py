@@ -508,8 +508,8 @@ def quantize(
     bits: Annotated[int, typer.Option(help="4 or 8.")] = 4,
     model: ModelPath = None,
 ) -> None:
-    """Quantize a model's linear layers to 4 or 8 bits (optimum-quanto). Use the folder with --model in explain,
-    eval and serve."""
+    """Quantize a model's linear layers and token embeddings to 4 or 8 bits (optimum-quanto; a tied LM head shares
+    the embeddings' table). Use the folder with --model in explain, eval and serve."""
     try:
         from .quantize import quantize as run_quantize
 
@@ -520,8 +520,9 @@ def quantize(
         _fail(str(error))
     ratio = result.bytes_after / result.bytes_before_bf16
     console.print(
-        f"{result.layers} linear layers quantized to {bits} bits; weights {result.bytes_before_bf16 / 1e6:.2f} MB "
-        f"in bf16 -> {result.bytes_after / 1e6:.2f} MB ({ratio:.2f}x); written to {result.out}"
+        f"{result.layers} linear and embedding layers quantized to {bits} bits; weights "
+        f"{result.bytes_before_bf16 / 1e6:.2f} MB in bf16 -> {result.bytes_after / 1e6:.2f} MB ({ratio:.2f}x); "
+        f"written to {result.out}"
     )
 
 

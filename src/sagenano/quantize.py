@@ -4,11 +4,16 @@
 Why optimum-quanto, measured on this CPU (SAGE pico, 2026-11-27): bitsandbytes 0.50 NF4 stopped inside its CPU
 kernel on the SAGE layer shapes ("N must be divisible by block_n"); torchao's int4 has no CPU kernel here; quanto's
 qint4 and qint8 ran every shape, kept autograd to the embeddings (which `explain` needs), and round-tripped through
-safetensors. 4-bit weights are quantized from bf16 (the layers quanto leaves alone — embeddings, norms — stay bf16);
-8-bit from fp32, because quanto's int8 CPU matmul crashed (segmentation fault) on a bf16 model read back from disk.
+safetensors. 4-bit weights are quantized from bf16 (norms stay bf16); 8-bit from fp32, because quanto's int8 CPU
+matmul crashed (segmentation fault) on a bf16 model read back from disk.
 
-Left unquantized: the LM head when tied to the embeddings, SAGE's `step_proj` (eq. 14 reads its weight directly), and
-linear layers whose output width is not a multiple of 16 (see `kept_layers`).
+Quanto quantizes linear layers only; the token embeddings go through `QEmbedding`, a quanto module registered with
+quanto's own extension point (`register_qmodule`), so they save, load and requantize like the rest. When the LM
+head is tied to the embeddings, both read one quantized table (`tie_quantized_head`): on the shipped pico the
+embedding table is a fifth of the weights, and a bf16 copy of it kept 4-bit weights at 0.43x of bf16.
+
+Left unquantized: SAGE's `step_proj` (eq. 14 reads its weight directly), and linear layers and embeddings whose
+output width (vocabulary, for an embedding) is not a multiple of 16 (see `kept_layers`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -47,10 +53,13 @@ def is_quantized(model: PreTrainedModel) -> bool:
 
 
 def weight_bytes(model: nn.Module) -> int:
-    """Bytes of all parameters and persistent buffers, as stored (a tied tensor counted once; quantized weights
-    counted by their packed data and scales)."""
+    """Bytes of all parameters and persistent buffers as held in memory (a tied tensor counted once; quantized weights
+    counted by their packed data and scales). Parameters are read from the modules, not from a state dict: quanto
+    writes some packed layouts out as fresh tensors, which would count a shared table once per module."""
+    saved = set(model.state_dict(keep_vars=True))
+    buffers = [buffer for name, buffer in model.named_buffers() if name in saved]  # the persistent ones
     seen, total = set(), 0
-    for tensor in model.state_dict().values():
+    for tensor in [*model.parameters(), *buffers]:
         for part in _storage_parts(tensor):
             key = (part.untyped_storage().data_ptr(), part.storage_offset(), part.numel())
             if key not in seen:
@@ -67,39 +76,126 @@ def _storage_parts(tensor: torch.Tensor) -> list[torch.Tensor]:
     return [p for name in inner for p in _storage_parts(getattr(tensor, name))]
 
 
+def _output_width(module: nn.Module) -> int | None:
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.Embedding):
+        return module.num_embeddings
+    return None
+
+
 def kept_layers(model: nn.Module) -> list[str]:
-    """Patterns and names of the layers left in full precision: KEEP, the LM head when it is tied to the embeddings
-    (quanto leaves embeddings alone), and linear layers with an output width that is not a multiple of 16 (quanto's
-    CPU int4 packing refuses them: SAGE's meta-head projection to 2, the MoE gate; a negligible share of weights)."""
-    narrow = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features % 16]
-    tied = getattr(getattr(model, "config", None), "tie_word_embeddings", True)
-    return KEEP + (["lm_head"] if tied else []) + narrow
+    """Patterns and names of the layers left in full precision: KEEP, and linear layers and embeddings with an output
+    width that is not a multiple of 16 (quanto's CPU int4 packing refuses them: SAGE's meta-head projection to 2,
+    the MoE gate; a negligible share of weights)."""
+    narrow = [name for name, m in model.named_modules() if (_output_width(m) or 16) % 16]
+    return KEEP + narrow
 
 
 def quantizable_layers(model: nn.Module) -> list[str]:
-    """Names of the linear layers quanto will quantize."""
+    """Names of the linear layers and embeddings that will be quantized."""
     from fnmatch import fnmatch
 
     keep = kept_layers(model)
     return [name for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and not any(fnmatch(name, pattern) for pattern in keep)]  # fmt: skip
+            if _output_width(m) is not None and not any(fnmatch(name, pattern) for pattern in keep)]  # fmt: skip
+
+
+def _group_size(in_features: int) -> int:
+    """quanto's qint4 group: 128 columns, or the largest of 96, 64, 32 that divides the row (else the whole row)."""
+    for size in (128, 96, 64, 32):
+        if in_features % size == 0 or (size == 128 and in_features <= 128):
+            return min(size, in_features)
+    return in_features
 
 
 def estimated_int4_bytes(model: nn.Module) -> int:
     """Weight bytes after 4-bit quantization, from shapes alone (works on the meta device): half a byte per quantized
-    weight plus a bf16 scale and shift per group of 128 (quanto's qint4 layout), every other parameter in bf16.
-    Checked against real quantization in bench/quantize.py (pico/micro/small)."""
+    weight plus a bf16 scale and shift per group (quanto's qint4 layout, `_group_size`), every other parameter in
+    bf16, a tied LM head counted once. Checked against real quantization in bench/quantize.py (pico/micro/small)."""
     names = set(quantizable_layers(model))
-    quantized = sum(m.weight.numel() for name, m in model.named_modules() if name in names)
-    total = sum(p.numel() for p in model.parameters())
-    return int(quantized * (0.5 + 4 / 128) + (total - quantized) * 2)
+    seen, total = set(), 0
+    for name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            if name in names and param_name == "weight":
+                total += param.numel() * (0.5 + 4 / _group_size(param.shape[1]))
+            else:
+                total += param.numel() * 2
+    return int(total)
+
+
+def _register_quantized_embedding() -> None:
+    """Makes quanto quantize nn.Embedding (with `QEmbedding`); idempotent, and needed before quantizing and before
+    reading a quantized folder back (quanto requantizes modules by their registered class)."""
+    from optimum.quanto.nn import qmodule
+
+    if nn.Embedding in qmodule._QMODULE_TABLE:
+        return
+
+    @qmodule.register_qmodule(nn.Embedding)
+    class QEmbedding(qmodule.QModuleMixin, nn.Embedding):
+        """An embedding table stored quantized; a lookup dequantizes the table (small next to one forward pass)."""
+
+        bias = None  # QModuleMixin saves and loads a bias; an embedding has none
+
+        @classmethod
+        def qcreate(cls, module, weights, activations=None, optimizer=None, device=None):
+            if weights is None:
+                return None
+            return cls(module.num_embeddings, module.embedding_dim, padding_idx=module.padding_idx,
+                       dtype=module.weight.dtype, device=device, weights=weights, optimizer=optimizer)  # fmt: skip
+
+        @classmethod
+        def from_module(cls, module, weights=None, activations=None, optimizer=None):
+            # QModuleMixin.from_module, less its bias copy (nn.Embedding has no bias attribute).
+            created = cls.qcreate(module, weights, activations, optimizer, device="meta")
+            if created is None:
+                return None
+            created = created.to_empty(device=module.weight.device)
+            created.input_scale = torch.ones_like(created.input_scale)
+            created.output_scale = torch.ones_like(created.output_scale)
+            with torch.no_grad():
+                created.weight = module.weight
+            return created
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            return F.embedding(input, self.qweight.dequantize(), self.padding_idx)
+
+
+def tie_quantized_head(model: PreTrainedModel) -> bool:
+    """Points the LM head at the embeddings' quantized table when the model ties them and both are quantized (quanto
+    quantized each on its own, from the same weights, and unties them on save). True when it tied them."""
+    from optimum.quanto.nn import QModuleMixin
+
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    quantized = isinstance(head, QModuleMixin) and isinstance(embeddings, QModuleMixin)
+    if not quantized or head.weight.shape != embeddings.weight.shape:
+        return False
+    head.weight = embeddings.weight
+    return True
+
+
+def quantize_model(model: PreTrainedModel, bits: int):
+    """The model with its linear layers and embeddings quantized to `bits` (quanto's wrapper; `._wrapped` is the
+    model), a tied LM head sharing the embeddings' table."""
+    from optimum.quanto import qint4, qint8
+    from optimum.quanto.models import QuantizedModelForCausalLM
+
+    _register_quantized_embedding()
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    wrapped = QuantizedModelForCausalLM.quantize(model, weights={4: qint4, 8: qint8}[bits], exclude=kept_layers(model))
+    if tied:
+        tie_quantized_head(wrapped._wrapped)
+    # Inference weights: quanto's matmul backward computes a weight's gradient whenever it requires one.
+    wrapped._wrapped.requires_grad_(False)
+    return wrapped
 
 
 def quantize(model_path: str | None, bits: int, out: Path) -> Quantized:
     """Quantizes a model's linear layers to `bits` and writes model, tokenizer and calibration to `out`."""
-    from optimum.quanto import qint4, qint8
-    from optimum.quanto.models import QuantizedModelForCausalLM
-
     from .loading import load_model, shipped_model_dir
 
     if bits not in BITS:
@@ -112,7 +208,8 @@ def quantize(model_path: str | None, bits: int, out: Path) -> Quantized:
     if is_quantized(model):
         raise ValueError(f"{loaded.source} is already quantized; quantize the full-precision model instead")
     layers = quantizable_layers(model)
-    if not layers:
+    modules, head = dict(model.named_modules()), model.get_output_embeddings()
+    if not any(isinstance(modules[n], nn.Linear) and modules[n] is not head for n in layers):  # nothing but the ends
         kinds = sorted({type(m).__name__ for m in model.modules() if len(list(m.children())) == 0})
         raise ValueError(
             f"{loaded.source} has no nn.Linear layers that optimum-quanto can quantize (its layers: "
@@ -120,7 +217,9 @@ def quantize(model_path: str | None, bits: int, out: Path) -> Quantized:
         )
     bf16_bytes = sum(p.numel() * 2 for p in {p.data_ptr(): p for p in model.parameters()}.values())
     keep = kept_layers(model)
-    wrapped = QuantizedModelForCausalLM.quantize(model, weights={4: qint4, 8: qint8}[bits], exclude=keep)
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    wrapped = quantize_model(model, bits)
+    tied = tied and wrapped._wrapped.get_output_embeddings().weight is wrapped._wrapped.get_input_embeddings().weight
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -131,7 +230,7 @@ def quantize(model_path: str | None, bits: int, out: Path) -> Quantized:
             shutil.copy(source / "calibration.json", staging / "calibration.json")
         (staging / "quantization.json").write_text(json.dumps(
             {"library": "optimum-quanto", "bits": bits, "source": loaded.source, "kept": keep,
-             "base_dtype": str(BASE_DTYPE[bits]).removeprefix("torch.")}, indent=2))  # fmt: skip
+             "base_dtype": str(BASE_DTYPE[bits]).removeprefix("torch."), "tied_head": tied}, indent=2))  # fmt: skip
         if out.exists():
             out.rmdir()
         staging.rename(out)  # the folder appears whole or not at all
@@ -143,10 +242,17 @@ def quantize(model_path: str | None, bits: int, out: Path) -> Quantized:
 
 
 def load_quantized(path: str) -> PreTrainedModel:
-    """A model written by `quantize` (a folder with quanto_qmap.json)."""
+    """A model written by `quantize` (a folder with quanto_qmap.json), its LM head tied back to the embeddings' table
+    when it was tied when quantized (quanto saves the shared table once and reads it back untied)."""
     try:
         from optimum.quanto.models import QuantizedModelForCausalLM
     except ImportError as error:
         raise ValueError(f"{path} holds optimum-quanto weights: pip install -e '.[quantize]' to read them") from error
 
-    return QuantizedModelForCausalLM.from_pretrained(path)._wrapped.eval()
+    _register_quantized_embedding()
+    model = QuantizedModelForCausalLM.from_pretrained(path)._wrapped.eval().requires_grad_(False)
+    settings = Path(path) / "quantization.json"
+    tied = settings.is_file() and json.loads(settings.read_text()).get("tied_head")
+    if tied and not tie_quantized_head(model):
+        raise ValueError(f"{path}: quantization.json says the LM head shares the embeddings, but they differ")
+    return model

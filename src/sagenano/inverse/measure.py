@@ -105,15 +105,19 @@ def step_losses(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, step: 
 
 @contextlib.contextmanager
 def embeddings_require_grad(model: PreTrainedModel) -> Iterator[None]:
-    """Gradients with respect to hidden states need a graph, even for frozen (e.g. quantized) weights."""
-    weight = model.get_input_embeddings().weight
-    before = weight.requires_grad
-    weight.requires_grad_(True)
+    """Gradients with respect to hidden states need a graph, even when no weight takes gradients (frozen or quantized
+    weights): the input embeddings' output is made to require grad, so the graph starts there and no weight
+    gradient is ever asked for (quanto's backward would compute one for a quantized tied LM head)."""
+
+    def start_graph(module, args, output: torch.Tensor) -> torch.Tensor:
+        return output if output.requires_grad else output.requires_grad_(True)
+
+    handle = model.get_input_embeddings().register_forward_hook(start_graph)
     try:
         with torch.enable_grad():
             yield
     finally:
-        weight.requires_grad_(before)
+        handle.remove()
 
 
 def backward_bytes_per_row(config, inputs: int, logit_positions: int, activation_bytes: int = 4) -> int:
