@@ -41,13 +41,14 @@ def questions(n: int = 40) -> list[str]:
     return [item.question for group in zip(*per_task, strict=True) for item in group]
 
 
-def start_server(queue: int, time_limit: float) -> tuple[subprocess.Popen, str]:
+def start_server(queue: int, time_limit: float, threads: int | None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     store = Path(tempfile.mkdtemp(prefix="sagenano-load-")) / "reports.sqlite3"
     command = [str(Path(sys.executable).parent / "sage-nano"), "serve", "--port", str(port), "--store", str(store),
-               "--queue", str(queue), "--time-limit", str(time_limit)]  # fmt: skip
+               "--queue", str(queue), "--time-limit", str(time_limit),
+               *(["--threads", str(threads)] if threads else [])]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -126,6 +127,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60, help=f"duration of the load (up to {MAX_SECONDS})")
     parser.add_argument("--queue", type=int, default=8, help="the started server's --queue")
     parser.add_argument("--time-limit", type=float, default=120, help="the started server's --time-limit")
+    parser.add_argument("--threads", type=int, help="the started server's --threads (default: one per core)")
     parser.add_argument("--url", help="a running server on loopback (default: start one)")
     parser.add_argument("--warmup", type=float, default=20, help="seconds of one client before measuring")
     args = parser.parse_args()
@@ -133,7 +135,7 @@ def main() -> None:
         parser.error(f"--clients must be in 1..{MAX_CLIENTS} and --seconds in (0, {MAX_SECONDS}]")
     if args.url and urlparse(args.url).hostname not in LOOPBACK:
         parser.error("--url must point at this machine (127.0.0.1, localhost or ::1): this is a load test")
-    process, url = (None, args.url) if args.url else start_server(args.queue, args.time_limit)
+    process, url = (None, args.url) if args.url else start_server(args.queue, args.time_limit, args.threads)
     try:
         run(url, args)
     finally:

@@ -37,7 +37,8 @@ def _get(url: str) -> dict:
 def server(tmp_path_factory):
     port = _free_port()
     store = tmp_path_factory.mktemp("serve") / "reports.sqlite3"
-    command = [str(Path(sys.executable).parent / "sage-nano"), "serve", "--port", str(port), "--store", str(store)]
+    command = [str(Path(sys.executable).parent / "sage-nano"), "serve", "--port", str(port), "--store", str(store),
+               "--threads", "1"]  # fmt: skip
     log = tmp_path_factory.mktemp("serve-log") / "server.log"
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -73,6 +74,10 @@ def page():
 def _report(server: str, page) -> dict:
     report_id = page.locator("#download").get_attribute("href").split("/")[3]
     return _get(f"{server}/v1/reports/{report_id}")
+
+
+def test_the_server_runs_on_the_threads_it_was_given(server):
+    assert _get(f"{server}/healthz")["threads"] == 1
 
 
 def test_ask_click_compare_what_if_and_switch_depth(server, page):

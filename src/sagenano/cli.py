@@ -538,6 +538,13 @@ def serve(
     queue: Annotated[int, typer.Option(help="Requests queued or running at once; more get 503 + Retry-After.")] = 8,
     time_limit: Annotated[float, typer.Option(help="Seconds a request may take before it is stopped (504).")] = 120.0,
     max_new_tokens: Annotated[int, typer.Option(help="Largest max_new_tokens a request may ask for.")] = 512,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="CPU threads for the model (default: torch's, one per core). Fewer when other work "
+            "shares the machine: threads waiting on a busy core slow every request many times over."
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API and the web page: ask a question, watch the chain appear, click a decision point for
     its alternatives and "why this over that", edit the question for "what if", look for a simpler way."""
@@ -546,6 +553,12 @@ def serve(
     from .loading import load_model
     from .serve import ServerSettings, create_app, default_store_path
 
+    if threads is not None:
+        if threads < 1:
+            _fail(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         loaded = load_model(model)
         settings = ServerSettings(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -166,6 +167,7 @@ class Health(BaseModel):
     completed: int
     reports: int
     memory_mb: float | None = Field(description="resident memory of the server process (None where unknown)")
+    threads: int = Field(description="CPU threads the model runs on (`sage-nano serve --threads`)")
 
 
 class ModelInfo(BaseModel):
@@ -393,7 +395,8 @@ def create_app(loaded: LoadedModel, settings: ServerSettings | None = None) -> F
     @app.get("/healthz", response_model=Health, tags=["server"])
     async def healthz() -> Health:
         return Health(status="ok", pending=worker.pending, max_pending=worker.max_pending,
-                      completed=worker.completed, reports=len(store), memory_mb=resident_memory_mb())  # fmt: skip
+                      completed=worker.completed, reports=len(store), memory_mb=resident_memory_mb(),
+                      threads=torch.get_num_threads())  # fmt: skip
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
