@@ -108,7 +108,7 @@ def test_non_utf8_bytes_on_the_command_line_are_refused():
         (["tokenizer", "train", "/no/such/file.txt"], "not found"),
         (["serve", "--model", "/no/such/model"], "no model at"),
         (["serve", "--queue", "0"], "max_pending must be at least 1"),
-        (["serve", "--threads", "0"], "--threads must be at least 1"),
+        (["serve", "--threads", "0"], "greater than or equal to 1"),
         (["quantize", "--out", "never-written", "--bits", "3"], "--bits must be 4 or 8"),
     ],
 )

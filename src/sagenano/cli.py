@@ -541,8 +541,9 @@ def serve(
     threads: Annotated[
         int | None,
         typer.Option(
+            min=1,
             help="CPU threads for the model (default: torch's, one per core). Fewer when other work "
-            "shares the machine: threads waiting on a busy core slow every request many times over."
+            "shares the machine: threads waiting on a busy core slow every request many times over.",
         ),
     ] = None,
 ) -> None:
@@ -554,8 +555,6 @@ def serve(
     from .serve import ServerSettings, create_app, default_store_path
 
     if threads is not None:
-        if threads < 1:
-            _fail(f"--threads must be at least 1, got {threads}")
         import torch
 
         torch.set_num_threads(threads)
