@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from conftest import encode, make_hf_model, make_sage
-from sagenano.generation import ReasoningTrace, segment_steps, trace_generate
+from sagenano.generation import (
+    ReasoningTrace,
+    _hooks,
+    _Recorder,
+    _tokenize,
+    batch_decode,
+    segment_steps,
+    token_char_ends,
+    trace_generate,
+)
 
 PROMPT = "If 3x + 2 = 14, what is x?"
 FAMILIES = ["sage", "gpt2", "llama", "qwen2", "mistral"]
@@ -223,3 +233,37 @@ def test_steps_by_sage_step_tokens():
     steps = segment_steps(text, char_ends_of(pieces))  # auto picks the step tokens
     assert [s.text for s in steps] == ["12 + 7 = 19", "19 - 4 = 15", "15"]
     assert [(s.token_start, s.token_end) for s in steps] == [(0, 5), (6, 11), (12, 13)]
+
+
+def test_records_do_not_depend_on_how_many_steps_are_reduced_at_once(tokenizer):
+    """The recorder reduces logits a chunk of steps at a time; one step per chunk gives the same records."""
+    model = make_hf_model("llama", len(tokenizer))
+    inputs, pad_id = _tokenize(tokenizer, [PROMPT, "What is 7 + 5?"], model)  # left-padded
+    every_step, at_once = _Recorder(top_k=3, chunk_bytes=1), _Recorder(top_k=3)
+    with _hooks(every_step, model), _hooks(at_once, model):
+        sequences = model.generate(**inputs, max_new_tokens=10, do_sample=False, pad_token_id=pad_id)
+    for recorder in (every_step, at_once):
+        recorder.finish(sequences[:, -1])
+    assert len(every_step.entropies) == 10 and len(every_step.pending_logits) == 0
+    for name in ("chosen_logprobs", "entropies", "topk_values"):
+        torch.testing.assert_close(getattr(every_step, name), getattr(at_once, name), atol=1e-4, rtol=0)
+    assert torch.equal(every_step.topk_ids, at_once.topk_ids)
+    chosen = sequences[:, inputs["input_ids"].shape[1] :].T  # (T, B)
+    assert torch.equal(every_step.topk_ids[..., 0], chosen), "greedy: the chosen token is the top-1"
+
+
+def test_a_masked_token_adds_nothing_to_the_entropy():
+    """Logits of -inf (a masked token) must give the entropy of the other tokens, not NaN."""
+    logits = torch.tensor([[[0.0, 0.0, float("-inf"), 0.0]]])
+    recorder = _Recorder(top_k=2)
+    recorder.on_model_output(None, (), SimpleNamespace(logits=logits))
+    recorder.finish(torch.tensor([1]))
+    assert recorder.entropies.item() == pytest.approx(math.log(3))
+    assert recorder.chosen_logprobs.item() == pytest.approx(-math.log(3))
+
+
+def test_batch_decode_equals_the_tokenizers(tokenizer):
+    ids = tokenizer("Step 1: 3x = 12 <|step|> x = 4 <|answer|> 4").input_ids
+    prefixes = [ids[: i + 1] for i in range(len(ids))]
+    assert batch_decode(tokenizer, prefixes) == tokenizer.batch_decode(prefixes)
+    assert token_char_ends(tokenizer, ids) == [len(tokenizer.decode(p)) for p in prefixes]

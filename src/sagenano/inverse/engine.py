@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..generation import ReasoningTrace, context_length, eos_ids, head_groups, trace_generate
+from ..generation import ReasoningTrace, context_length, eos_ids, head_groups, token_char_ends, trace_generate
 from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome
 from .calibration import AnswerCalibration
 from .claims import make_claims, own_explanation_claims
@@ -474,7 +474,7 @@ def attention_rows(trace: ReasoningTrace, model: PreTrainedModel, how: str) -> t
 
 def prompt_char_ends(tokenizer: PreTrainedTokenizerBase, prompt_ids: torch.Tensor) -> tuple[str, list[int]]:
     ids = prompt_ids.tolist()
-    return tokenizer.decode(ids), [len(t) for t in tokenizer.batch_decode([ids[: i + 1] for i in range(len(ids))])]
+    return tokenizer.decode(ids), token_char_ends(tokenizer, ids)
 
 
 def candidate_units(tokenizer, question: str, trace: ReasoningTrace) -> tuple[list[SpanRef], dict[int, list[SpanRef]]]:
