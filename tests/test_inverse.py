@@ -8,11 +8,18 @@ import random
 import jsonschema
 import pytest
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from conftest import copy_example, make_hf_model, make_sage, train_copier
 from sagenano.eval.synthetic import expected_calibration_error
 from sagenano.inverse import Report, explain, validate_and_refine
-from sagenano.inverse.alternatives import decode_chain, extract_answer, outcome
+from sagenano.inverse.alternatives import (
+    _PreallocatedLayer,
+    branch_rollouts,
+    decode_chain,
+    extract_answer,
+    outcome,
+)
 from sagenano.inverse.calibration import (
     AnswerCalibration,
     AnswerRecord,
@@ -312,3 +319,28 @@ def test_a_given_chain_is_explained_with_the_models_own_numbers(tokenizer):
     assert [t.prob for t in forced_first.tokens] == pytest.approx([t.prob for t in generated.tokens], abs=1e-5)
     with pytest.raises(ValueError, match="empty"):
         explain(model, tokenizer, QUESTION, chain="")
+
+
+@pytest.mark.parametrize("family", ["sage", "llama"])
+def test_branch_rollouts_from_the_shared_cache_equal_fresh_generation(family, tokenizer):
+    """Branches generated from the chain's cache (preallocated, written in place) equal branches generated from
+    scratch, for branch points early, late and equal."""
+    model = tiny(family, tokenizer)
+    sequence = torch.tensor(tokenizer(QUESTION + " 3 + 4 = 7 apples.").input_ids)
+    branches = [(3, 17), (len(sequence) - 2, 40), (len(sequence) - 2, 41), (8, 17)]
+    end = len(sequence) + 12
+    assert branch_rollouts(model, sequence, branches, end) == branch_rollouts(
+        model, sequence, branches, end, reuse_cache=False
+    )
+
+
+def test_preallocated_cache_layer_writes_in_place_then_concatenates_past_its_room():
+    keys, values = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    layer, reference = _PreallocatedLayer(keys, values, capacity=6), DynamicLayer()
+    reference.update(keys, values)
+    for step in range(4):  # two steps fit the room, two do not
+        new_keys, new_values = torch.randn(2, 3, 1, 5), torch.randn(2, 3, 1, 5)
+        got, expected = layer.update(new_keys, new_values), reference.update(new_keys, new_values)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+        assert (layer.keys.data_ptr() == layer.key_buffer.data_ptr()) == (step < 2)
+    assert layer.get_seq_length() == 8
