@@ -36,7 +36,7 @@ def validate(report: Report, model: PreTrainedModel, tokenizer: PreTrainedTokeni
         if check is not None:
             check(claim, report, scores)
     _check_alternatives([c for c in report.claims if c.kind == "alternative"], report, model, tokenizer, chain)
-    _check_dependencies([c for c in report.claims if c.kind == "dependency"], report, model, tokenizer, chain)
+    _check_dependencies([c for c in report.claims if c.kind == "dependency"], report, model, tokenizer, chain, scores)
     return _score(report)
 
 
@@ -162,9 +162,10 @@ def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int]) -
     return results
 
 
-def _check_dependencies(claims: list[Claim], report: Report, model, tokenizer, chain: Chain) -> None:
-    """Per step: one batch of the step's inputs — unchanged, each claimed span masked, and each claim's random
-    control spans masked — scored on the step's tokens only."""
+def _check_dependencies(claims: list[Claim], report: Report, model, tokenizer, chain: Chain, scores) -> None:
+    """Per step: one batch of the step's inputs with each claimed span masked, and each claim's random control
+    spans masked, scored on the step's tokens only; the unchanged step's loss comes from the uncached pass that
+    scored the whole chain (`scores`), as causality makes it the same."""
     controls = int(report.options["random_controls"])
     rng = random.Random(int(report.options["seed"]))
     replacement = replacement_id(tokenizer)
@@ -173,7 +174,8 @@ def _check_dependencies(claims: list[Claim], report: Report, model, tokenizer, c
         if not mine:
             continue
         tokens = range(step.token_start, step.token_end)
-        rows, plans = [[]], []
+        unchanged = -float(scores.logprobs[step.token_start : step.token_end].sum())
+        rows, plans = [], []
         for claim in mine:
             claimed = claim.stated["positions"]
             randoms = _random_windows(_eligible_positions(report, step.index), len(claimed), set(claimed), controls,
@@ -183,7 +185,7 @@ def _check_dependencies(claims: list[Claim], report: Report, model, tokenizer, c
         losses = step_losses(model, ablate(step_inputs(chain, tokens), rows, replacement), chain, tokens).tolist()
         for claim, first, count in plans:
             _settle_dependency(
-                claim, losses[first] - losses[0], [x - losses[0] for x in losses[first + 1 : first + 1 + count]]
+                claim, losses[first] - unchanged, [x - unchanged for x in losses[first + 1 : first + 1 + count]]
             )
 
 
