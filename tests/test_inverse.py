@@ -32,6 +32,7 @@ from sagenano.inverse.engine import check_question
 from sagenano.inverse.measure import Chain, step_gradient_norms
 from sagenano.inverse.report import Claim
 from sagenano.inverse.spans import text_units
+from sagenano.inverse.validate import _greedy_agreement
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples?"
 FAMILIES = ("sage", "gpt2", "llama", "qwen2")
@@ -344,3 +345,18 @@ def test_preallocated_cache_layer_writes_in_place_then_concatenates_past_its_roo
         assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
         assert (layer.keys.data_ptr() == layer.key_buffer.data_ptr()) == (step < 2)
     assert layer.get_seq_length() == 8
+
+
+@pytest.mark.parametrize("family", ["sage", "llama"])
+def test_greedy_agreement_accepts_greedy_continuations_and_rejects_another_token(family, tokenizer):
+    model = tiny(family, tokenizer)
+    prompt = torch.tensor(tokenizer(QUESTION).input_ids)
+    greedy = model.generate(prompt[None], attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                            max_new_tokens=10, do_sample=False, pad_token_id=tokenizer.pad_token_id)[0]  # fmt: skip
+    with torch.no_grad():
+        logits = model(greedy[None]).logits[0]
+    second = greedy.clone()
+    last = len(greedy) - 1
+    second[last] = logits[last - 1].topk(2).indices[1]  # the runner-up at the last position
+    forced = [len(prompt), len(prompt) + 3, len(prompt) + 3, last]  # earliest, later, and forced at the change
+    assert _greedy_agreement(model, [greedy, greedy[:-2], second, second], forced) == [True, True, False, True]

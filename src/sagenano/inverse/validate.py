@@ -113,7 +113,7 @@ def _check_decision(claim: Claim, report: Report, scores) -> None:
 
 def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, chain: Chain) -> None:
     """Each claimed rollout must be what greedy decoding gives: one uncached, teacher-forced pass over every
-    rolled-out chain (a batch) must pick each of its tokens as the most likely one, and the chain must end
+    rolled-out chain (a batch) must pick each of its tokens as a most likely one (a tie counts), and the chain must end
     (end-of-sequence or the token budget) where the rollout ended; then its answer and outcome are re-read."""
     eos = eos_ids(model)
     rolled = {(d.position, a.token_id): a.ids for d in report.decision_points for a in d.alternatives}
@@ -137,7 +137,7 @@ def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, c
         answer = extract_answer(text)
         result = outcome(answer, report.answer)
         ok = greedy and ended and result == claim.stated["outcome"] and answer == claim.stated["answer"]
-        _settle(claim, ok, "uncached teacher-forced pass: every rolled-out token is the most likely one, the "
+        _settle(claim, ok, "uncached teacher-forced pass: every rolled-out token is a most likely one, the "
                 "chain ends where the rollout ended, and its answer is re-read",
                 greedy=greedy, ended=ended, measured_answer=answer, measured_outcome=result)  # fmt: skip
 
@@ -145,20 +145,27 @@ def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, c
 @torch.no_grad()
 def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int]) -> list[bool]:
     """For each sequence (right-padded into batches), whether every token after the forced one (at index
-    `forced[i]`) is the argmax of the model's prediction at the position before it."""
+    `forced[i]`) is a most likely token of the model's prediction at the position before it (a tie counts).
+
+    Logits are kept only from the batch's earliest forced position on, and compared with their maximum
+    (`amax`), not through `argmax`, which took 38 ms for 16 × 250 positions of 4,096 logits here against 4 ms."""
     results = []
     for start in range(0, len(sequences), ROWS_PER_PASS):
         chunk = sequences[start : start + ROWS_PER_PASS]
-        width = max(len(s) for s in chunk)
+        at = forced[start : start + ROWS_PER_PASS]
+        width, first = max(len(s) for s in chunk), min(at)
         rows = torch.zeros(len(chunk), width, dtype=torch.long)
         mask = torch.zeros_like(rows)
         for r, sequence in enumerate(chunk):
             rows[r, : len(sequence)] = sequence
             mask[r, : len(sequence)] = 1
-        out = model(input_ids=rows.to(model.device), attention_mask=mask.to(model.device), use_cache=False)
-        predicted = out.logits.argmax(-1).cpu()
-        for r, (sequence, at) in enumerate(zip(chunk, forced[start : start + ROWS_PER_PASS], strict=True)):
-            results.append(bool(torch.equal(predicted[r, at : len(sequence) - 1], sequence[at + 1 :])))
+        out = model(input_ids=rows.to(model.device), attention_mask=mask.to(model.device), use_cache=False,
+                    logits_to_keep=width - first)  # fmt: skip
+        logits = out.logits[:, :-1].float()  # column c: the prediction at position first + c of the next token
+        following = rows[:, first + 1 :].to(logits.device)
+        top = (logits.gather(-1, following[..., None])[..., 0] >= logits.amax(-1)).cpu()
+        for r, (sequence, k) in enumerate(zip(chunk, at, strict=True)):
+            results.append(bool(top[r, k - first : len(sequence) - 1 - first].all()))
     return results
 
 
