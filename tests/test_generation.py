@@ -267,3 +267,12 @@ def test_batch_decode_equals_the_tokenizers(tokenizer):
     prefixes = [ids[: i + 1] for i in range(len(ids))]
     assert batch_decode(tokenizer, prefixes) == tokenizer.batch_decode(prefixes)
     assert token_char_ends(tokenizer, ids) == [len(tokenizer.decode(p)) for p in prefixes]
+
+
+def test_the_recorder_refuses_outputs_it_cannot_pair_with_tokens():
+    """Two model outputs before any fed token (e.g. a chunked prefill) would pair logits with the wrong tokens."""
+    recorder = _Recorder(top_k=2)
+    for _ in range(2):
+        recorder.on_model_output(None, (), SimpleNamespace(logits=torch.zeros(1, 1, 4)))
+    with pytest.raises(RuntimeError, match="one forward pass"):
+        recorder.finish(torch.tensor([1]))

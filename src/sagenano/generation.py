@@ -328,6 +328,12 @@ class _Recorder:
 
     def finish(self, last_tokens: torch.Tensor) -> None:
         """Reduces what is pending, the last step with the token chosen there (no forward pass follows it)."""
+        if len(self.pending_chosen) + 1 != len(self.pending_logits):
+            # e.g. chunked prefill (two forward passes before the first token) or embeddings that are not called
+            raise RuntimeError(
+                f"traced generation saw {len(self.pending_logits)} model outputs for {len(self.pending_chosen)} "
+                "fed tokens: it needs one forward pass, through the input embeddings, per generated token"
+            )
         self.pending_chosen.append(last_tokens)
         self._reduce()
         for name in ("entropies", "topk_values", "topk_ids", "chosen_logprobs"):
@@ -585,17 +591,15 @@ def eos_ids(model: PreTrainedModel) -> set[int]:
 
 
 def _generated_length(
-    tokenizer: PreTrainedTokenizerBase,
-    model: PreTrainedModel,
-    new_ids: list[int],
-    stop_strings: list[str] | None,
+    model: PreTrainedModel, new_ids: list[int], prefix_texts: list[str], stop_strings: list[str] | None
 ) -> tuple[int, str]:
-    """How many of a row's generated tokens are real (the rest is batch padding), and why it ended."""
+    """How many of a row's generated tokens are real (the rest is batch padding), and why it ended
+    (`prefix_texts[i]`: the decoding of the first i + 1 tokens)."""
     eos = eos_ids(model)
     for i, token in enumerate(new_ids):
         if token in eos:
             return i + 1, "eos"
-        if stop_strings and any(s in tokenizer.decode(new_ids[: i + 1]) for s in stop_strings):
+        if stop_strings and any(s in prefix_texts[i] for s in stop_strings):
             return i + 1, "stop_string"
     return len(new_ids), "length"
 
@@ -618,10 +622,11 @@ def _build_trace(
     pad = int((inputs["attention_mask"][b] == 0).sum())  # left padding of this row
     prompt_ids = inputs["input_ids"][b, pad:].cpu()
     new_ids = sequences[b, padded_len:].tolist()
-    length, finish_reason = _generated_length(tokenizer, model, new_ids, stop_strings)
+    prefix_texts = prefix_decodings(tokenizer, new_ids)
+    length, finish_reason = _generated_length(model, new_ids, prefix_texts, stop_strings)
     token_ids = torch.tensor(new_ids[:length], dtype=torch.long)
     text_ids = token_ids[:-1] if finish_reason == "eos" else token_ids
-    char_ends = token_char_ends(tokenizer, new_ids[:length])
+    char_ends = [len(text) for text in prefix_texts[:length]]
     text = tokenizer.decode(text_ids)
     topk_ids = recorder.topk_ids[:length, b].cpu()
 
@@ -658,9 +663,14 @@ def _decode_each(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor) -> list:
     return [flat[i : i + width] for i in range(0, len(flat), width)]
 
 
+def prefix_decodings(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[str]:
+    """The decoding of every prefix of `ids` (the first 1, 2, ... tokens)."""
+    return batch_decode(tokenizer, [ids[: i + 1] for i in range(len(ids))])
+
+
 def token_char_ends(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[int]:
     """Where each token ends in the decoded text: the length of every prefix's decoding."""
-    return [len(text) for text in batch_decode(tokenizer, [ids[: i + 1] for i in range(len(ids))])]
+    return [len(text) for text in prefix_decodings(tokenizer, ids)]
 
 
 def batch_decode(tokenizer: PreTrainedTokenizerBase, sequences: list[list[int]]) -> list[str]:
@@ -669,7 +679,14 @@ def batch_decode(tokenizer: PreTrainedTokenizerBase, sequences: list[list[int]])
     0.9 ms that way here against 2.0 ms through transformers' per-sequence Python."""
     from transformers import TokenizersBackend
 
-    fast = isinstance(tokenizer, TokenizersBackend)
-    if fast and type(tokenizer)._decode is TokenizersBackend._decode and not tokenizer.clean_up_tokenization_spaces:
+    kind = type(tokenizer)
+    plain = (
+        isinstance(tokenizer, TokenizersBackend)
+        and kind._decode is TokenizersBackend._decode
+        and kind.decode is PreTrainedTokenizerBase.decode
+        and kind.batch_decode is PreTrainedTokenizerBase.batch_decode
+        and not tokenizer.clean_up_tokenization_spaces
+    )
+    if plain:
         return tokenizer.backend_tokenizer.decode_batch(sequences, skip_special_tokens=False)
     return tokenizer.batch_decode(sequences)

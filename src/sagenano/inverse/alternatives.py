@@ -80,7 +80,7 @@ def branch_rollouts(
         return [[token] for _, token in branches]
     kwargs = {}
     if reuse_cache and min(lengths) > 0:
-        kwargs["cache"] = _branch_cache(model, sequence[:longest], lengths, longest + 1 + budget)
+        kwargs["cache"] = _branch_cache(model, sequence[:longest], lengths, longest + budget)
     out = model.generate(
         input_ids=rows.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=budget,
         do_sample=False, pad_token_id=pad, **kwargs,
@@ -133,8 +133,10 @@ class _PreallocatedLayer(DynamicLayer):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         filled = self.get_seq_length()
-        writes_in_place = self.keys.data_ptr() == self.key_buffer.data_ptr()  # False once it has concatenated
-        if not writes_in_place or filled + key_states.shape[-2] > self.key_buffer.shape[-2]:
+        if self.key_buffer is None or not self.is_initialized or self.keys.data_ptr() != self.key_buffer.data_ptr():
+            return super().update(key_states, value_states, *args, **kwargs)  # reset, or concatenating already
+        if filled + key_states.shape[-2] > self.key_buffer.shape[-2]:
+            self.key_buffer = self.value_buffer = None  # from now on concatenating: the buffers are not needed
             return super().update(key_states, value_states, *args, **kwargs)
         self._write(key_states, value_states, filled)
         return self.keys, self.values

@@ -2,9 +2,9 @@
 
 - confidence and decision claims: the stated probability must match an independent, uncached
   teacher-forced pass over the chain (the report's numbers come from cached generation);
-- alternative claims: an uncached teacher-forced pass must confirm that the rolled-out chain is exactly
-  the greedy continuation of the forced token (the engine generated it from a shared cache), and the
-  answer read from it must give the stated outcome;
+- alternative claims: an uncached teacher-forced pass must confirm that the rolled-out chain is a greedy
+  continuation of the forced token, every token a most likely one (the engine generated it from a shared
+  cache), and the answer read from it must give the stated outcome;
 - dependency claims: replacing the claimed span's tokens (masking) must raise the step's negative
   log-likelihood more than replacing random spans of the same number of tokens typically does (their
   median: one random span that happens to hit the step's own cue must not decide the verdict).
@@ -161,7 +161,9 @@ def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int]) -
             mask[r, : len(sequence)] = 1
         out = model(input_ids=rows.to(model.device), attention_mask=mask.to(model.device), use_cache=False,
                     logits_to_keep=width - first)  # fmt: skip
-        logits = out.logits[:, :-1].float()  # column c: the prediction at position first + c of the next token
+        # Column c: the prediction at position first + c (a model that ignores logits_to_keep returns them all).
+        # Compared in the model's own dtype: a float32 copy of rows × positions × vocabulary is not needed.
+        logits = out.logits[:, first - width : -1]
         following = rows[:, first + 1 :].to(logits.device)
         top = (logits.gather(-1, following[..., None])[..., 0] >= logits.amax(-1)).cpu()
         for r, (sequence, k) in enumerate(zip(chunk, at, strict=True)):
@@ -172,7 +174,7 @@ def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int]) -
 def _check_dependencies(claims: list[Claim], report: Report, model, tokenizer, chain: Chain, scores) -> None:
     """Per step: one batch of the step's inputs with each claimed span masked, and each claim's random control
     spans masked, scored on the step's tokens only; the unchanged step's loss comes from the uncached pass that
-    scored the whole chain (`scores`), as causality makes it the same."""
+    scored the whole chain (`scores`): causality makes it the same, up to rounding."""
     controls = int(report.options["random_controls"])
     rng = random.Random(int(report.options["seed"]))
     replacement = replacement_id(tokenizer)
