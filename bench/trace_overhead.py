@@ -14,6 +14,8 @@ warm-up). Read from /proc/self/status (Linux), not ru_maxrss, which a child inhe
 With --device cuda: torch.cuda.max_memory_allocated instead.
 
 Run:  .venv/bin/python bench/trace_overhead.py [--repeats 5] [--threads 1] [--device cpu] [--models sage,llama]
+      [--prompt-repeats K]  (the prompt K times over: a long prompt, whose keys and values the replay reads from
+      generation's cache instead of recomputing them)
 Goal: traced / plain <= 1.10 for time and for the whole process's peak memory. The growth during generation
 is printed in MiB beside it, without a goal: plain generation's growth is a few pages, so a ratio to it
 says nothing.
@@ -57,14 +59,15 @@ MIB = 1024 * 1024
 
 
 def runner(
-    variant: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, new_tokens: int, device: str
-) -> Callable[[], list[int]]:
+    variant: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, new_tokens: int, device: str,
+    prompt: str = PROMPT,
+) -> Callable[[], list[int]]:  # fmt: skip
     """A no-argument function that generates once and returns the generated ids."""
     if variant == "traced":
         return lambda: trace_generate(
-            model, tokenizer, PROMPT, max_new_tokens=new_tokens, attention="summary"
+            model, tokenizer, prompt, max_new_tokens=new_tokens, attention="summary"
         ).token_ids.tolist()
-    inputs = encode(tokenizer, device)
+    inputs = encode(tokenizer, device, prompt)
     return lambda: plain_generate(model, tokenizer, inputs, new_tokens)[0].tolist()
 
 
@@ -82,6 +85,10 @@ def reset_peak_rss() -> bool:
     return True
 
 
+def prompt_of(args: argparse.Namespace) -> str:
+    return " ".join([PROMPT] * max(1, args.prompt_repeats))
+
+
 def child(args: argparse.Namespace) -> None:
     """Loads one model, warms up, generates once and prints its memory (bytes) as JSON.
 
@@ -90,8 +97,8 @@ def child(args: argparse.Namespace) -> None:
     """
     models, tokenizer = build_models([args.model], args.device, args.llama_match)
     model = models[args.model]
-    runner(args.child, model, tokenizer, WARMUP_TOKENS, args.device)()
-    run = runner(args.child, model, tokenizer, args.new_tokens, args.device)
+    runner(args.child, model, tokenizer, WARMUP_TOKENS, args.device, prompt_of(args))()
+    run = runner(args.child, model, tokenizer, args.new_tokens, args.device, prompt_of(args))
     if args.device == "cuda":
         torch.cuda.synchronize()
         before = load_peak = torch.cuda.memory_allocated()
@@ -110,7 +117,7 @@ def child(args: argparse.Namespace) -> None:
 
 def measure_memory(args: argparse.Namespace, model: str, variant: str) -> dict[str, int]:
     command = [sys.executable, __file__, "--child", variant, "--model", model]
-    for flag in ("threads", "device", "new_tokens", "llama_match"):
+    for flag in ("threads", "device", "new_tokens", "llama_match", "prompt_repeats"):
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -125,6 +132,12 @@ def measure_memory(args: argparse.Namespace, model: str, variant: str) -> dict[s
 def main() -> None:
     parser = common_parser(__doc__)
     parser.add_argument("--models", default="sage,llama", help="comma-separated, from: sage, llama (default both)")
+    parser.add_argument(
+        "--prompt-repeats",
+        type=int,
+        default=1,
+        help="the prompt repeated this many times, as a long few-shot prompt would be (default 1)",
+    )
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=MODELS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -137,12 +150,14 @@ def main() -> None:
 
     started = time.perf_counter()
     models, tokenizer = build_models(names, args.device, args.llama_match)
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, {args.new_tokens} new tokens, greedy")
+    prompt_tokens = len(tokenizer(prompt_of(args)).input_ids)
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, prompt {prompt_tokens} tokens, "
+          f"{args.new_tokens} new tokens, greedy")  # fmt: skip
     print(f"repeats {args.repeats} (interleaved plain/traced after one warm-up each)\n{describe_sizes(models)}")
     memory_unit = "CUDA allocated" if args.device == "cuda" else "RSS"
     rows = []
     for name, model in models.items():
-        fns = {v: runner(v, model, tokenizer, args.new_tokens, args.device) for v in VARIANTS}
+        fns = {v: runner(v, model, tokenizer, args.new_tokens, args.device, prompt_of(args)) for v in VARIANTS}
         outputs = {v: fn() for v, fn in fns.items()}
         same = "identical" if outputs["plain"] == outputs["traced"] else "DIFFERENT"
         counts = ", ".join(f"{v} {len(ids)}" for v, ids in outputs.items())

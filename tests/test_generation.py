@@ -13,8 +13,10 @@ from sagenano.generation import (
     ReasoningTrace,
     _hooks,
     _Recorder,
+    _replay,
     _tokenize,
     batch_decode,
+    head_groups,
     segment_steps,
     token_char_ends,
     trace_generate,
@@ -276,3 +278,24 @@ def test_the_recorder_refuses_outputs_it_cannot_pair_with_tokens():
         recorder.on_model_output(None, (), SimpleNamespace(logits=torch.zeros(1, 1, 4)))
     with pytest.raises(RuntimeError, match="one forward pass"):
         recorder.finish(torch.tensor([1]))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_summary_replay_from_the_generation_cache_equals_a_full_replay(family, tokenizer):
+    """One prompt: the replay pass reads the prompt's keys and values from generation's cache and runs over the
+    generated positions only; its attention rows equal those of a full pass over prompt and chain."""
+    model = build(family, tokenizer)
+    fed: list[int] = []
+    hook = model.get_input_embeddings().register_forward_pre_hook(lambda module, args: fed.append(args[0].shape[1]))
+    try:
+        trace = trace_generate(model, tokenizer, PROMPT, max_new_tokens=12)
+    finally:
+        hook.remove()
+    P, T = len(trace.prompt_ids), trace.num_tokens
+    # Mistral's sliding-window cache layers may not hold every position: its replay is a full pass.
+    assert fed[-1] == (P + T - 1 if family == "mistral" else T), "the replay fed only the predicting positions"
+    ids = torch.cat([trace.prompt_ids, trace.token_ids[:-1]])
+    full = _replay(model, ids, T, head_groups(model), "summary", False)
+    assert full.summary.shape == trace.attention.shape == (T, model.config.num_hidden_layers, len(trace.head_groups),
+                                                           P + T - 1)  # fmt: skip
+    torch.testing.assert_close(trace.attention.float(), full.summary.float(), atol=2e-3, rtol=0)

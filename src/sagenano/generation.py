@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import Cache, DynamicLayer
 
 AttentionRecord = Literal["none", "summary", "full"]
 
@@ -350,7 +351,7 @@ class _Replayed:
 @torch.no_grad()
 def _replay(
     model: PreTrainedModel, ids: torch.Tensor, num_new: int, groups: dict[str, int], attention: AttentionRecord,
-    hidden: bool,
+    hidden: bool, cache: Cache | None = None,
 ) -> _Replayed:  # fmt: skip
     """Attention and hidden states of one generated sequence, from a single forward pass over its N = P + T − 1
     positions (the last generated token is never an input).
@@ -358,10 +359,11 @@ def _replay(
     One causal pass yields exactly the rows the decoding steps computed one at a time (row P − 1 + t is the
     position that predicted generated token t), so generation runs at full speed and each layer's map is
     reduced to head-group rows as soon as it exists: only one layer's (H, N, N) is alive at a time.
+    With generation's KV cache (`cache`, summary rows only), the pass covers only the T positions that predicted
+    a generated token and reads the earlier ones' keys and values from the cache: the prompt is not recomputed.
     """
     sizes = torch.tensor(list(groups.values()))
     group_means = torch.repeat_interleave(torch.eye(len(sizes)) / sizes[:, None], sizes, dim=1)  # (G, H)
-    first_row = ids.shape[0] - num_new  # P - 1
     rows: list[torch.Tensor] = []
     maps: list[torch.Tensor] = []
 
@@ -370,7 +372,7 @@ def _replay(
             weights = output[index]  # (1, H, N, N)
             if weights is None:
                 raise RuntimeError("attention weights are empty: the model is not running eager attention")
-            predicting = weights[0, :, first_row:].float()  # (H, T, N)
+            predicting = weights[0, :, -num_new:].float()  # (H, T, N): the rows that predicted generated tokens
             rows.append(torch.einsum("gh,htn->tgn", group_means.to(predicting.device), predicting))
             if attention == "full":
                 maps.append(weights[0].detach().float().cpu())
@@ -380,10 +382,12 @@ def _replay(
     handles = []
     if attention != "none":
         handles = [m.register_forward_hook(on_attention(i)) for _, m, i in attention_modules(model)]
+    inputs = _cached_inputs(model, ids, num_new, cache) if attention == "summary" and not hidden else None
+    if inputs is None:
+        inputs = {"input_ids": ids[None].to(model.device), "use_cache": False, "output_hidden_states": hidden}
     try:
         with _eager_attention(model, attention != "none"):
-            out = model(input_ids=ids[None].to(model.device), use_cache=False, logits_to_keep=1,
-                        output_hidden_states=hidden)  # fmt: skip
+            out = model(**inputs, logits_to_keep=1)
     finally:
         for handle in handles:
             handle.remove()
@@ -392,6 +396,23 @@ def _replay(
         maps=torch.stack(maps) if maps else None,
         hidden_states=torch.stack(out.hidden_states)[:, 0].float().cpu() if hidden else None,
     )
+
+
+def _cached_inputs(model: PreTrainedModel, ids: torch.Tensor, num_new: int, cache: Cache | None) -> dict | None:
+    """Model inputs for the last `num_new` positions of `ids` with `cache` holding all earlier ones, as generate
+    builds them (positions, SAGE's step ids); None when the cache cannot serve: absent, not exactly the keys and
+    values of `ids`, or with layers that keep only part of them (sliding windows)."""
+    past = len(ids) - num_new
+    if cache is None or past < 1 or cache.get_seq_length() != len(ids):
+        return None
+    if any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return None
+    cache.crop(past - len(ids))  # keep the keys and values of positions [0, past)
+    full = ids[None].to(model.device)
+    inputs = model.prepare_inputs_for_generation(
+        full, next_sequence_length=num_new, cache=cache, attention_mask=torch.ones_like(full)
+    )
+    return {**inputs, "use_cache": True}
 
 
 @contextlib.contextmanager
@@ -497,17 +518,21 @@ def trace_generate(
     if seed is not None:
         torch.manual_seed(seed)
     sampling = dict(temperature=temperature, top_p=top_p, top_k=0) if do_sample else {}
+    # One prompt (no padding): generation's KV cache lets the replay pass skip the prompt.
+    keep_cache = len(rendered) == 1 and attention == "summary" and not hidden_states
     with _hooks(recorder, model):
-        sequences = model.generate(
+        out = model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             pad_token_id=pad_id,
             stop_strings=stop_strings,
             tokenizer=tokenizer if stop_strings else None,
+            return_dict_in_generate=keep_cache,
             **sampling,
             **({"logits_processor": LogitsProcessorList(processors)} if processors else {}),
         )
+    sequences, cache = (out.sequences, out.cache) if keep_cache else (out, None)
     recorder.finish(sequences[:, -1])
     traces = [
         _build_trace(
@@ -523,6 +548,7 @@ def trace_generate(
             step_strategy,
             attention,
             hidden_states,
+            cache,
         )
         for b in range(len(rendered))
     ]
@@ -617,6 +643,7 @@ def _build_trace(
     step_strategy: str,
     attention: AttentionRecord,
     hidden_states: bool,
+    cache: Cache | None,
 ) -> ReasoningTrace:
     padded_len = inputs["input_ids"].shape[1]
     pad = int((inputs["attention_mask"][b] == 0).sum())  # left padding of this row
@@ -647,7 +674,8 @@ def _build_trace(
         vocab_size=recorder.vocab_size,
     )
     if attention != "none" or hidden_states:
-        replayed = _replay(model, torch.cat([prompt_ids, token_ids[:-1]]), length, groups, attention, hidden_states)
+        ids = torch.cat([prompt_ids, token_ids[:-1]])
+        replayed = _replay(model, ids, length, groups, attention, hidden_states, cache)
         trace.attention, trace.attention_maps = replayed.summary, replayed.maps
         trace.hidden_states = replayed.hidden_states
     trace.steps = segment_steps(text, char_ends[: len(text_ids)], step_strategy)
