@@ -369,7 +369,7 @@ def _replay(
 
     def on_attention(index: int) -> Callable:
         def hook(module: nn.Module, args: tuple, output: tuple) -> None:
-            weights = output[index]  # (1, H, N, N)
+            weights = output[index]  # (1, H, rows, N): N rows, or T with the cache
             if weights is None:
                 raise RuntimeError("attention weights are empty: the model is not running eager attention")
             predicting = weights[0, :, -num_new:].float()  # (H, T, N): the rows that predicted generated tokens

@@ -58,7 +58,7 @@ class ExplainOptions:
         rollouts: roll every alternative out to its own answer.
         rollout_memory_mb: bound on the rollouts' KV caches: each branch holds a cache as long as the chain, and
             as many branches are generated together as fit (at least one). Batching all of them is fastest on
-            small models (8 at a time instead of 30 took 1.6× the time for SAGE small, 128 tokens), while for nano
+            small models (8-9 at a time instead of 30 took 1.6-1.7× the time for SAGE small, 128 tokens), while for nano
             30 branches would hold ~3.3 GB (bench/explain_memory.py).
         attention_aggregate: the w_ij of eq. 7: "mean" (all layers and heads), "last" (last layer),
             "group:<name>" (one head group, all layers), "rollout" (attention rollout over layers), or "auto"
