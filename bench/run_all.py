@@ -23,9 +23,11 @@ import torch
 from common import RESULTS_ENV, print_table
 
 HERE = Path(__file__).parent
-# script → arguments for the quick pass (about 35 min on this 2-core machine); --full runs each with its defaults.
+# run → arguments for the quick pass (about 20 min on this 2-core machine); --full runs each with its defaults.
+# A run is a script's name, or "script@variant" for the same script with other arguments.
 QUICK = {
     "trace_overhead": ["--repeats", "3", "--new-tokens", "64"],
+    "trace_overhead@long_prompt": ["--repeats", "3", "--new-tokens", "64", "--prompt-repeats", "12"],
     "generate_speed": ["--repeats", "3", "--new-tokens", "64"],
     "train_speed": ["--presets", "pico", "--steps", "3"],
     "explain_overhead": ["--questions", "3", "--repeats", "2"],
@@ -37,6 +39,11 @@ QUICK = {
     "serve_load": ["--clients", "4", "--seconds", "60"],
     "profile_explain": ["--questions", "4", "--top", "10"],
 }
+
+
+def script_of(run: str) -> str:
+    """The script a run of the suite executes ("trace_overhead@long_prompt" → "trace_overhead")."""
+    return run.split("@", 1)[0]
 
 
 def machine() -> str:
@@ -62,19 +69,22 @@ def main() -> None:
     unknown = sorted(set(scripts) - set(QUICK))
     if unknown:
         parser.error(f"unknown scripts {unknown}; choose from {sorted(QUICK)}")
-    missing = sorted(p.stem for p in HERE.glob("*.py") if p.stem not in {*QUICK, "common", "run_all"})
+    missing = sorted(p.stem for p in HERE.glob("*.py") if p.stem not in {*map(script_of, QUICK), "common", "run_all"})
     if missing:
         print(f"note: not in the suite yet: {missing}")
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.jsonl"
     kept = []
     if args.append and results.is_file():
-        kept = [line for line in results.read_text().splitlines() if json.loads(line)["script"] not in scripts]
+        ran = {script_of(name) for name in scripts}
+        kept = [line for line in results.read_text().splitlines() if json.loads(line)["script"] not in ran]
     results.write_text("".join(f"{line}\n" for line in kept))
     env = {**os.environ, RESULTS_ENV: str(results.resolve()), "HF_HUB_OFFLINE": "1"}
     failures = []
     for name in scripts:
-        command = [sys.executable, str(HERE / f"{name}.py"), *([] if args.full else QUICK[name])]
+        if args.full and "@" in name:
+            continue  # --full runs each script once, at its defaults
+        command = [sys.executable, str(HERE / f"{script_of(name)}.py"), *([] if args.full else QUICK[name])]
         print(f"== {name} {' '.join(command[2:])}", flush=True)
         start = time.perf_counter()
         with open(args.out / f"{name}.log", "w") as log:

@@ -158,6 +158,8 @@ def main() -> None:
     rows = []
     for name, model in models.items():
         fns = {v: runner(v, model, tokenizer, args.new_tokens, args.device, prompt_of(args)) for v in VARIANTS}
+        # A long prompt gets its own rows in the suite's table, beside the short prompt's.
+        shown = f"{name}, {prompt_tokens}-token prompt" if args.prompt_repeats > 1 else name
         outputs = {v: fn() for v, fn in fns.items()}
         same = "identical" if outputs["plain"] == outputs["traced"] else "DIFFERENT"
         counts = ", ".join(f"{v} {len(ids)}" for v, ids in outputs.items())
@@ -182,15 +184,15 @@ def main() -> None:
         )
         for label, p, t, scale in measures:
             r = ratio(t, p)
-            rows.append([name, label, f"{p / scale:.3f}", f"{t / scale:.3f}", f"{r:.2f}", f"<= {GOAL}"])
+            rows.append([shown, label, f"{p / scale:.3f}", f"{t / scale:.3f}", f"{r:.2f}", f"<= {GOAL}"])
             rows[-1].append(verdict(r, GOAL, at_most=True))
-            record("trace_overhead", f"{name}: {label.split(' (')[0]}, traced / plain", round(r, 3), f"<= {GOAL}",
+            record("trace_overhead", f"{shown}: {label.split(' (')[0]}, traced / plain", round(r, 3), f"<= {GOAL}",
                    rows[-1][-1])  # fmt: skip
         label = f"peak {memory_unit} growth in generation (MiB)"
         extra = (grow["traced"] - grow["plain"]) / MIB
-        rows.append([name, label, f"{grow['plain'] / MIB:.3f}", f"{grow['traced'] / MIB:.3f}", f"{extra:+.1f} MiB",
+        rows.append([shown, label, f"{grow['plain'] / MIB:.3f}", f"{grow['traced'] / MIB:.3f}", f"{extra:+.1f} MiB",
                      "", ""])  # fmt: skip
-        record("trace_overhead", f"{name}: {label.split(' (')[0]}, traced - plain (MiB)", round(extra, 1))
+        record("trace_overhead", f"{shown}: {label.split(' (')[0]}, traced - plain (MiB)", round(extra, 1))
 
     print()
     print_table(["model", "measure", "plain", "traced", "traced/plain", "goal", "result"], rows)
