@@ -314,7 +314,6 @@ class _Recorder:
         # Few large temporaries (each is a fresh allocation that page-faults): the logits are turned into
         # log-probs in place, after top-k and the chosen token's logit are read from them.
         logits = torch.cat(self.pending_logits[:n], dim=1).float()  # (B, n, V)
-        logits.clamp_(min=torch.finfo(logits.dtype).min)  # a masked token's -inf: its p·log p is then 0, not NaN
         normalizer = logits.logsumexp(-1, keepdim=True)  # (B, n, 1)
         chosen = torch.stack(self.pending_chosen, dim=1)[..., None]  # (B, n, 1)
         self.chosen_logprobs.append((logits.gather(-1, chosen) - normalizer)[..., 0].T)
@@ -322,7 +321,7 @@ class _Recorder:
         self.topk_values.append((values - normalizer).transpose(0, 1))
         self.topk_ids.append(ids.transpose(0, 1))
         logprobs = logits.sub_(normalizer)
-        self.entropies.append(-torch.einsum("bnv,bnv->bn", logprobs.exp(), logprobs).T)  # -Σ p·log p
+        self.entropies.append(entropy(logprobs, overwrite=True).T)
         self.vocab_size = logprobs.shape[-1]
         del self.pending_logits[:n]
         self.pending_chosen.clear()
@@ -339,6 +338,15 @@ class _Recorder:
         self._reduce()
         for name in ("entropies", "topk_values", "topk_ids", "chosen_logprobs"):
             setattr(self, name, torch.cat(getattr(self, name)))  # (T, B, ...)
+
+
+def entropy(logprobs: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+    """-Σ p·log p over the last dimension (nats). A masked token (log-prob -inf) adds 0, not NaN: its log-prob is
+    clamped to the lowest float first, in place when `overwrite` (no copy of a large tensor).
+    (torch.special.entr took 1.45 ms for 128 × 4,096 here; this einsum 0.17 ms.)"""
+    lowest = torch.finfo(logprobs.dtype).min
+    finite = logprobs.clamp_(min=lowest) if overwrite else logprobs.clamp(min=lowest)
+    return -torch.einsum("...v,...v->...", finite.exp(), finite)
 
 
 @dataclass
@@ -359,8 +367,9 @@ def _replay(
     One causal pass yields exactly the rows the decoding steps computed one at a time (row P − 1 + t is the
     position that predicted generated token t), so generation runs at full speed and each layer's map is
     reduced to head-group rows as soon as it exists: only one layer's (H, N, N) is alive at a time.
-    With generation's KV cache (`cache`, summary rows only), the pass covers only the T positions that predicted
-    a generated token and reads the earlier ones' keys and values from the cache: the prompt is not recomputed.
+    With generation's KV cache (`cache`; for summary rows without hidden states only, as `trace_generate` passes
+    it), the pass covers only the T positions that predicted a generated token and reads the earlier ones' keys and
+    values from the cache: the prompt is not recomputed.
     """
     sizes = torch.tensor(list(groups.values()))
     group_means = torch.repeat_interleave(torch.eye(len(sizes)) / sizes[:, None], sizes, dim=1)  # (G, H)
@@ -382,7 +391,7 @@ def _replay(
     handles = []
     if attention != "none":
         handles = [m.register_forward_hook(on_attention(i)) for _, m, i in attention_modules(model)]
-    inputs = _cached_inputs(model, ids, num_new, cache) if attention == "summary" and not hidden else None
+    inputs = _cached_inputs(model, ids, num_new, cache)
     if inputs is None:
         inputs = {"input_ids": ids[None].to(model.device), "use_cache": False, "output_hidden_states": hidden}
     try:
@@ -616,18 +625,14 @@ def eos_ids(model: PreTrainedModel) -> set[int]:
     return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
-def _generated_length(
-    model: PreTrainedModel, new_ids: list[int], prefix_texts: list[str], stop_strings: list[str] | None
-) -> tuple[int, str]:
-    """How many of a row's generated tokens are real (the rest is batch padding), and why it ended
-    (`prefix_texts[i]`: the decoding of the first i + 1 tokens)."""
-    eos = eos_ids(model)
-    for i, token in enumerate(new_ids):
-        if token in eos:
-            return i + 1, "eos"
-        if stop_strings and any(s in prefix_texts[i] for s in stop_strings):
+def _generated_length(prefix_texts: list[str], eos_at: int | None, stop_strings: list[str] | None) -> tuple[int, str]:
+    """How many of a row's generated tokens are real (the rest is batch padding), and why it ended.
+    `prefix_texts[i]` is the decoding of the first i + 1 tokens, up to the first end-of-sequence token (`eos_at`)."""
+    before_eos = len(prefix_texts) if eos_at is None else eos_at
+    for i in range(before_eos if stop_strings else 0):
+        if any(s in prefix_texts[i] for s in stop_strings):
             return i + 1, "stop_string"
-    return len(new_ids), "length"
+    return (len(prefix_texts), "length") if eos_at is None else (eos_at + 1, "eos")
 
 
 def _build_trace(
@@ -649,8 +654,11 @@ def _build_trace(
     pad = int((inputs["attention_mask"][b] == 0).sum())  # left padding of this row
     prompt_ids = inputs["input_ids"][b, pad:].cpu()
     new_ids = sequences[b, padded_len:].tolist()
-    prefix_texts = prefix_decodings(tokenizer, new_ids)
-    length, finish_reason = _generated_length(model, new_ids, prefix_texts, stop_strings)
+    eos = eos_ids(model)
+    eos_at = next((i for i, token in enumerate(new_ids) if token in eos), None)
+    # Decoded up to the end of sequence only: a batch row that ended early is padding after it.
+    prefix_texts = prefix_decodings(tokenizer, new_ids if eos_at is None else new_ids[: eos_at + 1])
+    length, finish_reason = _generated_length(prefix_texts, eos_at, stop_strings)
     token_ids = torch.tensor(new_ids[:length], dtype=torch.long)
     text_ids = token_ids[:-1] if finish_reason == "eos" else token_ids
     char_ends = [len(text) for text in prefix_texts[:length]]

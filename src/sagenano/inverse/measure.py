@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from ..generation import entropy
+
 ROWS_PER_PASS = 16  # bounds the memory of batched passes (logits are rows × length × vocabulary)
 
 
@@ -69,14 +71,14 @@ def score_chain(model: PreTrainedModel, chain: Chain, answer_tokens: list[int]) 
     logp = logits.log_softmax(-1)
     top2 = logp.topk(min(2, logp.shape[-1]), dim=-1).values.exp()
     margin = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0)
-    entropy = -(logp.exp() * logp).sum(-1) / torch.log(torch.tensor(float(logp.shape[-1])))
+    normalized_entropy = entropy(logp) / torch.log(torch.tensor(float(logp.shape[-1])))
     chosen = logp.gather(1, chain.token_ids[:, None].to(logp.device))[:, 0]
     meta_decision = meta_confidence = None
     if getattr(out, "decision_logits", None) is not None:
         meta_decision = out.decision_logits[0].float().sigmoid().cpu()
         meta_confidence = out.confidence_logits[0].float().sigmoid().cpu()
     answer_logits = logits[answer_tokens].cpu() if answer_tokens else None
-    return Scores(chosen.cpu(), entropy.cpu(), margin.cpu(), answer_logits, meta_decision, meta_confidence)
+    return Scores(chosen.cpu(), normalized_entropy.cpu(), margin.cpu(), answer_logits, meta_decision, meta_confidence)
 
 
 def step_inputs(chain: Chain, step: range) -> torch.Tensor:
