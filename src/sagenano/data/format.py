@@ -39,3 +39,29 @@ def parse_answer(generated: str) -> str | None:
     rest = generated[start + len(ANSWER) :]
     end = _SPECIAL_TOKEN.search(rest)
     return (rest[: end.start()] if end else rest).strip()
+
+
+def explain_measurements(step_probs: list[float], share: list[float], decision: list[bool], resamples: int) -> str:
+    """A short explanation made only of what was measured on the model."""
+    parts = []
+    decisive = [k for k, d in enumerate(decision) if d]
+    if decisive:
+        for k in decisive:
+            before, after = round(share[k] * resamples), round(share[k + 1] * resamples)
+            parts.append(f"Step {k + 1} decided the answer: {before} of {resamples} samples from before it agree, "
+                         f"{after} of {resamples} after it.")  # fmt: skip
+    else:
+        parts.append(f"No single step decided the answer: {round(share[0] * resamples)} of {resamples} samples agree.")
+    if step_probs:
+        weakest = min(range(len(step_probs)), key=step_probs.__getitem__)
+        parts.append(f"Least confident step: {weakest + 1} (p={step_probs[weakest]:.2f}).")
+    return " ".join(parts)
+
+
+def explanation_examples() -> list[str]:
+    """Two explanations in the stage-3 format (with and without a deciding step): draft text that lookup decoding
+    (`sagenano.lookup_decoding`) copies from while a model writes its own explanation."""
+    return [
+        explain_measurements([0.9, 0.95], [1.0, 0.5, 1.0], [True, False], 4),
+        explain_measurements([0.9, 0.95], [1.0, 1.0, 1.0], [False, False], 4),
+    ]

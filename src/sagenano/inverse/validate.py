@@ -20,17 +20,23 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..generation import context_length, eos_ids
 from .alternatives import decode_chain, extract_answer, outcome
-from .measure import ROWS_PER_PASS, Chain, ablate, replacement_id, score_chain, step_inputs, step_losses
+from .measure import ROWS_PER_PASS, Chain, Scores, ablate, replacement_id, score_chain, step_inputs, step_losses
 from .report import Claim, Report, Validation
 
 PROB_TOLERANCE = 0.02  # stated probabilities are rounded to 3 decimals; cached vs uncached passes differ ~1e-6
 
 
-def validate(report: Report, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Validation:
-    """Checks every claim of the report on the model, sets each claim's status and evidence, and scores."""
+def validate(
+    report: Report, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, scores: Scores | None = None
+) -> Validation:
+    """Checks every claim of the report on the model, sets each claim's status and evidence, and scores.
+
+    `scores`: an uncached teacher-forced pass over the report's chain, when the caller has one (`explain` scored
+    the chain that way before stating anything); None: measured here."""
     model.eval()
     chain = Chain(torch.tensor(report.prompt_ids), torch.tensor([t.id for t in report.tokens]))
-    scores = score_chain(model, chain, [])
+    if scores is None:
+        scores = score_chain(model, chain, [])
     for claim in report.claims:
         check = {"confidence": _check_confidence, "decision": _check_decision}.get(claim.kind)
         if check is not None:
@@ -49,15 +55,18 @@ def _score(report: Report) -> Validation:
                       threshold=threshold)  # fmt: skip
 
 
-def validate_and_refine(report: Report, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Validation:
-    """Validates; below the threshold, drops the refuted claims and validates what is left again."""
-    first = validate(report, model, tokenizer)
+def validate_and_refine(
+    report: Report, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, scores: Scores | None = None
+) -> Validation:
+    """Validates; below the threshold, drops the refuted claims and validates what is left again. `scores`: as in
+    `validate`."""
+    first = validate(report, model, tokenizer, scores)
     if first.score >= first.threshold:
         report.validation = first
         return first
     removed = [c for c in report.claims if c.status == "refuted"]
     report.claims = [c for c in report.claims if c.status != "refuted"]
-    second = validate(report, model, tokenizer)
+    second = validate(report, model, tokenizer, scores)
     second.score_before_refinement = first.score
     second.removed_claims = removed
     report.validation = second

@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from ..data.format import explain_measurements
 from ..model import SageForCausalLM
 from .recipe import Recipe, StageConfig
 
@@ -104,23 +105,6 @@ def _step_confidences(trace, num_steps: int) -> list[float]:
         end = bounds[k + 1] if k + 1 < len(bounds) else len(tokens)
         out.append(float(probs[bounds[k] : end].mean()) if end > bounds[k] else 0.0)
     return out
-
-
-def explain_measurements(step_probs: list[float], share: list[float], decision: list[bool], resamples: int) -> str:
-    """A short explanation made only of what was measured on the model."""
-    parts = []
-    decisive = [k for k, d in enumerate(decision) if d]
-    if decisive:
-        for k in decisive:
-            before, after = round(share[k] * resamples), round(share[k + 1] * resamples)
-            parts.append(f"Step {k + 1} decided the answer: {before} of {resamples} samples from before it agree, "
-                         f"{after} of {resamples} after it.")  # fmt: skip
-    else:
-        parts.append(f"No single step decided the answer: {round(share[0] * resamples)} of {resamples} samples agree.")
-    if step_probs:
-        weakest = min(range(len(step_probs)), key=step_probs.__getitem__)
-        parts.append(f"Least confident step: {weakest + 1} (p={step_probs[weakest]:.2f}).")
-    return " ".join(parts)
 
 
 def write_inverse_data(
