@@ -18,6 +18,7 @@ from sagenano.inverse.alternatives import (
     branch_rollouts,
     decode_chain,
     extract_answer,
+    greedy_rows,
     outcome,
 )
 from sagenano.inverse.calibration import (
@@ -333,6 +334,43 @@ def test_branch_rollouts_from_the_shared_cache_equal_fresh_generation(family, to
     assert branch_rollouts(model, sequence, branches, end) == branch_rollouts(
         model, sequence, branches, end, reuse_cache=False
     )
+
+
+@pytest.mark.parametrize("family", ["sage", "llama"])
+def test_rows_that_end_leave_the_batch_and_the_rest_still_decode_greedily(family, tokenizer):
+    """Left-padded rows ending at different lengths: each row's tokens equal its own greedy generation, cut at its
+    first stop token, whether or not ended rows have been dropped from the batch around it."""
+    model = tiny(family, tokenizer)
+    prompts = [tokenizer(text).input_ids for text in ("Tom has 3 apples.", "x = 4", "If 3x + 2 = 14, what is x?")]
+    budget = 14
+    alone = []
+    for ids in prompts:
+        ids = torch.tensor([ids])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        alone.append(out[0, ids.shape[1] :].tolist())
+    stop = {alone[0][2], alone[1][6]}  # row 0 ends early, row 1 later (sooner if a token recurs); row 2 has neither
+    longest = max(map(len, prompts))
+    rows = torch.full((len(prompts), longest), tokenizer.pad_token_id)
+    mask = torch.zeros_like(rows)
+    for r, ids in enumerate(prompts):
+        rows[r, longest - len(ids) :], mask[r, longest - len(ids) :] = torch.tensor(ids), 1
+    generated = greedy_rows(model, rows, mask, None, budget, stop)
+    for new, reference in zip(generated, alone, strict=True):
+        ends = [i for i, token in enumerate(reference) if token in stop]
+        assert new == (reference[: ends[0] + 1] if ends else reference)
+    assert len(generated[0]) < budget and len(generated[2]) == budget, "rows ended early, row 2 ran on without them"
+
+
+def test_preallocated_cache_layer_keeps_selected_rows_in_place():
+    keys, values = torch.randn(3, 2, 4, 5), torch.randn(3, 2, 4, 5)
+    layer = _PreallocatedLayer(keys, values, capacity=8)
+    layer.batch_select_indices(torch.tensor([0, 2]))
+    new_keys, new_values = torch.randn(2, 2, 1, 5), torch.randn(2, 2, 1, 5)
+    got_keys, got_values = layer.update(new_keys, new_values)
+    assert torch.equal(got_keys, torch.cat([keys[[0, 2]], new_keys], 2))
+    assert torch.equal(got_values, torch.cat([values[[0, 2]], new_values], 2))
+    assert layer.keys.data_ptr() == layer.key_buffer.data_ptr() and layer.key_buffer.shape[-2] == 8
 
 
 def test_preallocated_cache_layer_writes_in_place_then_concatenates_past_its_room():

@@ -158,10 +158,11 @@ def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int]) -
 
     Logits are kept only from the batch's earliest forced position on, and compared with their maximum
     (`amax`), not through `argmax`, which took 38 ms for 16 × 250 positions of 4,096 logits here against 4 ms."""
-    results = []
-    for start in range(0, len(sequences), ROWS_PER_PASS):
-        chunk = sequences[start : start + ROWS_PER_PASS]
-        at = forced[start : start + ROWS_PER_PASS]
+    results: dict[int, bool] = {}
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # batches of similar lengths pad less
+    for start in range(0, len(order), ROWS_PER_PASS):
+        which = order[start : start + ROWS_PER_PASS]
+        chunk, at = [sequences[i] for i in which], [forced[i] for i in which]
         width, first = max(len(s) for s in chunk), min(at)
         rows = torch.zeros(len(chunk), width, dtype=torch.long)
         mask = torch.zeros_like(rows)
@@ -175,9 +176,9 @@ def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int]) -
         logits = out.logits[:, first - width : -1]
         following = rows[:, first + 1 :].to(logits.device)
         top = (logits.gather(-1, following[..., None])[..., 0] >= logits.amax(-1)).cpu()
-        for r, (sequence, k) in enumerate(zip(chunk, at, strict=True)):
-            results.append(bool(top[r, k - first : len(sequence) - 1 - first].all()))
-    return results
+        for r, (i, sequence, k) in enumerate(zip(which, chunk, at, strict=True)):
+            results[i] = bool(top[r, k - first : len(sequence) - 1 - first].all())
+    return [results[i] for i in range(len(sequences))]
 
 
 def _check_dependencies(claims: list[Claim], report: Report, model, tokenizer, chain: Chain, scores) -> None:
