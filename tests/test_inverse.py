@@ -397,5 +397,11 @@ def test_greedy_agreement_accepts_greedy_continuations_and_rejects_another_token
     second = greedy.clone()
     last = len(greedy) - 1
     second[last] = logits[last - 1].topk(2).indices[1]  # the runner-up at the last position
-    forced = [len(prompt), len(prompt) + 3, len(prompt) + 3, last]  # earliest, later, and forced at the change
-    assert _greedy_agreement(model, [greedy, greedy[:-2], second, second], forced) == [True, True, False, True]
+    start = torch.tensor(tokenizer("x = 4").input_ids)  # a prefix that is not the chain's: scored whole
+    other = model.generate(start[None], attention_mask=torch.ones(1, len(start), dtype=torch.long), max_new_tokens=5,
+                           do_sample=False, pad_token_id=tokenizer.pad_token_id)[0]  # fmt: skip
+    forced = [len(prompt), len(prompt) + 3, len(prompt) + 3, last, len(start)]  # earliest, later, at the change
+    sequences = [greedy, greedy[:-2], second, second, other]
+    assert _greedy_agreement(model, sequences, forced) == [True, True, False, True, True]
+    other[-1] = (other[-1] + 1) % len(tokenizer)  # not the greedy token (the tiny models' ties are rare)
+    assert _greedy_agreement(model, sequences, forced)[-1] is False
