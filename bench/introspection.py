@@ -96,7 +96,7 @@ def print_dependency_by_step(items: dict[str, list[dict]], methods: list[str]) -
 
 
 def print_alternatives(summaries: dict, low_threshold: float) -> None:
-    print("\n2. Alternative paths (own chains; alternative claims verified by an uncached greedy re-check)")
+    print("\n2. Alternative paths (own chains; alternative claims verified by a teacher-forced greedy re-check)")
     rows = []
     for g, s in summaries.items():
         for key, threshold in (("alternatives", THRESHOLD), ("alternatives_low", low_threshold)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_hf_model
+from conftest import make_hf_model, make_sage
 from sagenano.data import generate_items
 from sagenano.data.format import explanation_examples, prompt_text
 from sagenano.generation import eos_ids
@@ -78,3 +78,16 @@ def test_decoding_stops_at_a_stop_token_and_keeps_it(tokenizer):
     stop = free[5]
     stopped, probs = lookup_greedy(model, prefix, 12, stop_ids={stop})
     assert stopped == free[: free.index(stop) + 1] and len(probs) == len(stopped)
+
+
+@pytest.mark.parametrize("family", ["sage", "llama"])
+def test_decoding_continues_from_the_keys_and_values_of_the_prefix(family, tokenizer):
+    model = make_sage(tokenizer, seed=3) if family == "sage" else make_hf_model(family, len(tokenizer), seed=3)
+    prefix = tokenizer("Tom has 3 apples<|step|>and 4 more", add_special_tokens=False).input_ids
+    expected = lookup_greedy(model, prefix, 9, stop_ids=set())
+    with torch.no_grad():
+        cache = model(input_ids=torch.tensor([prefix[:-2]]), use_cache=True).cache
+    new, probs = lookup_greedy(model, prefix, 9, stop_ids=set(), cache=cache)
+    assert new == expected[0] and probs == pytest.approx(expected[1], abs=1e-6)
+    with pytest.raises(ValueError, match="the prefix has"):
+        lookup_greedy(model, prefix[:3], 9, stop_ids=set(), cache=cache)

@@ -37,12 +37,17 @@ def lookup_greedy(
     pool: list[int] = (),
     max_ngram: int = 3,
     max_draft: int = 10,
+    cache: DynamicCache | None = None,
 ) -> tuple[list[int], list[float]]:
     """Greedy continuation of `prefix` (one sequence) up to a token in `stop_ids` (kept) or `max_new_tokens`,
-    and each new token's probability. Drafts come from `lookup_draft` over the text so far and `pool`."""
+    and each new token's probability. Drafts come from `lookup_draft` over the text so far and `pool`.
+    `cache`: the keys and values of the prefix's first positions (at most all but its last), which are not
+    computed again; it is extended in place."""
     pool = list(pool)
     ids, new, probs = list(prefix), [], []
-    cache = DynamicCache(config=model.config)
+    cache = cache if cache is not None else DynamicCache(config=model.config)
+    if not 0 <= cache.get_seq_length() < len(ids):
+        raise ValueError(f"the cache holds {cache.get_seq_length()} positions; the prefix has {len(ids)}")
     draft: list[int] = []
     while len(new) < max_new_tokens:
         full = torch.tensor([ids + draft], device=model.device)

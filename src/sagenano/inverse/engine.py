@@ -216,7 +216,8 @@ def explain(
     chain = Chain(trace.prompt_ids, trace.token_ids)
     answer, answer_tokens, answer_step = _locate_answer(trace)
     with timer("scoring"):
-        scores = score_chain(model, chain, answer_tokens)
+        own = opts.own_explanation and is_sage(model)  # the explanation continues from the chain's keys and values
+        scores = score_chain(model, chain, answer_tokens, keep_cache=own)
     steps = _steps(trace, scores, chain, answer_step)
     with timer("decision_points"):
         decisions, top_score = _decision_points(trace, scores, chain, steps, opts, model, tokenizer)
@@ -251,7 +252,7 @@ def explain(
         report.claims = make_claims(report, opts)
     if opts.own_explanation and is_sage(model) and answer is not None:
         with timer("own_explanation"):
-            _own_explanation(model, tokenizer, chain, trace, report)
+            _own_explanation(model, tokenizer, chain, trace, report, scores.cache)
     if opts.validate:
         from .validate import validate_and_refine
 
@@ -532,7 +533,7 @@ def rank_units(units: list[SpanRef], significance, attention, gradient, how: str
 # --- the model's own explanation (SAGE, stage 3) -----------------------------------------------------------
 
 
-def _own_explanation(model, tokenizer, chain: Chain, trace: ReasoningTrace, report: Report) -> None:
+def _own_explanation(model, tokenizer, chain: Chain, trace: ReasoningTrace, report: Report, cache=None) -> None:
     """The explanation the model writes after `<|explanation|>`: already in the chain, or asked for."""
     marker = "<|explanation|>"
     if marker in trace.text:
@@ -542,15 +543,16 @@ def _own_explanation(model, tokenizer, chain: Chain, trace: ReasoningTrace, repo
         text = trace.text[at:]
         probs = trace.logprobs[tokens].exp().tolist()
     else:
-        text, probs = _ask_for_explanation(model, tokenizer, chain, marker)
+        text, probs = _ask_for_explanation(model, tokenizer, chain, marker, cache)
     if text.strip():
         report.own_explanation = OwnExplanation(text=text.strip(), mean_prob=sum(probs) / max(len(probs), 1))
         report.claims.extend(own_explanation_claims(report))
 
 
-def _ask_for_explanation(model, tokenizer, chain: Chain, marker: str) -> tuple[str, list[float]]:
+def _ask_for_explanation(model, tokenizer, chain: Chain, marker: str, cache=None) -> tuple[str, list[float]]:
     """Greedy decoding after the marker. Lookup decoding drafts from the chain and from examples of the stage-3
-    format: the same text as `generate` (tests/test_lookup_decoding.py) in about a third of the forward passes."""
+    format: the same text as `generate` (tests/test_lookup_decoding.py) in about a third of the forward passes.
+    `cache`: the keys and values of the chain's inputs (the scoring pass's), a prefix of what is decoded from."""
     explanation_id = tokenizer.convert_tokens_to_ids(marker)
     if explanation_id is None or explanation_id == tokenizer.unk_token_id:
         return "", []
@@ -563,5 +565,5 @@ def _ask_for_explanation(model, tokenizer, chain: Chain, marker: str) -> tuple[s
     if room < 1:
         return "", []
     pool = [i for text in explanation_examples() for i in tokenizer(text, add_special_tokens=False).input_ids]
-    new, probs = lookup_greedy(model, prefix, room, eos, pool)
+    new, probs = lookup_greedy(model, prefix, room, eos, pool, cache=cache)
     return decode_chain(tokenizer, new, eos), probs

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
+from transformers.cache_utils import Cache
 
 from ..generation import entropy
 
@@ -50,6 +51,7 @@ class Scores:
     answer_logits: torch.Tensor | None  # (A, V) logits at the answer tokens, for calibration
     meta_decision: torch.Tensor | None  # (N,) SAGE meta-cognitive decision probability per position
     meta_confidence: torch.Tensor | None  # (N,) SAGE meta-cognitive P(correct) per position
+    cache: Cache | None = None  # the keys and values of the chain's inputs, when asked for (`keep_cache`)
 
 
 def is_sage(model: PreTrainedModel) -> bool:
@@ -59,13 +61,17 @@ def is_sage(model: PreTrainedModel) -> bool:
 def _forward(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, **kwargs):
     """A forward pass whose logits cover only the positions that predict generated tokens (the last T):
     the LM head over the prompt would cost as much again and is never read."""
-    return model(input_ids=rows.to(model.device), use_cache=False, logits_to_keep=len(chain.token_ids), **kwargs)
+    kwargs = {"use_cache": False, **kwargs}
+    return model(input_ids=rows.to(model.device), logits_to_keep=len(chain.token_ids), **kwargs)
 
 
 @torch.no_grad()
-def score_chain(model: PreTrainedModel, chain: Chain, answer_tokens: list[int]) -> Scores:
-    """Scores every generated token of the chain in one uncached forward pass."""
+def score_chain(model: PreTrainedModel, chain: Chain, answer_tokens: list[int], keep_cache: bool = False) -> Scores:
+    """Scores every generated token of the chain in one forward pass that reads no earlier cache. `keep_cache`: also
+    return the keys and values it computed (what comes after the chain can start from them)."""
     extra = {"run_inverse": True} if is_sage(model) else {}
+    if keep_cache:
+        extra |= {"use_cache": True, "cache": DynamicCache(config=model.config)}
     out = _forward(model, chain.inputs[None], chain, **extra)
     logits = out.logits[0].float()  # (T, V): row t predicts generated token t
     logp = logits.log_softmax(-1)
@@ -78,7 +84,8 @@ def score_chain(model: PreTrainedModel, chain: Chain, answer_tokens: list[int]) 
         meta_decision = out.decision_logits[0].float().sigmoid().cpu()
         meta_confidence = out.confidence_logits[0].float().sigmoid().cpu()
     answer_logits = logits[answer_tokens].cpu() if answer_tokens else None
-    return Scores(chosen.cpu(), normalized_entropy.cpu(), margin.cpu(), answer_logits, meta_decision, meta_confidence)
+    return Scores(chosen.cpu(), normalized_entropy.cpu(), margin.cpu(), answer_logits, meta_decision, meta_confidence,
+                  extra.get("cache"))  # fmt: skip
 
 
 def step_inputs(chain: Chain, step: range) -> torch.Tensor:

@@ -2,9 +2,10 @@
 
 - confidence and decision claims: the stated probability must match an independent, uncached
   teacher-forced pass over the chain (the report's numbers come from cached generation);
-- alternative claims: an uncached teacher-forced pass must confirm that the rolled-out chain is a greedy
-  continuation of the forced token, every token a most likely one (the engine generated it from a shared
-  cache), and the answer read from it must give the stated outcome;
+- alternative claims: a teacher-forced pass must confirm that the rolled-out chain is a greedy
+  continuation of the forced token, every token a most likely one (the engine generated it in a batch of
+  left-padded branches from a preallocated cache; the check reads only the keys and values of the chain's prefix,
+  from a forward pass of its own), and the answer read from it must give the stated outcome;
 - dependency claims: replacing the claimed span's tokens (masking) must raise the step's negative
   log-likelihood more than replacing random spans of the same number of tokens typically does (their
   median: one random span that happens to hit the step's own cue must not decide the verdict).
@@ -122,8 +123,8 @@ def _check_decision(claim: Claim, report: Report, scores) -> None:
 
 
 def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, chain: Chain) -> None:
-    """Each claimed rollout must be what greedy decoding gives: one uncached, teacher-forced pass over every
-    rolled-out chain (a batch) must pick each of its tokens as a most likely one (a tie counts), and the chain must end
+    """Each claimed rollout must be what greedy decoding gives: a teacher-forced pass over every rolled-out chain
+    (`_greedy_agreement`) must pick each of its tokens as a most likely one (a tie counts), and the chain must end
     (end-of-sequence or the token budget) where the rollout ended; then its answer and outcome are re-read."""
     eos = eos_ids(model)
     rolled = {(d.position, a.token_id): a.ids for d in report.decision_points for a in d.alternatives}
@@ -147,8 +148,8 @@ def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, c
         answer = extract_answer(text)
         result = outcome(answer, report.answer)
         ok = greedy and ended and result == claim.stated["outcome"] and answer == claim.stated["answer"]
-        _settle(claim, ok, "uncached teacher-forced pass: every rolled-out token is a most likely one, the "
-                "chain ends where the rollout ended, and its answer is re-read",
+        _settle(claim, ok, "teacher-forced pass from the forced token on: every rolled-out token is a most likely "
+                "one, the chain ends where the rollout ended, and its answer is re-read",
                 greedy=greedy, ended=ended, measured_answer=answer, measured_outcome=result)  # fmt: skip
 
 
