@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
 import jsonschema
 import pytest
@@ -355,11 +356,32 @@ def test_rows_that_end_leave_the_batch_and_the_rest_still_decode_greedily(family
     mask = torch.zeros_like(rows)
     for r, ids in enumerate(prompts):
         rows[r, longest - len(ids) :], mask[r, longest - len(ids) :] = torch.tensor(ids), 1
-    generated = greedy_rows(model, rows, mask, None, budget, stop)
+    generated = greedy_rows(model, rows, mask, None, [budget] * len(prompts), stop)
     for new, reference in zip(generated, alone, strict=True):
         ends = [i for i, token in enumerate(reference) if token in stop]
         assert new == (reference[: ends[0] + 1] if ends else reference)
     assert len(generated[0]) < budget and len(generated[2]) == budget, "rows ended early, row 2 ran on without them"
+
+
+@pytest.mark.parametrize("family", ["sage", "llama"])
+def test_branches_that_end_early_leave_the_shared_cache_batch_and_the_rest_match_generate(family, tokenizer):
+    """End to end through the preallocated cache: stop tokens taken from the branches' own continuations make rows
+    end at different steps (and leave the batch); every branch still equals its own greedy generation."""
+    model = tiny(family, tokenizer)
+    sequence = torch.tensor(tokenizer(QUESTION + " 3 + 4 = 7 apples.").input_ids)
+    branches = [(3, 17), (len(sequence) - 2, 40), (len(sequence) - 2, 41), (8, 17), (6, 90)]
+    end = len(sequence) + 12
+    free = branch_rollouts(model, sequence, branches, end)
+    stops = [free[0][2], free[3][5]]
+    model.generation_config.eos_token_id = stops
+    ended = branch_rollouts(model, sequence, branches, end)
+    for (k, token), got in zip(branches, ended, strict=True):
+        ids = torch.cat([sequence[:k], torch.tensor([token])])[None]
+        alone = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=end - k - 1, do_sample=False,
+                               eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)[0, k:].tolist()  # fmt: skip
+        cut = next((i for i in range(1, len(alone)) if alone[i] in stops), None)
+        assert got == (alone if cut is None else alone[: cut + 1])
+    assert len(ended[0]) <= 3 and max(map(len, ended)) > 6, "one row ended early while others ran on"
 
 
 def test_preallocated_cache_layer_keeps_selected_rows_in_place():
@@ -386,8 +408,10 @@ def test_preallocated_cache_layer_writes_in_place_then_concatenates_past_its_roo
     assert layer.get_seq_length() == 8
 
 
-@pytest.mark.parametrize("family", ["sage", "llama"])
-def test_greedy_agreement_accepts_greedy_continuations_and_rejects_another_token(family, tokenizer):
+@pytest.mark.parametrize("family", ["sage", "llama", "mistral"])
+def test_greedy_agreement_accepts_greedy_continuations_and_rejects_another_token(family, tokenizer, monkeypatch):
+    """On the chain's branches the check feeds only what follows the earliest branch point (the prefix's keys and
+    values come from one pass); Mistral's sliding-window cache is not cut, so it scores every sequence whole."""
     model = tiny(family, tokenizer)
     prompt = torch.tensor(tokenizer(QUESTION).input_ids)
     greedy = model.generate(prompt[None], attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
@@ -402,6 +426,12 @@ def test_greedy_agreement_accepts_greedy_continuations_and_rejects_another_token
                            do_sample=False, pad_token_id=tokenizer.pad_token_id)[0]  # fmt: skip
     forced = [len(prompt), len(prompt) + 3, len(prompt) + 3, last, len(start)]  # earliest, later, at the change
     sequences = [greedy, greedy[:-2], second, second, other]
+    starts = []
+    validate_module = sys.modules[_greedy_agreement.__module__]  # the package exports a function of the same name
+    scored = validate_module._most_likely_from
+    monkeypatch.setattr(validate_module, "_most_likely_from", lambda *args: starts.append(args[2]) or scored(*args))
+    assert _greedy_agreement(model, sequences[:4], forced[:4]) == [True, True, False, True]
+    assert starts == [0 if family == "mistral" else len(prompt)]
     assert _greedy_agreement(model, sequences, forced) == [True, True, False, True, True]
     other[-1] = (other[-1] + 1) % len(tokenizer)  # not the greedy token (the tiny models' ties are rare)
     assert _greedy_agreement(model, sequences, forced)[-1] is False

@@ -7,7 +7,7 @@ import torch
 
 from conftest import make_hf_model, make_sage
 from sagenano.data import generate_items
-from sagenano.data.format import explanation_examples, prompt_text
+from sagenano.data.format import explanation_pool, prompt_text
 from sagenano.generation import eos_ids
 from sagenano.loading import load_model
 from sagenano.lookup_decoding import lookup_draft, lookup_greedy
@@ -42,7 +42,7 @@ def test_the_shipped_model_writes_its_explanation_as_generate_does_in_fewer_pass
     loaded = load_model()
     model = loaded.model
     eos = eos_ids(model)
-    pool = [i for text in explanation_examples() for i in tokenizer(text, add_special_tokens=False).input_ids]
+    pool = explanation_pool(tokenizer)
     marker = tokenizer.convert_tokens_to_ids("<|explanation|>")
     calls = count_forwards(model)
     written = passes = 0
@@ -91,3 +91,9 @@ def test_decoding_continues_from_the_keys_and_values_of_the_prefix(family, token
     assert new == expected[0] and probs == pytest.approx(expected[1], abs=1e-6)
     with pytest.raises(ValueError, match="the prefix has"):
         lookup_greedy(model, prefix[:3], 9, stop_ids=set(), cache=cache)
+
+
+def test_a_sliding_window_cache_is_refused_with_a_clear_error(tokenizer):
+    model = make_hf_model("mistral", len(tokenizer))
+    with pytest.raises(ValueError, match="sliding-window"):
+        lookup_greedy(model, tokenizer("one two three").input_ids, 5, stop_ids=set())

@@ -619,6 +619,12 @@ def _fit_to_context(model: PreTrainedModel, prompt_len: int, max_new_tokens: int
     return max_new_tokens
 
 
+def decoding_block(model: PreTrainedModel) -> contextlib.AbstractContextManager:
+    """A block of decoding steps with fixed weights: what the model can compute once for all of them, it does
+    (SAGE's concept keys and values); a no-op for other models."""
+    return getattr(model, "concepts_computed_once", contextlib.nullcontext)()
+
+
 def eos_ids(model: PreTrainedModel) -> set[int]:
     """The model's end-of-sequence token ids (generation config)."""
     eos = model.generation_config.eos_token_id

@@ -3,8 +3,9 @@
 Each step feeds the newest token plus a draft: the tokens that followed the latest earlier occurrence of the
 last few tokens, in the sequence so far or in a reference pool (e.g. examples of the format the model writes).
 One forward pass scores all of them; the draft is kept up to its first token that greedy decoding would not
-have chosen, and the model's own choice follows. The result is greedy decoding's (up to floating-point ties):
-only the number of forward passes changes. On a small model, where one pass costs about the same for one
+have chosen, and the model's own choice follows. The result is greedy decoding's (up to near-ties within
+rounding: a pass over several positions rounds differently from one over one): only the number of forward passes
+changes. On a small model, where one pass costs about the same for one
 token as for ten, that is the cost.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+
+from .generation import decoding_block
 
 
 def lookup_draft(sequence: list[int], pool: list[int], max_ngram: int, max_draft: int) -> list[int]:
@@ -42,12 +45,22 @@ def lookup_greedy(
     """Greedy continuation of `prefix` (one sequence) up to a token in `stop_ids` (kept) or `max_new_tokens`,
     and each new token's probability. Drafts come from `lookup_draft` over the text so far and `pool`.
     `cache`: the keys and values of the prefix's first positions (at most all but its last), which are not
-    computed again; it is extended in place."""
-    pool = list(pool)
-    ids, new, probs = list(prefix), [], []
+    computed again; it is extended in place. Rejected drafts are cropped from the cache, so a cache that keeps only
+    a sliding window of positions is refused."""
+    pool, ids = list(pool), list(prefix)
     cache = cache if cache is not None else DynamicCache(config=model.config)
     if not 0 <= cache.get_seq_length() < len(ids):
         raise ValueError(f"the cache holds {cache.get_seq_length()} positions; the prefix has {len(ids)}")
+    if any(getattr(layer, "is_sliding", False) for layer in cache.layers):
+        raise ValueError("lookup decoding crops its cache, which a sliding-window cache cannot do; use generate()")
+    with decoding_block(model):
+        return _decode(model, ids, max_new_tokens, stop_ids, pool, max_ngram, max_draft, cache)
+
+
+def _decode(model, ids: list[int], max_new_tokens: int, stop_ids: set[int], pool: list[int], max_ngram: int,
+            max_draft: int, cache: DynamicCache) -> tuple[list[int], list[float]]:  # fmt: skip
+    new: list[int] = []
+    probs: list[float] = []
     draft: list[int] = []
     while len(new) < max_new_tokens:
         full = torch.tensor([ids + draft], device=model.device)
@@ -55,7 +68,8 @@ def lookup_greedy(
             full, next_sequence_length=full.shape[1] - cache.get_seq_length(), cache=cache,
             attention_mask=torch.ones_like(full),
         )  # fmt: skip
-        logits = model(**inputs, use_cache=True, logits_to_keep=len(draft) + 1).logits[0].float()
+        fed = len(draft) + 1
+        logits = model(**inputs, use_cache=True, logits_to_keep=fed).logits[0, -fed:].float()
         greedy = logits.argmax(-1).tolist()  # greedy[i]: the choice after ids + draft[:i]
         kept = 0
         while kept < len(draft) and draft[kept] == greedy[kept]:

@@ -186,7 +186,7 @@ class MultiscaleAttention(nn.Module):
         if self.num_concept_heads:
             self.concepts = nn.Parameter(torch.empty(config.num_concepts, d))
             self.concept_kv = nn.Linear(d, 2 * self.num_concept_heads * hd, bias=False)
-        self._concept_kv_cache: torch.Tensor | None = None  # set only inside SageForCausalLM.generate
+        self._concept_kv_cache: torch.Tensor | None = None  # set only inside SageForCausalLM.concepts_computed_once
         self.hook_pattern = HookPoint()  # (B, nh, q, kv) token-head weights; eager path only
         self.hook_concept_pattern = HookPoint()  # (B, nc, q, num_concepts)
         self.hook_group_norms = HookPoint()  # (B, q, G) mean output norm of each head group
@@ -689,18 +689,24 @@ class SageForCausalLM(SagePreTrainedModel, GenerationMixin):
             result["decision_logits"], result["confidence_logits"] = self.meta_head(hidden)
         return result
 
-    @torch.no_grad()
-    def generate(self, *args, **kwargs):
-        """`GenerationMixin.generate`, with the concepts' keys and values computed once per call: they do
-        not depend on the input, and the weights cannot change while it runs."""
+    @contextlib.contextmanager
+    def concepts_computed_once(self) -> Iterator[None]:
+        """Within the block, the concepts' keys and values are computed once: they do not depend on the input, and
+        the weights must not change while it runs (decoding loops: `generate`, lookup decoding, rollouts)."""
         attentions = [m for m in self.modules() if isinstance(m, MultiscaleAttention) and m.num_concept_heads]
         try:
             for attention in attentions:
                 attention._concept_kv_cache = attention._concept_keys_values()
-            return super().generate(*args, **kwargs)
+            yield
         finally:
             for attention in attentions:
                 attention._concept_kv_cache = None
+
+    @torch.no_grad()
+    def generate(self, *args, **kwargs):
+        """`GenerationMixin.generate`, with the concepts' keys and values computed once per call."""
+        with self.concepts_computed_once():
+            return super().generate(*args, **kwargs)
 
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs) -> dict:
         """As transformers does, plus the step index of the new tokens, computed over the whole prefix."""

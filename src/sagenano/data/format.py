@@ -11,6 +11,7 @@ QUESTION = SPECIAL_TOKENS["question"]
 STEP = SPECIAL_TOKENS["step"]
 ANSWER = SPECIAL_TOKENS["answer"]
 END = SPECIAL_TOKENS["eos"]
+EXPLANATION = SPECIAL_TOKENS["explanation"]  # stage 3: the model's own explanation follows it
 _SPECIAL_TOKEN = re.compile(r"<\|[a-z]+\|>")
 
 
@@ -58,10 +59,11 @@ def explain_measurements(step_probs: list[float], share: list[float], decision: 
     return " ".join(parts)
 
 
-def explanation_examples() -> list[str]:
-    """Two explanations in the stage-3 format (with and without a deciding step): draft text that lookup decoding
-    (`sagenano.lookup_decoding`) copies from while a model writes its own explanation."""
-    return [
+def explanation_pool(tokenizer) -> list[int]:
+    """The ids of two explanations in the stage-3 format (with and without a deciding step): draft text that lookup
+    decoding (`sagenano.lookup_decoding`) copies from while a model writes its own explanation."""
+    examples = [
         explain_measurements([0.9, 0.95], [1.0, 0.5, 1.0], [True, False], 4),
         explain_measurements([0.9, 0.95], [1.0, 1.0, 1.0], [False, False], 4),
     ]
+    return [i for text in examples for i in tokenizer(text, add_special_tokens=False).input_ids]

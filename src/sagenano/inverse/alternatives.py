@@ -13,7 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from ..data.format import ANSWER, parse_answer
-from ..generation import eos_ids
+from ..generation import decoding_block, eos_ids
 
 _ANSWER_IS = re.compile(r"(?i)(?:answer is|answer:|####)\s*\$?\s*([^\s.,;]+(?:[.,]\d+)?)")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -75,33 +75,37 @@ def branch_rollouts(
         rows[r, longest - k : longest] = sequence[:k]
         rows[r, longest] = token
         mask[r, longest - k :] = 1
-    budget = end - min(lengths) - 1
-    if budget < 1:
+    budgets = [max(end - k - 1, 0) for k in lengths]  # new tokens after the forced one, within `end`
+    if not any(budgets):
         return [[token] for _, token in branches]
     cache = None
     if reuse_cache and min(lengths) > 0:
-        cache = _branch_cache(model, sequence[:longest], lengths, longest + budget)
-    generated = greedy_rows(model, rows, mask, cache, budget, eos_ids(model))
-    return [
-        _until_eos(model, [token, *new][: max(end - k, 1)]) for (k, token), new in zip(branches, generated, strict=True)
-    ]
+        cache = _branch_cache(model, sequence[:longest], lengths, longest + max(budgets))
+    generated = greedy_rows(model, rows, mask, cache, budgets, eos_ids(model))
+    return [_until_eos(model, [token, *new]) for (_, token), new in zip(branches, generated, strict=True)]
 
 
 @torch.no_grad()
 def greedy_rows(
-    model: PreTrainedModel, rows: torch.Tensor, mask: torch.Tensor, cache: Cache | None, budget: int, stop_ids: set[int]
-) -> list[list[int]]:
-    """Greedy continuations of left-padded `rows`, each up to a token in `stop_ids` (kept) or `budget` tokens:
+    model: PreTrainedModel, rows: torch.Tensor, mask: torch.Tensor, cache: Cache | None, budgets: list[int],
+    stop_ids: set[int],
+) -> list[list[int]]:  # fmt: skip
+    """Greedy continuations of left-padded `rows`, row r up to a token in `stop_ids` (kept) or `budgets[r]` tokens:
     `generate(do_sample=False)` without logits processors (the most likely token, as validation checks it), except
     that rows that have ended leave the batch. Rollouts end at very different lengths (29-64 % of a batch's row-steps
     were before each row's end on held-out questions), and an ended row costs as much as a running one. Ended rows are
     dropped once they are a quarter of the batch, so the cache is copied a few times, not at every end."""
     cache = cache if cache is not None else DynamicCache(config=model.config)
-    ids, mask = rows.to(model.device), mask.to(model.device)
-    owner = list(range(len(rows)))  # batch row -> branch
+    with decoding_block(model):
+        return _decode_rows(model, rows.to(model.device), mask.to(model.device), cache, budgets, stop_ids)
+
+
+def _decode_rows(model, ids: torch.Tensor, mask: torch.Tensor, cache: Cache, budgets: list[int],
+                 stop_ids: set[int]) -> list[list[int]]:  # fmt: skip
+    owner = list(range(len(ids)))  # batch row -> its row in the input
     generated: list[list[int]] = [[] for _ in owner]
-    ended = [False] * len(owner)
-    for _ in range(budget):
+    ended = [budget < 1 for budget in budgets]
+    while not all(ended):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens, as generate's do
         inputs = model.prepare_inputs_for_generation(
             ids, next_sequence_length=ids.shape[1] - cache.get_seq_length(), cache=cache, attention_mask=mask,
@@ -110,8 +114,9 @@ def greedy_rows(
         chosen = model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1].argmax(-1)
         for row, token in enumerate(chosen.tolist()):
             if not ended[row]:
-                generated[owner[row]].append(token)
-                ended[row] = token in stop_ids
+                mine = generated[owner[row]]
+                mine.append(token)
+                ended[row] = token in stop_ids or len(mine) >= budgets[owner[row]]
         if all(ended):
             break
         ids, mask = torch.cat([ids, chosen[:, None]], 1), torch.cat([mask, mask.new_ones(len(mask), 1)], 1)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data.format import explanation_examples
+from ..data.format import EXPLANATION, explanation_pool
 from ..generation import ReasoningTrace, context_length, eos_ids, head_groups, token_char_ends, trace_generate
 from ..lookup_decoding import lookup_greedy
 from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome
@@ -216,8 +216,9 @@ def explain(
     chain = Chain(trace.prompt_ids, trace.token_ids)
     answer, answer_tokens, answer_step = _locate_answer(trace)
     with timer("scoring"):
-        own = opts.own_explanation and is_sage(model)  # the explanation continues from the chain's keys and values
-        scores = score_chain(model, chain, answer_tokens, keep_cache=own)
+        # The model's own explanation, when it will be asked for, continues from the chain's keys and values.
+        ask = opts.own_explanation and is_sage(model) and answer is not None and EXPLANATION not in trace.text
+        scores = score_chain(model, chain, answer_tokens, keep_cache=ask)
     steps = _steps(trace, scores, chain, answer_step)
     with timer("decision_points"):
         decisions, top_score = _decision_points(trace, scores, chain, steps, opts, model, tokenizer)
@@ -257,7 +258,7 @@ def explain(
         from .validate import validate_and_refine
 
         with timer("validation"):
-            # The scoring pass above is uncached and teacher-forced, as validation's own would be.
+            # The scoring pass above is teacher-forced and reads no earlier cache, as validation's own would be.
             validate_and_refine(report, model, tokenizer, scores)
     report.timings = timer.seconds
     return report
@@ -535,7 +536,7 @@ def rank_units(units: list[SpanRef], significance, attention, gradient, how: str
 
 def _own_explanation(model, tokenizer, chain: Chain, trace: ReasoningTrace, report: Report, cache=None) -> None:
     """The explanation the model writes after `<|explanation|>`: already in the chain, or asked for."""
-    marker = "<|explanation|>"
+    marker = EXPLANATION
     if marker in trace.text:
         at = trace.text.index(marker) + len(marker)
         starts = [0, *trace.token_char_ends[:-1]]
@@ -564,6 +565,5 @@ def _ask_for_explanation(model, tokenizer, chain: Chain, marker: str, cache=None
     room = min(96, (getattr(model.config, "max_position_embeddings", 0) or 10**9) - len(prefix))
     if room < 1:
         return "", []
-    pool = [i for text in explanation_examples() for i in tokenizer(text, add_special_tokens=False).input_ids]
-    new, probs = lookup_greedy(model, prefix, room, eos, pool, cache=cache)
+    new, probs = lookup_greedy(model, prefix, room, eos, explanation_pool(tokenizer), cache=cache)
     return decode_chain(tokenizer, new, eos), probs

@@ -130,9 +130,11 @@ def embeddings_require_grad(model: PreTrainedModel) -> Iterator[None]:
 
 
 def backward_bytes_per_row(config, inputs: int, logit_positions: int, activation_bytes: int = 4) -> int:
-    """About what one row of the batched gradient pass holds until its backward pass: each layer's saved
-    activations over the inputs (some 8 hidden-size and 3 intermediate-size vectors and one attention row per
-    position) and the logits, their log-softmax and its gradient (fp32) at the predicting positions."""
+    """About what one row of a forward and backward pass over the inputs holds: each layer's saved activations over
+    the inputs (some 8 hidden-size and 3 intermediate-size vectors and one attention row per position) and the
+    logits, their log-softmax and its gradient (fp32) at the predicting positions. `step_gradient_norms` takes it
+    as the cost of one step in its batched backward pass (each step's vector-Jacobian product holds gradients of
+    about that size): an upper bound, as the forward activations are held once."""
     text = config.get_text_config()
     hidden = text.hidden_size
     ffn = getattr(text, "intermediate_size", None) or 4 * hidden
