@@ -54,15 +54,17 @@ def rollouts(
 
 @torch.no_grad()
 def branch_rollouts(
-    model: PreTrainedModel, sequence: torch.Tensor, branches: list[tuple[int, int]], end: int, reuse_cache: bool = True
-) -> list[list[int]]:
+    model: PreTrainedModel, sequence: torch.Tensor, branches: list[tuple[int, int]], end: int, reuse_cache: bool = True,
+    states: Cache | None = None,
+) -> list[list[int]]:  # fmt: skip
     """Greedy continuations of many branches of one sequence, generated as one left-padded batch.
 
     Branch (k, token) keeps `sequence[:k]` and forces `token` at position k; generation runs until the
     end-of-sequence token or position `end`. Every branch prefix is a prefix of `sequence`, so one forward
     pass over it yields all their keys and values: each row's cache is that cache cut to its prefix (and
-    left-padded), so no prefix is computed twice. Each result starts with the forced token and ends at
-    (and includes) the end-of-sequence token when one is produced.
+    left-padded), so no prefix is computed twice. `states`: that cache when the caller has it (a plain cache of at
+    least the longest branch prefix of `sequence`, e.g. the scoring pass's), so that pass is not run again. Each
+    result starts with the forced token and ends at (and includes) the end-of-sequence token when one is produced.
     """
     if not branches:
         return []
@@ -80,7 +82,7 @@ def branch_rollouts(
         return [[token] for _, token in branches]
     cache = None
     if reuse_cache and min(lengths) > 0:
-        cache = _branch_cache(model, sequence[:longest], lengths, longest + max(budgets))
+        cache = _branch_cache(model, sequence[:longest], lengths, longest + max(budgets), states)
     generated = greedy_rows(model, rows, mask, cache, budgets, eos_ids(model))
     return [_until_eos(model, [token, *new]) for (_, token), new in zip(branches, generated, strict=True)]
 
@@ -128,14 +130,18 @@ def _decode_rows(model, ids: torch.Tensor, mask: torch.Tensor, cache: Cache, bud
     return generated
 
 
-def _branch_cache(model: PreTrainedModel, prefix: torch.Tensor, lengths: list[int], capacity: int) -> Cache:
-    """The KV cache of `prefix`, cut to each row's length and left-padded to the longest, in buffers with room
-    for `capacity` positions (the whole generation)."""
-    full = _cache_of(model(input_ids=prefix[None].to(model.device), use_cache=True))
+def _branch_cache(
+    model: PreTrainedModel, prefix: torch.Tensor, lengths: list[int], capacity: int, states: Cache | None = None
+) -> Cache:
+    """The KV cache of `prefix` (`states`, when that holds plain layers of at least its length), cut to each row's
+    length and left-padded to the longest, in buffers with room for `capacity` positions (the whole generation)."""
     longest = len(prefix)
+    usable = states is not None and all(type(layer) is DynamicLayer and layer.keys.shape[-2] >= longest
+                                        for layer in states.layers)  # fmt: skip
+    full = states if usable else _cache_of(model(input_ids=prefix[None].to(model.device), use_cache=True))
     layers = []
     for layer in full.layers:
-        keys, values = (_left_padded(states, lengths, longest) for states in (layer.keys, layer.values))
+        keys, values = (_left_padded(kv[..., :longest, :], lengths, longest) for kv in (layer.keys, layer.values))
         layers.append(_PreallocatedLayer(keys, values, capacity))
     return Cache(layers=layers)
 

@@ -216,15 +216,15 @@ def explain(
     chain = Chain(trace.prompt_ids, trace.token_ids)
     answer, answer_tokens, answer_step = _locate_answer(trace)
     with timer("scoring"):
-        # The model's own explanation, when it will be asked for, continues from the chain's keys and values.
+        # Rollouts, and the model's own explanation when it will be asked for, start from the chain's keys and values.
         ask = opts.own_explanation and is_sage(model) and answer is not None and EXPLANATION not in trace.text
-        scores = score_chain(model, chain, answer_tokens, keep_cache=ask)
+        scores = score_chain(model, chain, answer_tokens, keep_cache=ask or opts.rollouts)
     steps = _steps(trace, scores, chain, answer_step)
     with timer("decision_points"):
         decisions, top_score = _decision_points(trace, scores, chain, steps, opts, model, tokenizer)
     with timer("alternatives"):
         if opts.rollouts:
-            _roll_out(model, tokenizer, chain, trace, decisions, answer, opts)
+            _roll_out(model, tokenizer, chain, decisions, answer, opts, scores.cache)
     with timer("dependencies"):
         _dependencies(model, tokenizer, question, trace, chain, steps, decisions, opts)
     answer_confidence = math.exp(float(trace.logprobs[answer_tokens].sum())) if answer_tokens else None
@@ -428,9 +428,9 @@ def rollout_batch(model: PreTrainedModel, end: int, memory_mb: float) -> int:
     return max(1, int(memory_mb * 2**20 // (kv_cache_bytes_per_token(model) * end)))
 
 
-def _roll_out(model, tokenizer, chain: Chain, trace: ReasoningTrace, decisions, answer, opts) -> None:
+def _roll_out(model, tokenizer, chain: Chain, decisions, answer, opts, states=None) -> None:
     """Rolls every alternative of every decision point out, as many branches per batch as `rollout_memory_mb`
-    allows; fills in chains, answers and outcomes."""
+    allows; fills in chains, answers and outcomes. `states`: the chain's keys and values, when at hand."""
     eos = eos_ids(model)
     sequence = torch.cat([chain.prompt_ids, chain.token_ids])
     branches = [(chain.prompt_len + d.position, a) for d in decisions for a in d.alternatives]
@@ -440,7 +440,7 @@ def _roll_out(model, tokenizer, chain: Chain, trace: ReasoningTrace, decisions, 
         continuation
         for start in range(0, len(branches), size)
         for continuation in branch_rollouts(
-            model, sequence, [(k, a.token_id) for k, a in branches[start : start + size]], end
+            model, sequence, [(k, a.token_id) for k, a in branches[start : start + size]], end, states=states
         )
     ]
     for (k, alternative), continuation in zip(branches, continuations, strict=True):
