@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, DynamicLayer
 
 from ..generation import entropy
 
@@ -103,13 +103,35 @@ def _step_logp(logits: torch.Tensor, chain: Chain, step: range) -> torch.Tensor:
 
 @torch.no_grad()
 def step_losses(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, step: range) -> torch.Tensor:
-    """(R,) negative log-likelihood of one step's tokens for each row of (possibly ablated) step inputs."""
+    """(R,) negative log-likelihood of one step's tokens for each row of (possibly ablated) step inputs.
+
+    Whole rows: feeding each row from its first masked position (the earlier positions' keys and values taken from
+    the unablated chain's pass, grouped to feed the fewest positions) saved only 5-8 % of the dependency checks on
+    held-out chains, as most rows mask a span of the question."""
     result = []
     for start in range(0, len(rows), ROWS_PER_PASS):
         batch = rows[start : start + ROWS_PER_PASS].to(model.device)
         logits = model(input_ids=batch, use_cache=False, logits_to_keep=len(step)).logits
         result.append(-_step_logp(logits, chain, step).cpu())
     return torch.cat(result)
+
+
+def cache_layers(cache: Cache | None) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Each layer's keys and values, when every layer is a plain DynamicLayer (holding every position); else None
+    (sliding windows keep only some)."""
+    if cache is None or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return None
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def expanded_prefix_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], start: int, rows: int) -> Cache:
+    """A cache of `rows` rows that all hold the first `start` positions of `layers` (one row), not copied until the
+    next pass appends to them."""
+    cache = Cache(layers=[DynamicLayer() for _ in layers])
+    for layer, (keys, values) in zip(cache.layers, layers, strict=True):
+        shape = (rows, *keys.shape[1:-2], start, keys.shape[-1])
+        layer.update(keys[..., :start, :].expand(shape), values[..., :start, :].expand(shape))
+    return cache
 
 
 @contextlib.contextmanager

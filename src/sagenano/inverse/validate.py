@@ -18,11 +18,22 @@ import statistics
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.cache_utils import DynamicCache
 
 from ..generation import context_length, eos_ids
 from .alternatives import decode_chain, extract_answer, outcome
-from .measure import ROWS_PER_PASS, Chain, Scores, ablate, replacement_id, score_chain, step_inputs, step_losses
+from .measure import (
+    ROWS_PER_PASS,
+    Chain,
+    Scores,
+    ablate,
+    cache_layers,
+    expanded_prefix_cache,
+    replacement_id,
+    score_chain,
+    step_inputs,
+    step_losses,
+)
 from .report import Claim, Report, Validation
 
 PROB_TOLERANCE = 0.02  # stated probabilities are rounded to 3 decimals; cached vs uncached passes differ ~1e-6
@@ -189,10 +200,7 @@ def _chain_prefix_states(model, sequences: list[torch.Tensor], forced: list[int]
     if not len(prefix):
         return prefix, None
     out = model(input_ids=prefix[None].to(model.device), use_cache=True, logits_to_keep=1)
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-    if cache is None or any(type(layer) is not DynamicLayer for layer in cache.layers):
-        return prefix, None
-    return prefix, [(layer.keys, layer.values) for layer in cache.layers]
+    return prefix, cache_layers(getattr(out, "cache", None) or getattr(out, "past_key_values", None))
 
 
 def _most_likely_from(model, sequences: list[torch.Tensor], start: int, first: int, layers) -> torch.Tensor:
@@ -203,12 +211,7 @@ def _most_likely_from(model, sequences: list[torch.Tensor], start: int, first: i
     mask = torch.zeros_like(rows)
     for r, sequence in enumerate(sequences):
         rows[r, : len(sequence)], mask[r, : len(sequence)] = sequence, 1
-    cache = DynamicCache(config=model.config)
-    if start:
-        cache = Cache(layers=[DynamicLayer() for _ in layers])
-        for index, (keys, values) in enumerate(layers):
-            shape = (len(rows), *keys.shape[1:-2], start, keys.shape[-1])
-            cache.layers[index].update(keys[..., :start, :].expand(shape), values[..., :start, :].expand(shape))
+    cache = expanded_prefix_cache(layers, start, len(rows)) if start else DynamicCache(config=model.config)
     rows, mask = rows.to(model.device), mask.to(model.device)
     inputs = model.prepare_inputs_for_generation(rows, next_sequence_length=width - start, cache=cache,
                                                  attention_mask=mask)  # fmt: skip
