@@ -408,18 +408,32 @@ def _replay(
 
 
 def _cached_inputs(model: PreTrainedModel, ids: torch.Tensor, num_new: int, cache: Cache | None) -> dict | None:
-    """Model inputs for the last `num_new` positions of `ids` with `cache` holding all earlier ones, as generate
-    builds them (positions, SAGE's step ids); None when the cache cannot serve: absent, not exactly the keys and
-    values of `ids`, or with layers that keep only part of them (sliding windows)."""
+    """Model inputs for the last `num_new` positions of `ids` with `cache` holding all earlier ones; None when the
+    cache cannot serve: absent, not exactly the keys and values of `ids`, or not plain (`plain_cache`)."""
     past = len(ids) - num_new
-    if cache is None or past < 1 or cache.get_seq_length() != len(ids):
-        return None
-    if any(type(layer) is not DynamicLayer for layer in cache.layers):
+    if cache is None or past < 1 or cache.get_seq_length() != len(ids) or not plain_cache(cache):
         return None
     cache.crop(past - len(ids))  # keep the keys and values of positions [0, past)
-    full = ids[None].to(model.device)
+    return inputs_after_cache(model, ids[None].to(model.device), cache)
+
+
+def cache_of(output: Any) -> Cache | None:
+    """The KV cache a forward pass returned (transformers 5 names it `cache`, older code `past_key_values`)."""
+    return getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+
+
+def plain_cache(cache: Cache) -> bool:
+    """Whether every layer is a plain DynamicLayer, which holds every position and can be cut or copied row by row
+    (a sliding-window layer keeps only the last few)."""
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def inputs_after_cache(model: PreTrainedModel, ids: torch.Tensor, cache: Cache, attention_mask=None, **kwargs) -> dict:
+    """Inputs for the positions of `ids` (B, L) that `cache` does not hold yet, built as `generate` builds them
+    (SAGE's step ids from the whole rows; positions from the cache, or from `position_ids` when given)."""
+    mask = torch.ones_like(ids) if attention_mask is None else attention_mask
     inputs = model.prepare_inputs_for_generation(
-        full, next_sequence_length=num_new, cache=cache, attention_mask=torch.ones_like(full)
+        ids, next_sequence_length=ids.shape[1] - cache.get_seq_length(), cache=cache, attention_mask=mask, **kwargs
     )
     return {**inputs, "use_cache": True}
 

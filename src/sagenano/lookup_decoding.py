@@ -5,8 +5,7 @@ last few tokens, in the sequence so far or in a reference pool (e.g. examples of
 One forward pass scores all of them; the draft is kept up to its first token that greedy decoding would not
 have chosen, and the model's own choice follows. The result is greedy decoding's (up to near-ties within
 rounding: a pass over several positions rounds differently from one over one): only the number of forward passes
-changes. On a small model, where one pass costs about the same for one
-token as for ten, that is the cost.
+changes. On a small model, where one pass costs about the same for one token as for ten, that is the cost.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from .generation import decoding_block
+from .generation import decoding_block, inputs_after_cache, plain_cache
 
 
 def lookup_draft(sequence: list[int], pool: list[int], max_ngram: int, max_draft: int) -> list[int]:
@@ -45,14 +44,15 @@ def lookup_greedy(
     """Greedy continuation of `prefix` (one sequence) up to a token in `stop_ids` (kept) or `max_new_tokens`,
     and each new token's probability. Drafts come from `lookup_draft` over the text so far and `pool`.
     `cache`: the keys and values of the prefix's first positions (at most all but its last), which are not
-    computed again; it is extended in place. Rejected drafts are cropped from the cache, so a cache that keeps only
-    a sliding window of positions is refused."""
+    computed again; it is extended in place. Rejected drafts are cropped from the cache, so a cache that is not
+    plain (`plain_cache`: a sliding window keeps only some positions) is refused."""
     pool, ids = list(pool), list(prefix)
     cache = cache if cache is not None else DynamicCache(config=model.config)
     if not 0 <= cache.get_seq_length() < len(ids):
         raise ValueError(f"the cache holds {cache.get_seq_length()} positions; the prefix has {len(ids)}")
-    if any(getattr(layer, "is_sliding", False) for layer in cache.layers):
-        raise ValueError("lookup decoding crops its cache, which a sliding-window cache cannot do; use generate()")
+    if not plain_cache(cache):
+        raise ValueError("lookup decoding crops its cache, which a sliding-window (non-plain) cache cannot do; "
+                         "use generate()")  # fmt: skip
     with decoding_block(model):
         return _decode(model, ids, max_new_tokens, stop_ids, pool, max_ngram, max_draft, cache)
 
@@ -63,13 +63,9 @@ def _decode(model, ids: list[int], max_new_tokens: int, stop_ids: set[int], pool
     probs: list[float] = []
     draft: list[int] = []
     while len(new) < max_new_tokens:
-        full = torch.tensor([ids + draft], device=model.device)
-        inputs = model.prepare_inputs_for_generation(
-            full, next_sequence_length=full.shape[1] - cache.get_seq_length(), cache=cache,
-            attention_mask=torch.ones_like(full),
-        )  # fmt: skip
+        inputs = inputs_after_cache(model, torch.tensor([ids + draft], device=model.device), cache)
         fed = len(draft) + 1
-        logits = model(**inputs, use_cache=True, logits_to_keep=fed).logits[0, -fed:].float()
+        logits = model(**inputs, logits_to_keep=fed).logits[0, -fed:].float()
         greedy = logits.argmax(-1).tolist()  # greedy[i]: the choice after ids + draft[:i]
         kept = 0
         while kept < len(draft) and draft[kept] == greedy[kept]:

@@ -13,7 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from ..data.format import ANSWER, parse_answer
-from ..generation import decoding_block, eos_ids
+from ..generation import cache_of, decoding_block, eos_ids, inputs_after_cache, plain_cache
 
 _ANSWER_IS = re.compile(r"(?i)(?:answer is|answer:|####)\s*\$?\s*([^\s.,;]+(?:[.,]\d+)?)")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -37,10 +37,6 @@ def outcome(answer: str | None, original: str | None) -> str:
     if answer is None:
         return "no_answer"
     return "same_answer" if original is not None and answer.strip() == original.strip() else "different_answer"
-
-
-def _cache_of(output):
-    return getattr(output, "cache", None) or getattr(output, "past_key_values", None)
 
 
 @torch.no_grad()
@@ -109,11 +105,8 @@ def _decode_rows(model, ids: torch.Tensor, mask: torch.Tensor, cache: Cache, bud
     ended = [budget < 1 for budget in budgets]
     while not all(ended):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens, as generate's do
-        inputs = model.prepare_inputs_for_generation(
-            ids, next_sequence_length=ids.shape[1] - cache.get_seq_length(), cache=cache, attention_mask=mask,
-            position_ids=positions,
-        )  # fmt: skip
-        chosen = model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1].argmax(-1)
+        inputs = inputs_after_cache(model, ids, cache, mask, position_ids=positions)
+        chosen = model(**inputs, logits_to_keep=1).logits[:, -1].argmax(-1)
         for row, token in enumerate(chosen.tolist()):
             if not ended[row]:
                 mine = generated[owner[row]]
@@ -136,9 +129,8 @@ def _branch_cache(
     """The KV cache of `prefix` (`states`, when that holds plain layers of at least its length), cut to each row's
     length and left-padded to the longest, in buffers with room for `capacity` positions (the whole generation)."""
     longest = len(prefix)
-    usable = states is not None and all(type(layer) is DynamicLayer and layer.keys.shape[-2] >= longest
-                                        for layer in states.layers)  # fmt: skip
-    full = states if usable else _cache_of(model(input_ids=prefix[None].to(model.device), use_cache=True))
+    usable = states is not None and plain_cache(states) and states.get_seq_length() >= longest
+    full = states if usable else cache_of(model(input_ids=prefix[None].to(model.device), use_cache=True))
     layers = []
     for layer in full.layers:
         keys, values = (_left_padded(kv[..., :longest, :], lengths, longest) for kv in (layer.keys, layer.values))

@@ -217,8 +217,9 @@ def explain(
     answer, answer_tokens, answer_step = _locate_answer(trace)
     with timer("scoring"):
         # Rollouts, and the model's own explanation when it will be asked for, start from the chain's keys and values.
-        ask = opts.own_explanation and is_sage(model) and answer is not None and EXPLANATION not in trace.text
-        scores = score_chain(model, chain, answer_tokens, keep_cache=ask or opts.rollouts)
+        writes_explanation = opts.own_explanation and is_sage(model) and answer is not None
+        asked = writes_explanation and EXPLANATION not in trace.text
+        scores = score_chain(model, chain, answer_tokens, keep_cache=asked or opts.rollouts)
     steps = _steps(trace, scores, chain, answer_step)
     with timer("decision_points"):
         decisions, top_score = _decision_points(trace, scores, chain, steps, opts, model, tokenizer)
@@ -251,7 +252,7 @@ def explain(
     )
     with timer("claims"):
         report.claims = make_claims(report, opts)
-    if opts.own_explanation and is_sage(model) and answer is not None:
+    if writes_explanation:
         with timer("own_explanation"):
             _own_explanation(model, tokenizer, chain, trace, report, scores.cache)
     if opts.validate:
@@ -562,7 +563,7 @@ def _ask_for_explanation(model, tokenizer, chain: Chain, marker: str, cache=None
     if ids and ids[-1] in eos:
         ids = ids[:-1]
     prefix = [*chain.prompt_ids.tolist(), *ids, explanation_id]
-    room = min(96, (getattr(model.config, "max_position_embeddings", 0) or 10**9) - len(prefix))
+    room = min(96, (context_length(model) or 10**9) - len(prefix))
     if room < 1:
         return "", []
     new, probs = lookup_greedy(model, prefix, room, eos, explanation_pool(tokenizer), cache=cache)

@@ -15,7 +15,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicLayer
 
-from ..generation import entropy
+from ..generation import entropy, plain_cache
 
 ROWS_PER_PASS = 16  # bounds the memory of batched passes (logits are rows × length × vocabulary)
 
@@ -117,9 +117,8 @@ def step_losses(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, step: 
 
 
 def cache_layers(cache: Cache | None) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """Each layer's keys and values, when every layer is a plain DynamicLayer (holding every position); else None
-    (sliding windows keep only some)."""
-    if cache is None or any(type(layer) is not DynamicLayer for layer in cache.layers):
+    """Each layer's keys and values, when the cache is plain (`plain_cache`: it holds every position); else None."""
+    if cache is None or not plain_cache(cache):
         return None
     return [(layer.keys, layer.values) for layer in cache.layers]
 

@@ -20,7 +20,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache
 
-from ..generation import context_length, eos_ids
+from ..generation import cache_of, context_length, eos_ids, inputs_after_cache
 from .alternatives import decode_chain, extract_answer, outcome
 from .measure import (
     ROWS_PER_PASS,
@@ -200,7 +200,7 @@ def _chain_prefix_states(model, sequences: list[torch.Tensor], forced: list[int]
     if not len(prefix):
         return prefix, None
     out = model(input_ids=prefix[None].to(model.device), use_cache=True, logits_to_keep=1)
-    return prefix, cache_layers(getattr(out, "cache", None) or getattr(out, "past_key_values", None))
+    return prefix, cache_layers(cache_of(out))
 
 
 def _most_likely_from(model, sequences: list[torch.Tensor], start: int, first: int, layers) -> torch.Tensor:
@@ -213,9 +213,8 @@ def _most_likely_from(model, sequences: list[torch.Tensor], start: int, first: i
         rows[r, : len(sequence)], mask[r, : len(sequence)] = sequence, 1
     cache = expanded_prefix_cache(layers, start, len(rows)) if start else DynamicCache(config=model.config)
     rows, mask = rows.to(model.device), mask.to(model.device)
-    inputs = model.prepare_inputs_for_generation(rows, next_sequence_length=width - start, cache=cache,
-                                                 attention_mask=mask)  # fmt: skip
-    logits = model(**inputs, use_cache=True, logits_to_keep=width - first).logits[:, first - width : -1]
+    out = model(**inputs_after_cache(model, rows, cache, mask), logits_to_keep=width - first)
+    logits = out.logits[:, first - width : -1]
     # Column c: the prediction at position first + c (causality keeps the right padding out of every real one).
     # Compared in the model's own dtype: a float32 copy of rows × positions × vocabulary is not needed.
     following = rows[:, first + 1 :]
