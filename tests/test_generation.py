@@ -17,6 +17,7 @@ from sagenano.generation import (
     _tokenize,
     batch_decode,
     head_groups,
+    lookup_applies,
     segment_steps,
     token_char_ends,
     trace_generate,
@@ -299,3 +300,66 @@ def test_summary_replay_from_the_generation_cache_equals_a_full_replay(family, t
     assert full.summary.shape == trace.attention.shape == (T, model.config.num_hidden_layers, len(trace.head_groups),
                                                            P + T - 1)  # fmt: skip
     torch.testing.assert_close(trace.attention.float(), full.summary.float(), atol=2e-3, rtol=0)
+
+
+# --- lookup decoding ----------------------------------------------------------------------------
+
+
+def count_forwards(model) -> list[int]:
+    calls = [0]
+    model.register_forward_hook(lambda module, args, output: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def assert_same_trace(lookup: ReasoningTrace, plain: ReasoningTrace) -> None:
+    assert torch.equal(lookup.token_ids, plain.token_ids) and lookup.text == plain.text
+    assert lookup.finish_reason == plain.finish_reason
+    assert [s.text for s in lookup.steps] == [s.text for s in plain.steps]
+    for name in ("logprobs", "entropies", "topk_logprobs"):
+        torch.testing.assert_close(getattr(lookup, name), getattr(plain, name), atol=1e-4, rtol=0)
+    assert torch.equal(lookup.topk_ids[:, 0], plain.topk_ids[:, 0])
+    torch.testing.assert_close(lookup.attention.float(), plain.attention.float(), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["sage", "gpt2", "llama", "qwen2"])
+def test_lookup_traces_what_generate_traces(family, tokenizer):
+    model = build(family, tokenizer)
+    assert lookup_applies(model)
+    plain = trace_generate(model, tokenizer, PROMPT, max_new_tokens=40, top_k=4)
+    assert_same_trace(trace_generate(model, tokenizer, PROMPT, max_new_tokens=40, top_k=4, lookup=True), plain)
+
+
+def test_lookup_traces_the_shipped_models_chains_in_fewer_passes(tokenizer):
+    """Held-out questions: the chain, its records and attention as `generate` gives them, in fewer forward passes
+    (each chain's replay pass counted)."""
+    from sagenano.data import generate_items
+    from sagenano.loading import load_model
+
+    model = load_model().model
+    calls = count_forwards(model)
+    passes = tokens = 0
+    for item in [*generate_items("linear_equation", 2, 5, "heldout"), *generate_items("logic", 2, 5, "heldout")]:
+        plain = trace_generate(model, tokenizer, item.question, max_new_tokens=160)
+        before = calls[0]
+        traced = trace_generate(model, tokenizer, item.question, max_new_tokens=160, lookup=True)
+        passes += calls[0] - before
+        tokens += traced.num_tokens
+        assert_same_trace(traced, plain)
+        assert traced.finish_reason == "eos"
+    assert passes < 0.8 * tokens, f"{passes} forward passes for {tokens} tokens"
+
+
+def test_lookup_is_refused_where_it_would_not_give_generates_tokens(tokenizer):
+    mistral = make_hf_model("mistral", len(tokenizer))  # a sliding-window cache, which lookup cannot crop
+    assert not lookup_applies(mistral)
+    with pytest.raises(ValueError, match="lookup_applies"):
+        trace_generate(mistral, tokenizer, PROMPT, max_new_tokens=4, lookup=True)
+    llama = make_hf_model("llama", len(tokenizer))
+    llama.generation_config.repetition_penalty = 1.3  # a logits processor that lookup decoding does not apply
+    assert not lookup_applies(llama)
+    llama.generation_config.repetition_penalty = 1.0
+    llama.generation_config.temperature = 0.7  # sampling settings leave greedy decoding alone
+    assert lookup_applies(llama)
+    for kwargs in (dict(do_sample=True), dict(stop_strings=["."]), dict(forced=[5, 6]), dict(prompts=[PROMPT] * 2)):
+        with pytest.raises(ValueError, match="lookup needs"):
+            trace_generate(llama, tokenizer, **{"prompts": PROMPT, **kwargs}, max_new_tokens=4, lookup=True)

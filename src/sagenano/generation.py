@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 AttentionRecord = Literal["none", "summary", "full"]
 
@@ -326,15 +326,26 @@ class _Recorder:
         del self.pending_logits[:n]
         self.pending_chosen.clear()
 
-    def finish(self, last_tokens: torch.Tensor) -> None:
-        """Reduces what is pending, the last step with the token chosen there (no forward pass follows it)."""
-        if len(self.pending_chosen) + 1 != len(self.pending_logits):
-            # e.g. chunked prefill (two forward passes before the first token) or embeddings that are not called
-            raise RuntimeError(
-                f"traced generation saw {len(self.pending_logits)} model outputs for {len(self.pending_chosen)} "
-                "fed tokens: it needs one forward pass, through the input embeddings, per generated token"
-            )
-        self.pending_chosen.append(last_tokens)
+    def record(self, logits: torch.Tensor, chosen: torch.Tensor) -> None:
+        """Steps decoded outside `generate` (lookup decoding: several tokens per pass, no hooks): their logits
+        (B, n, V) and the tokens chosen from them (B, n)."""
+        for i in range(logits.shape[1]):
+            self.pending_logits.append(logits[:, i : i + 1])
+            self.pending_chosen.append(chosen[:, i])
+        if len(self.pending_chosen) * logits.shape[0] * logits.shape[-1] * 4 >= self.chunk_bytes:
+            self._reduce()
+
+    def finish(self, last_tokens: torch.Tensor | None) -> None:
+        """Reduces what is pending, the last step with the token chosen there (no forward pass follows it);
+        `last_tokens` None: every step's token is known already (`record`)."""
+        if last_tokens is not None:
+            if len(self.pending_chosen) + 1 != len(self.pending_logits):
+                # e.g. chunked prefill (two forward passes before the first token) or embeddings that are not called
+                raise RuntimeError(
+                    f"traced generation saw {len(self.pending_logits)} model outputs for {len(self.pending_chosen)} "
+                    "fed tokens: it needs one forward pass, through the input embeddings, per generated token"
+                )
+            self.pending_chosen.append(last_tokens)
         self._reduce()
         for name in ("entropies", "topk_values", "topk_ids", "chosen_logprobs"):
             setattr(self, name, torch.cat(getattr(self, name)))  # (T, B, ...)
@@ -501,6 +512,7 @@ def trace_generate(
     step_strategy: str = "auto",
     chat: bool | None = None,
     forced: list[int] | None = None,
+    lookup: bool = False,
 ) -> ReasoningTrace | list[ReasoningTrace]:
     """Generates from one prompt or a batch and records every generated token.
 
@@ -518,6 +530,9 @@ def trace_generate(
         chat: wrap the prompt in the tokenizer's chat template (None: when the tokenizer has one).
         forced: token ids to feed instead of choosing (one prompt only): the trace of a given chain, with
             the model's own probabilities, entropies, alternatives and attention at every token.
+        lookup: greedy decoding by prompt lookup (`sagenano.lookup_decoding`): `generate`'s tokens in fewer forward
+            passes (0.71× its time on 8 held-out questions with the shipped model). Needs one prompt, greedy
+            decoding, no `forced` or `stop_strings`, and a model where `lookup_applies`.
     """
     single = isinstance(prompts, str)
     rendered = [render_prompt(tokenizer, p, chat) for p in ([prompts] if single else prompts)]
@@ -543,6 +558,15 @@ def trace_generate(
     sampling = dict(temperature=temperature, top_p=top_p, top_k=0) if do_sample else {}
     # One prompt (no padding): generation's KV cache lets the replay pass skip the prompt.
     keep_cache = len(rendered) == 1 and attention == "summary" and not hidden_states
+    if lookup:
+        if len(rendered) != 1 or do_sample or forced is not None or stop_strings or not lookup_applies(model):
+            raise ValueError(
+                "lookup needs one prompt, greedy decoding, no forced tokens or stop strings, and a model where "
+                "lookup_applies (a plain cache, no logits processors in its generation config)"
+            )
+        sequences, cache = _lookup_generate(model, inputs["input_ids"][0].tolist(), max_new_tokens, recorder)
+        return _build_trace(recorder, tokenizer, model, inputs, sequences, 0, rendered[0], groups, None,
+                            step_strategy, attention, hidden_states, cache if keep_cache else None)  # fmt: skip
     with _hooks(recorder, model):
         out = model.generate(
             **inputs,
@@ -576,6 +600,44 @@ def trace_generate(
         for b in range(len(rendered))
     ]
     return traces[0] if single else traces
+
+
+# Generation-config fields that leave greedy decoding's choice alone (sampling settings, lengths, special ids, outputs);
+# any other field counts only when set to more than a neutral value (None, False, 0, 1, empty).
+_GREEDY_NEUTRAL = {
+    "use_cache", "pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id", "max_length",
+    "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p", "output_attentions",
+    "output_hidden_states", "output_scores", "output_logits", "return_dict_in_generate", "_from_model_config",
+    "transformers_version",
+}  # fmt: skip
+
+
+def lookup_applies(model: PreTrainedModel) -> bool:
+    """Whether lookup decoding gives this model's `generate` tokens: its cache is plain (lookup decoding crops
+    rejected drafts) and its generation config adds no logits processor to greedy decoding (e.g. a repetition
+    penalty, which lookup decoding does not apply)."""
+    settings = model.generation_config.to_diff_dict().items()
+    processors = [k for k, v in settings if k not in _GREEDY_NEUTRAL and v not in (None, False, 0, 1, [], {})]
+    return plain_cache(DynamicCache(config=model.config)) and not processors
+
+
+def _lookup_generate(
+    model: PreTrainedModel, prompt: list[int], max_new_tokens: int, recorder: _Recorder
+) -> tuple[torch.Tensor, Cache]:
+    """(1, P + T) greedy sequence by lookup decoding, each step recorded; and the keys and values of all but its
+    last token."""
+    from .lookup_decoding import lookup_decode  # it builds on this module's cache helpers
+
+    def on_chosen(tokens: list[int], logits: torch.Tensor) -> None:
+        recorder.record(logits[None], torch.tensor([tokens], device=logits.device))
+
+    cache = DynamicCache(config=model.config)
+    new = lookup_decode(model, prompt, max_new_tokens, eos_ids(model), on_chosen, cache=cache)
+    recorder.finish(None)
+    surplus = cache.get_seq_length() - (len(prompt) + len(new) - 1)  # rejected drafts after the last fed token
+    if surplus:
+        cache.crop(-surplus)
+    return torch.tensor([prompt + new]), cache
 
 
 class _ForceTokens(LogitsProcessor):

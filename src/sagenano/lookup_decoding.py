@@ -10,6 +10,8 @@ changes. On a small model, where one pass costs about the same for one token as 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
@@ -46,7 +48,32 @@ def lookup_greedy(
     `cache`: the keys and values of the prefix's first positions (at most all but its last), which are not
     computed again; it is extended in place. Rejected drafts are cropped from the cache, so a cache that is not
     plain (`plain_cache`: a sliding window keeps only some positions) is refused."""
-    pool, ids = list(pool), list(prefix)
+    probs: list[float] = []
+
+    def keep_probs(chosen: list[int], logits: torch.Tensor) -> None:
+        logp = logits.float().log_softmax(-1)
+        probs.extend(float(logp[i, token].exp()) for i, token in enumerate(chosen))
+
+    new = lookup_decode(model, prefix, max_new_tokens, stop_ids, keep_probs, pool, max_ngram, max_draft, cache)
+    return new, probs
+
+
+@torch.no_grad()
+def lookup_decode(
+    model: PreTrainedModel,
+    prefix: list[int],
+    max_new_tokens: int,
+    stop_ids: set[int],
+    on_chosen: Callable[[list[int], torch.Tensor], None],
+    pool: list[int] = (),
+    max_ngram: int = 3,
+    max_draft: int = 10,
+    cache: DynamicCache | None = None,
+) -> list[int]:
+    """`lookup_greedy`'s decoding: returns the new tokens and calls `on_chosen(tokens, logits)` after each forward
+    pass with the tokens it chose and the logits (len(tokens), V) that chose each. Afterwards `cache` holds at least
+    the prefix and every new token but the last (and possibly rejected draft positions after them)."""
+    ids = list(prefix)
     cache = cache if cache is not None else DynamicCache(config=model.config)
     if not 0 <= cache.get_seq_length() < len(ids):
         raise ValueError(f"the cache holds {cache.get_seq_length()} positions; the prefix has {len(ids)}")
@@ -54,32 +81,31 @@ def lookup_greedy(
         raise ValueError("lookup decoding crops its cache, which a sliding-window (non-plain) cache cannot do; "
                          "use generate()")  # fmt: skip
     with decoding_block(model):
-        return _decode(model, ids, max_new_tokens, stop_ids, pool, max_ngram, max_draft, cache)
+        return _decode(model, ids, max_new_tokens, stop_ids, on_chosen, list(pool), max_ngram, max_draft, cache)
 
 
-def _decode(model, ids: list[int], max_new_tokens: int, stop_ids: set[int], pool: list[int], max_ngram: int,
-            max_draft: int, cache: DynamicCache) -> tuple[list[int], list[float]]:  # fmt: skip
+def _decode(model, ids: list[int], max_new_tokens: int, stop_ids: set[int], on_chosen, pool: list[int],
+            max_ngram: int, max_draft: int, cache: DynamicCache) -> list[int]:  # fmt: skip
     new: list[int] = []
-    probs: list[float] = []
     draft: list[int] = []
     while len(new) < max_new_tokens:
         inputs = inputs_after_cache(model, torch.tensor([ids + draft], device=model.device), cache)
         fed = len(draft) + 1
-        logits = model(**inputs, logits_to_keep=fed).logits[0, -fed:].float()
+        logits = model(**inputs, logits_to_keep=fed).logits[0, -fed:]
         greedy = logits.argmax(-1).tolist()  # greedy[i]: the choice after ids + draft[:i]
         kept = 0
         while kept < len(draft) and draft[kept] == greedy[kept]:
             kept += 1
         chosen = [*draft[:kept], greedy[kept]][: max_new_tokens - len(new)]
-        logp = logits[: len(chosen)].log_softmax(-1)
-        for i, token in enumerate(chosen):
-            new.append(token)
-            probs.append(float(logp[i, token].exp()))
-            if token in stop_ids:
-                return new, probs
+        stop = next((i for i, token in enumerate(chosen) if token in stop_ids), None)
+        chosen = chosen if stop is None else chosen[: stop + 1]
+        on_chosen(chosen, logits[: len(chosen)])
+        new += chosen
+        if stop is not None:
+            break
         ids += chosen
         surplus = cache.get_seq_length() - (len(ids) - 1)  # rejected draft positions; the last chosen token
         if surplus:  # has not been fed yet
             cache.crop(-surplus)
         draft = lookup_draft(ids, pool, max_ngram, min(max_draft, max_new_tokens - len(new) - 1))
-    return new, probs
+    return new
