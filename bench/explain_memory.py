@@ -7,8 +7,8 @@ alternatives at up to 6 decision points, eq. 7 for every step, validation); repo
 resident memory before loading the model.
 Estimated (bytes): weights + generation KV cache and tracking buffers + the largest transient of the analysis —
 the batched backward pass of eq. 7's gradients (per row: activations of every layer, attention probabilities
-included, over the prefix; as many rows as the engine puts in one pass), the batched rollouts' KV caches and
-logits, or the teacher-forced scoring pass's logits. The estimate is checked
+included, over the prefix; as many rows as the engine puts in one pass), the batched rollouts' KV caches (the
+chain's once, each row's own positions) and logits, or the teacher-forced scoring pass's logits. The estimate is checked
 against the measurements (ratio column), then applied to nano in bf16 and in 4-bit.
 
 Run:  .venv/bin/python bench/explain_memory.py [--lengths 32,64,128] [--presets pico,micro,small] [--plot out.png]
@@ -97,7 +97,8 @@ def estimate_bytes(
     # eq. 7's gradients: rows of the batched backward pass, as many as the engine's own rule puts together
     per_row = backward_bytes_per_row(config, n, chain, act)
     backward = per_row * min(steps, max(1, GRADIENT_MEMORY_MB * 2**20 // per_row))
-    rollout = min(rollouts, batch) * (kv_per_token * n + vocab * FP32)  # a batch's caches, left-padded
+    # the chain's keys and values once (shared-prefix attention), and each row's own positions and logits
+    rollout = kv_per_token * n + min(rollouts, batch) * (kv_per_token * chain + vocab * FP32)
     scoring = chain * vocab * FP32 * 3 + heads * n * n * act  # logits, log-softmax, top-k; one layer's attention
     return {"weights": weights, "generation+tracking": generation,
             "analysis peak": max(backward, rollout, scoring)}  # fmt: skip

@@ -1,7 +1,9 @@
 """GenerateAlternatives: force another token at a decision point and let the model finish the chain.
 
 Every alternative of every decision point is a branch of the one chain: the branches are generated
-greedily as one batch, from the chain's own KV cache cut to each branch's prefix.
+greedily as one batch, from the chain's own KV cache cut to each branch's prefix. Where the model's attention
+allows it (`branches.branch_attention_applies`), that cache is held once and read once per step by every row
+(`branches`); otherwise each row holds a left-padded copy.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from ..data.format import ANSWER, parse_answer
 from ..generation import cache_of, decoding_block, eos_ids, inputs_after_cache, plain_cache
+from .branches import branch_attention, branch_attention_applies, branch_cache
 
 _ANSWER_IS = re.compile(r"(?i)(?:answer is|answer:|####)\s*\$?\s*([^\s.,;]+(?:[.,]\d+)?)")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -76,10 +79,15 @@ def branch_rollouts(
     budgets = [max(end - k - 1, 0) for k in lengths]  # new tokens after the forced one, within `end`
     if not any(budgets):
         return [[token] for _, token in branches]
-    cache = None
-    if reuse_cache and min(lengths) > 0:
-        cache = _branch_cache(model, sequence[:longest], lengths, longest + max(budgets), states)
-    generated = greedy_rows(model, rows, mask, cache, budgets, eos_ids(model))
+    if reuse_cache and min(lengths) > 0 and branch_attention_applies(model):
+        cache = branch_cache(_prefix_states(model, sequence[:longest], states), lengths, max(budgets))
+        with branch_attention(model, cache):
+            generated = greedy_rows(model, rows, mask, cache, budgets, eos_ids(model))
+    else:
+        cache = None
+        if reuse_cache and min(lengths) > 0:
+            cache = _left_padded_cache(model, sequence[:longest], lengths, longest + max(budgets), states)
+        generated = greedy_rows(model, rows, mask, cache, budgets, eos_ids(model))
     return [_until_eos(model, [token, *new]) for (_, token), new in zip(branches, generated, strict=True)]
 
 
@@ -123,14 +131,20 @@ def _decode_rows(model, ids: torch.Tensor, mask: torch.Tensor, cache: Cache, bud
     return generated
 
 
-def _branch_cache(
+def _prefix_states(model: PreTrainedModel, prefix: torch.Tensor, states: Cache | None) -> Cache:
+    """The keys and values of `prefix`: `states`, when that holds plain layers of at least its length, else a pass."""
+    if states is not None and plain_cache(states) and states.get_seq_length() >= len(prefix):
+        return states
+    return cache_of(model(input_ids=prefix[None].to(model.device), use_cache=True))
+
+
+def _left_padded_cache(
     model: PreTrainedModel, prefix: torch.Tensor, lengths: list[int], capacity: int, states: Cache | None = None
 ) -> Cache:
-    """The KV cache of `prefix` (`states`, when that holds plain layers of at least its length), cut to each row's
-    length and left-padded to the longest, in buffers with room for `capacity` positions (the whole generation)."""
+    """For models without shared-prefix attention: the KV cache of `prefix` cut to each row's length and left-padded
+    to the longest (a copy per row), in buffers with room for `capacity` positions (the whole generation)."""
     longest = len(prefix)
-    usable = states is not None and plain_cache(states) and states.get_seq_length() >= longest
-    full = states if usable else cache_of(model(input_ids=prefix[None].to(model.device), use_cache=True))
+    full = _prefix_states(model, prefix, states)
     layers = []
     for layer in full.layers:
         keys, values = (_left_padded(kv[..., :longest, :], lengths, longest) for kv in (layer.keys, layer.values))

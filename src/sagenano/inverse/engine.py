@@ -66,10 +66,11 @@ class ExplainOptions:
         max_decision_points: keep at most this many, the highest-scoring.
         alternatives: top-k alternative tokens per decision point.
         rollouts: roll every alternative out to its own answer.
-        rollout_memory_mb: bound on the rollouts' KV caches: each branch holds a cache as long as the chain, and
-            as many branches are generated together as fit (at least one). Batching all of them is fastest on
-            small models (8-9 at a time instead of 30 took 1.6-1.7× the time for SAGE small, 128 tokens), while for nano
-            30 branches would hold ~3.3 GB (bench/explain_memory.py).
+        rollout_memory_mb: bound on the rollouts' KV caches: each branch is counted as holding a cache as long as
+            the chain (an upper bound where shared-prefix attention keeps the chain's keys and values once and a row
+            only its own positions), and as many branches are generated together as fit (at least one). Batching
+            all of them is fastest on small models (8-9 at a time instead of 30 took 1.6-1.7× the time for SAGE
+            small, 128 tokens), while for nano 30 left-padded branches would hold ~3.3 GB (bench/explain_memory.py).
         attention_aggregate: the w_ij of eq. 7: "mean" (all layers and heads), "last" (last layer),
             "group:<name>" (one head group, all layers), "rollout" (attention rollout over layers), or "auto"
             (SAGE's reasoning heads, group:reasoning, where the model has them; else mean).
@@ -433,9 +434,9 @@ def kv_cache_bytes_per_token(model: PreTrainedModel) -> int:
     return 2 * config.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
 
 
-def rollout_batch(model: PreTrainedModel, end: int, memory_mb: float) -> int:
-    """How many branches are rolled out together: as many caches of `end` positions as fit in `memory_mb`."""
-    return max(1, int(memory_mb * 2**20 // (kv_cache_bytes_per_token(model) * end)))
+def rollout_batch(model: PreTrainedModel, positions: int, memory_mb: float) -> int:
+    """How many branches are rolled out together: as many caches of `positions` positions as fit in `memory_mb`."""
+    return max(1, int(memory_mb * 2**20 // (kv_cache_bytes_per_token(model) * positions)))
 
 
 def _roll_out(model, tokenizer, chain: Chain, decisions, answer, opts, states=None) -> None:

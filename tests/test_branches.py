@@ -1,0 +1,71 @@
+"""Shared-prefix attention for rollouts: the same attention as over left-padded copies, the same rollouts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers.cache_utils import Cache
+
+from conftest import make_hf_model, make_sage
+from sagenano.inverse import alternatives
+from sagenano.inverse.alternatives import branch_rollouts
+from sagenano.inverse.branches import _ACTIVE, BranchLayer, _attend, branch_attention_applies
+
+QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+
+
+def tiny(family: str, tokenizer):
+    return make_sage(tokenizer) if family == "sage" else make_hf_model(family, len(tokenizer))
+
+
+@pytest.mark.parametrize("query_heads", [4, 8])  # 8: two query heads per key-value head (grouped-query attention)
+def test_attention_over_the_shared_prefix_equals_attention_over_each_rows_own_copy(query_heads):
+    torch.manual_seed(0)
+    heads, size, width, own, q = 4, 8, 11, 5, 3
+    lengths = [11, 4, 7]
+    prefix_keys, prefix_values = torch.randn(1, heads, width, size), torch.randn(1, heads, width, size)
+    layer = BranchLayer(prefix_keys, prefix_values, lengths, room=own)
+    keys, values = torch.randn(3, heads, own, size), torch.randn(3, heads, own, size)
+    layer.update(keys, values)
+    query = torch.randn(3, query_heads, q, size)
+    # The left-padded keep-mask the model would build: the last q of the own positions are causal among themselves.
+    mask = torch.ones(3, 1, q, max(lengths) + own, dtype=torch.bool)
+    mask[..., -q:] = torch.ones(q, q, dtype=torch.bool).tril()
+    token = _ACTIVE.set(Cache(layers=[layer]))
+    try:
+        got, weights = _attend(type("Attention", (), {"layer_idx": 0})(), query, keys, values, mask, scaling=0.3)
+    finally:
+        _ACTIVE.reset(token)
+    assert weights is None and got.shape == (3, q, query_heads, size)
+    group = query_heads // heads
+    for r, k in enumerate(lengths):
+        row_keys = torch.cat([prefix_keys[0, :, :k], keys[r]], 1).repeat_interleave(group, 0)
+        row_values = torch.cat([prefix_values[0, :, :k], values[r]], 1).repeat_interleave(group, 0)
+        reference = torch.nn.functional.scaled_dot_product_attention(
+            query[r], row_keys, row_values, attn_mask=mask[r, :, :, -(k + own) :].expand(query_heads, -1, -1), scale=0.3
+        )
+        torch.testing.assert_close(got[r].transpose(0, 1), reference, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["sage", "llama", "qwen2", "gpt2"])
+def test_rollouts_with_shared_prefix_attention_equal_left_padded_copies_and_keep_one_prefix(family, tokenizer,
+                                                                                            monkeypatch):  # fmt: skip
+    model = tiny(family, tokenizer)
+    assert branch_attention_applies(model)
+    implementation = model.config._attn_implementation
+    sequence = torch.tensor(tokenizer(QUESTION + " 3 + 4 = 7 apples.").input_ids)
+    branches = [(3, 17), (len(sequence) - 2, 40), (len(sequence) - 2, 41), (8, 17), (12, 90)]
+    end = len(sequence) + 12
+    caches = []
+    original = alternatives.branch_cache
+    monkeypatch.setattr(alternatives, "branch_cache", lambda *args: caches.append(original(*args)) or caches[-1])
+    shared = branch_rollouts(model, sequence, branches, end)
+    prefix = caches[0].layers[0].prefix_keys
+    assert prefix.shape[0] == 1 and prefix.shape[-2] == len(sequence) - 2, "one copy of the longest branch prefix"
+    assert model.config._attn_implementation == implementation, "the attention implementation is restored"
+    monkeypatch.setattr(alternatives, "branch_attention_applies", lambda model: False)
+    assert shared == branch_rollouts(model, sequence, branches, end)
+
+
+def test_a_model_with_sliding_windows_keeps_left_padded_copies(tokenizer):
+    assert not branch_attention_applies(make_hf_model("mistral", len(tokenizer)))
