@@ -410,8 +410,9 @@ def test_preallocated_cache_layer_writes_in_place_then_concatenates_past_its_roo
 
 @pytest.mark.parametrize("family", ["sage", "llama", "mistral"])
 def test_greedy_agreement_accepts_greedy_continuations_and_rejects_another_token(family, tokenizer, monkeypatch):
-    """On the chain's branches the check feeds only what follows the earliest branch point (the prefix's keys and
-    values come from one pass); Mistral's sliding-window cache is not cut, so it scores every sequence whole."""
+    """On the chain's branches the check feeds each row only from its branch point on (the prefix's keys and values
+    come from one pass, read through shared-prefix attention); a sequence off the chain, and every sequence on
+    Mistral (sliding windows), is scored whole."""
     model = tiny(family, tokenizer)
     prompt = torch.tensor(tokenizer(QUESTION).input_ids)
     greedy = model.generate(prompt[None], attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
@@ -426,12 +427,14 @@ def test_greedy_agreement_accepts_greedy_continuations_and_rejects_another_token
                            do_sample=False, pad_token_id=tokenizer.pad_token_id)[0]  # fmt: skip
     forced = [len(prompt), len(prompt) + 3, len(prompt) + 3, last, len(start)]  # earliest, later, at the change
     sequences = [greedy, greedy[:-2], second, second, other]
-    starts = []
+    fed = {"after branch": [], "whole": []}
     validate_module = sys.modules[_greedy_agreement.__module__]  # the package exports a function of the same name
-    scored = validate_module._most_likely_from
-    monkeypatch.setattr(validate_module, "_most_likely_from", lambda *args: starts.append(args[2]) or scored(*args))
+    for name, attribute in (("after branch", "_most_likely_after_branch"), ("whole", "_most_likely_from")):
+        scored = getattr(validate_module, attribute)
+        spy = lambda *args, scored=scored, name=name: fed[name].append(len(args[1])) or scored(*args)  # noqa: E731
+        monkeypatch.setattr(validate_module, attribute, spy)
     assert _greedy_agreement(model, sequences[:4], forced[:4]) == [True, True, False, True]
-    assert starts == [0 if family == "mistral" else len(prompt)]
+    assert fed == ({"after branch": [], "whole": [4]} if family == "mistral" else {"after branch": [4], "whole": []})
     assert _greedy_agreement(model, sequences, forced) == [True, True, False, True, True]
     other[-1] = (other[-1] + 1) % len(tokenizer)  # not the greedy token (the tiny models' ties are rare)
     assert _greedy_agreement(model, sequences, forced)[-1] is False

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache
 
-from ..generation import entropy, plain_cache
+from ..generation import entropy
 
 ROWS_PER_PASS = 16  # bounds the memory of batched passes (logits are rows × length × vocabulary)
 
@@ -114,23 +114,6 @@ def step_losses(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, step: 
         logits = model(input_ids=batch, use_cache=False, logits_to_keep=len(step)).logits
         result.append(-_step_logp(logits, chain, step).cpu())
     return torch.cat(result)
-
-
-def cache_layers(cache: Cache | None) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """Each layer's keys and values, when the cache is plain (`plain_cache`: it holds every position); else None."""
-    if cache is None or not plain_cache(cache):
-        return None
-    return [(layer.keys, layer.values) for layer in cache.layers]
-
-
-def expanded_prefix_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], start: int, rows: int) -> Cache:
-    """A cache of `rows` rows that all hold the first `start` positions of `layers` (one row), not copied until the
-    next pass appends to them."""
-    cache = Cache(layers=[DynamicLayer() for _ in layers])
-    for layer, (keys, values) in zip(cache.layers, layers, strict=True):
-        shape = (rows, *keys.shape[1:-2], start, keys.shape[-1])
-        layer.update(keys[..., :start, :].expand(shape), values[..., :start, :].expand(shape))
-    return cache
 
 
 @contextlib.contextmanager
