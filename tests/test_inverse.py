@@ -31,7 +31,14 @@ from sagenano.inverse.calibration import (
     save_calibration,
 )
 from sagenano.inverse.engine import check_question
-from sagenano.inverse.measure import Chain, step_gradient_norms
+from sagenano.inverse.measure import (
+    Chain,
+    ablate,
+    masked_step_losses,
+    step_gradient_norms,
+    step_inputs,
+    step_losses,
+)
 from sagenano.inverse.report import Claim
 from sagenano.inverse.spans import text_units
 from sagenano.inverse.validate import _greedy_agreement
@@ -438,3 +445,21 @@ def test_greedy_agreement_accepts_greedy_continuations_and_rejects_another_token
     assert _greedy_agreement(model, sequences, forced) == [True, True, False, True, True]
     other[-1] = (other[-1] + 1) % len(tokenizer)  # not the greedy token (the tiny models' ties are rare)
     assert _greedy_agreement(model, sequences, forced)[-1] is False
+
+
+@pytest.mark.parametrize("family", ["sage", "llama"])
+def test_one_masked_row_gives_every_steps_loss_as_a_row_per_step_does(family, tokenizer):
+    model = tiny(family, tokenizer)
+    ids = torch.tensor(tokenizer(QUESTION + " 3 + 4 = 7. So he has 7 apples. The answer is 7.").input_ids)
+    chain = Chain(ids[:14], ids[14:])
+    steps = [range(0, 4), range(4, 11), range(11, len(ids) - 14)]
+    requests = [([2, 3], steps), ([5], steps[1:]), ([0, 1, 2], steps[:1]), ([], steps), ([15, 16], steps[2:])]
+    got = masked_step_losses(model, chain, requests, tokenizer.pad_token_id)
+    for (masked, asked), losses in zip(requests, got, strict=True):
+        expected = [
+            float(
+                step_losses(model, ablate(step_inputs(chain, step), [masked], tokenizer.pad_token_id), chain, step)[0]
+            )
+            for step in asked
+        ]
+        assert losses == pytest.approx(expected, abs=1e-4)

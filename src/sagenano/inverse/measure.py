@@ -116,6 +116,30 @@ def step_losses(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, step: 
     return torch.cat(result)
 
 
+@torch.no_grad()
+def masked_step_losses(
+    model: PreTrainedModel, chain: Chain, requests: list[tuple[list[int], list[range]]], replacement: int
+) -> list[list[float]]:
+    """For each request (positions to mask, steps): the negative log-likelihood of each of those steps' tokens with
+    the positions replaced by `replacement`. One row per request serves all its steps: it is fed up to its last
+    step's tokens (causality makes later positions irrelevant), rows of similar length go together, and logits
+    cover the batch's steps only, from its earliest."""
+    order = sorted(range(len(requests)), key=lambda i: max(s.stop for s in requests[i][1]))
+    results: list[list[float]] = [[] for _ in requests]
+    for begin in range(0, len(order), ROWS_PER_PASS):
+        batch = order[begin : begin + ROWS_PER_PASS]
+        first = min(s.start for i in batch for s in requests[i][1])
+        stop = max(s.stop for i in batch for s in requests[i][1])
+        rows = ablate(chain.inputs[: chain.prompt_len - 1 + stop], [requests[i][0] for i in batch], replacement)
+        logits = model(input_ids=rows.to(model.device), use_cache=False, logits_to_keep=stop - first).logits.float()
+        targets = chain.token_ids[first:stop].to(logits.device)  # column c predicts token first + c
+        chosen = logits.gather(-1, targets[None, :, None].expand(len(batch), -1, 1))[..., 0]
+        token_nll = (logits.logsumexp(-1) - chosen).cpu()  # (R, stop - first)
+        for r, i in enumerate(batch):
+            results[i] = [float(token_nll[r, s.start - first : s.stop - first].sum()) for s in requests[i][1]]
+    return results
+
+
 @contextlib.contextmanager
 def embeddings_require_grad(model: PreTrainedModel) -> Iterator[None]:
     """Gradients with respect to hidden states need a graph, even when no weight takes gradients (frozen or quantized
