@@ -418,8 +418,8 @@ def test_preallocated_cache_layer_writes_in_place_then_concatenates_past_its_roo
 @pytest.mark.parametrize("family", ["sage", "llama", "mistral"])
 def test_greedy_agreement_accepts_greedy_continuations_and_rejects_another_token(family, tokenizer, monkeypatch):
     """On the chain's branches the check feeds each row only from its branch point on (the prefix's keys and values
-    come from one pass, read through shared-prefix attention); a sequence off the chain, and every sequence on
-    Mistral (sliding windows), is scored whole."""
+    come from one pass of its own); a sequence off the chain, and every sequence on Mistral (sliding windows), is
+    scored whole."""
     model = tiny(family, tokenizer)
     prompt = torch.tensor(tokenizer(QUESTION).input_ids)
     greedy = model.generate(prompt[None], attention_mask=torch.ones(1, len(prompt), dtype=torch.long),

@@ -147,12 +147,12 @@ def _left_padded_cache(
     full = _prefix_states(model, prefix, states)
     layers = []
     for layer in full.layers:
-        keys, values = (_left_padded(kv[..., :longest, :], lengths, longest) for kv in (layer.keys, layer.values))
+        keys, values = (left_padded_states(kv[..., :longest, :], lengths, longest) for kv in (layer.keys, layer.values))
         layers.append(_PreallocatedLayer(keys, values, capacity))
     return Cache(layers=layers)
 
 
-def _left_padded(states: torch.Tensor, lengths: list[int], longest: int) -> torch.Tensor:
+def left_padded_states(states: torch.Tensor, lengths: list[int], longest: int) -> torch.Tensor:
     """(R, heads, longest, head size): row r holds the first lengths[r] positions of `states` (batch 1) at its end."""
     rows = states.new_zeros((len(lengths), *states.shape[1:]))
     for r, k in enumerate(lengths):

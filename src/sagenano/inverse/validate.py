@@ -18,11 +18,10 @@ import statistics
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, DynamicLayer
 
 from ..generation import cache_of, context_length, eos_ids, inputs_after_cache, plain_cache
-from .alternatives import decode_chain, extract_answer, outcome
-from .branches import branch_attention, branch_attention_applies, branch_cache
+from .alternatives import decode_chain, extract_answer, left_padded_states, outcome
 from .measure import (
     ROWS_PER_PASS,
     Chain,
@@ -168,14 +167,14 @@ def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int]) -
 
     The sequences branch off one chain: each is the chain's first `forced[i]` ids, the forced token and the rollout.
     One forward pass of its own over the longest of those prefixes gives their keys and values; each row is then fed
-    only from its branch point on, every row reading that one cache (shared-prefix attention, `branches`; for 30
-    rollouts of a 117-token chain, feeding each batch from its earliest branch point with a copy of the prefix per
-    row took 1.6× the time). Rows go in batches of similar length. A sequence off the chain, or any on a model
-    without shared-prefix attention (e.g. sliding windows), is scored from its start. Logits are compared with their
-    maximum (`amax`), not through `argmax`, which took 38 ms for 16 × 250 positions of 4,096 logits here against
-    4 ms."""
-    chain_prefix, prefix_cache = (_chain_prefix_states(model, sequences, forced) if branch_attention_applies(model)
-                                  else (None, None))  # fmt: skip
+    only from its branch point on, over a left-padded copy of its prefix in a plain cache (not the rollouts' cache or
+    attention). For 30 rollouts of a 117-token chain, feeding each batch from its earliest branch point took 0.49 s;
+    from each row's own, 0.29 s (0.37-0.42 s when every row read one shared copy through `branches`, which pays off
+    over many decoding steps, not in one pass). Rows go in batches of similar length. A sequence off the chain, or
+    any when the cache keeps other than plain layers (sliding windows), is scored from its start. Logits are compared
+    with their maximum (`amax`), not through `argmax`, which took 38 ms for 16 × 250 positions of 4,096 logits here
+    against 4 ms."""
+    chain_prefix, prefix_cache = _chain_prefix_states(model, sequences, forced)
     on_chain = [prefix_cache is not None and torch.equal(s[:k], chain_prefix[:k])
                 for s, k in zip(sequences, forced, strict=True)]  # fmt: skip
     results: dict[int, bool] = {}
@@ -211,7 +210,7 @@ def _chain_prefix_states(model, sequences: list[torch.Tensor], forced: list[int]
 def _most_likely_after_branch(model, sequences: list[torch.Tensor], points: list[int], prefix_cache: Cache):
     """(R, W - 1), W the longest part from a branch point on: whether each token after the forced one (at
     `points[r]`) is a most likely one. Rows are left-padded up to their branch points and fed from there; the
-    chain's keys and values before them come from `prefix_cache`, held once (`branches.branch_cache`)."""
+    chain's keys and values before them are copied from `prefix_cache`."""
     longest = max(points)
     width = max(len(s) - k for s, k in zip(sequences, points, strict=True))
     rows = torch.zeros(len(sequences), longest + width, dtype=torch.long)
@@ -219,11 +218,12 @@ def _most_likely_after_branch(model, sequences: list[torch.Tensor], points: list
     for r, (sequence, k) in enumerate(zip(sequences, points, strict=True)):
         rows[r, longest - k : longest + len(sequence) - k] = sequence
         mask[r, longest - k : longest + len(sequence) - k] = 1
-    cache = branch_cache(prefix_cache, points, width)
+    cache = Cache(layers=[DynamicLayer() for _ in prefix_cache.layers])
+    for layer, prefix in zip(cache.layers, prefix_cache.layers, strict=True):
+        layer.update(*(left_padded_states(x[..., :longest, :], points, longest) for x in (prefix.keys, prefix.values)))
     rows, mask = rows.to(model.device), mask.to(model.device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    with branch_attention(model, cache):
-        out = model(**inputs_after_cache(model, rows, cache, mask, position_ids=positions), logits_to_keep=width)
+    out = model(**inputs_after_cache(model, rows, cache, mask, position_ids=positions), logits_to_keep=width)
     logits = out.logits[:, -width:-1]  # column c: the prediction after the row's own token c
     following = rows[:, longest + 1 :]
     return (logits.gather(-1, following[..., None])[..., 0] >= logits.amax(-1)).cpu()
