@@ -69,3 +69,20 @@ def test_rollouts_with_shared_prefix_attention_equal_left_padded_copies_and_keep
 
 def test_a_model_with_sliding_windows_keeps_left_padded_copies(tokenizer):
     assert not branch_attention_applies(make_hf_model("mistral", len(tokenizer)))
+
+
+@pytest.mark.parametrize("attention", ["shared", "left-padded"])
+def test_branches_far_apart_near_the_context_limit_are_rolled_out_in_batches_that_fit(attention, tokenizer,
+                                                                                        monkeypatch):  # fmt: skip
+    """A batch is as wide as its latest branch point plus its earliest branch's budget: near the end of a SAGE
+    model's context that is more than the model takes, so such branches go in separate batches, each row as if
+    alone."""
+    if attention == "left-padded":
+        monkeypatch.setattr(alternatives, "branch_attention_applies", lambda model: False)
+    model = make_sage(tokenizer, max_position_embeddings=48)
+    sequence = torch.tensor(tokenizer(QUESTION + " 3 + 4 = 7 apples, so he has 7 apples in all. " * 2).input_ids)[:40]
+    assert len(sequence) == 40
+    branches = [(38, 40), (4, 17), (36, 41), (6, 90)]
+    assert alternatives._within_context(model, branches, 46) == [[1, 3], [2, 0]]
+    together = branch_rollouts(model, sequence, branches, end=46)
+    assert together == [branch_rollouts(model, sequence, [branch], end=46)[0] for branch in branches]

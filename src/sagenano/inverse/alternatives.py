@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from ..data.format import ANSWER, parse_answer
-from ..generation import cache_of, decoding_block, eos_ids, inputs_after_cache, plain_cache
+from ..generation import cache_of, context_length, decoding_block, eos_ids, inputs_after_cache, plain_cache
 from .branches import branch_attention, branch_attention_applies, branch_cache
 
 _ANSWER_IS = re.compile(r"(?i)(?:answer is|answer:|####)\s*\$?\s*([^\s.,;]+(?:[.,]\d+)?)")
@@ -67,6 +67,12 @@ def branch_rollouts(
     """
     if not branches:
         return []
+    groups = _within_context(model, branches, end)
+    if len(groups) > 1:
+        done = {i: r for group in groups
+                for i, r in zip(group, branch_rollouts(model, sequence, [branches[i] for i in group], end,
+                                                       reuse_cache, states), strict=True)}  # fmt: skip
+        return [done[i] for i in range(len(branches))]
     lengths = [k for k, _ in branches]
     longest = max(lengths)
     pad = pad_id(model) or 0
@@ -89,6 +95,24 @@ def branch_rollouts(
             cache = _left_padded_cache(model, sequence[:longest], lengths, longest + max(budgets), states)
         generated = greedy_rows(model, rows, mask, cache, budgets, eos_ids(model))
     return [_until_eos(model, [token, *new]) for (_, token), new in zip(branches, generated, strict=True)]
+
+
+def _within_context(model: PreTrainedModel, branches: list[tuple[int, int]], end: int) -> list[list[int]]:
+    """The branches (indices) in groups whose left-padded batch fits the model's context: a batch is as wide as its
+    latest branch point plus its earliest branch's budget (`end` − k − 1), which passes the context (a SAGE model
+    refuses it) when the branch points span more than `context − end + 1`. One group when they fit, as they
+    usually do."""
+    context = context_length(model)
+    order = sorted(range(len(branches)), key=lambda i: branches[i][0])
+    if context is None or branches[order[-1]][0] - branches[order[0]][0] <= context - end + 1:
+        return [order]
+    groups = [[order[0]]]
+    for i in order[1:]:
+        if branches[i][0] - branches[groups[-1][0]][0] <= context - end + 1:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 @torch.no_grad()
