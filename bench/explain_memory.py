@@ -8,7 +8,8 @@ resident memory before loading the model.
 Estimated (bytes): weights + generation KV cache and tracking buffers + the largest transient of the analysis —
 the batched backward pass of eq. 7's gradients (per row: activations of every layer, attention probabilities
 included, over the prefix; as many rows as the engine puts in one pass), the batched rollouts' KV caches (the
-chain's once, each row's own positions) and logits, or the teacher-forced scoring pass's logits. The estimate is checked
+chain's once, each row's own positions) and logits, validation's check of the rollouts (a copy of the prefix per
+row, and logits), or the teacher-forced scoring pass's logits. The estimate is checked
 against the measurements (ratio column), then applied to nano in bf16 and in 4-bit.
 
 Run:  .venv/bin/python bench/explain_memory.py [--lengths 32,64,128] [--presets pico,micro,small] [--plot out.png]
@@ -77,7 +78,7 @@ def estimate_bytes(
 ) -> dict:
     """The analytic estimate's parts, in bytes, for one explain (rollouts generated `batch` at a time)."""
     from sagenano.config import SageConfig
-    from sagenano.inverse.measure import backward_bytes_per_row
+    from sagenano.inverse.measure import ROWS_PER_PASS, backward_bytes_per_row
     from sagenano.model_info import build_on_meta
     from sagenano.quantize import estimated_int4_bytes
 
@@ -99,9 +100,11 @@ def estimate_bytes(
     backward = per_row * min(steps, max(1, GRADIENT_MEMORY_MB * 2**20 // per_row))
     # the chain's keys and values once (shared-prefix attention), and each row's own positions and logits
     rollout = kv_per_token * n + min(rollouts, batch) * (kv_per_token * chain + vocab * FP32)
+    # validation's rollout check: one teacher-forced pass of up to ROWS_PER_PASS rows, each with a copy of its prefix
+    check = min(rollouts, ROWS_PER_PASS) * (kv_per_token * n + chain * vocab * act)
     scoring = chain * vocab * FP32 * 3 + heads * n * n * act  # logits, log-softmax, top-k; one layer's attention
     return {"weights": weights, "generation+tracking": generation,
-            "analysis peak": max(backward, rollout, scoring)}  # fmt: skip
+            "analysis peak": max(backward, rollout, check, scoring)}  # fmt: skip
 
 
 def main() -> None:

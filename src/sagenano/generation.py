@@ -602,8 +602,7 @@ def trace_generate(
     return traces[0] if single else traces
 
 
-# Generation-config fields that leave greedy decoding's choice alone (sampling settings, lengths, special ids, outputs);
-# any other field counts only when set to more than a neutral value (None, False, 0, 1, empty).
+# Generation-config fields that leave greedy decoding's choice alone (sampling settings, lengths, special ids, outputs).
 _GREEDY_NEUTRAL = {
     "use_cache", "pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id", "max_length",
     "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p", "output_attentions",
@@ -617,8 +616,16 @@ def lookup_applies(model: PreTrainedModel) -> bool:
     rejected drafts) and its generation config adds no logits processor to greedy decoding (e.g. a repetition
     penalty, which lookup decoding does not apply)."""
     settings = model.generation_config.to_diff_dict().items()
-    processors = [k for k, v in settings if k not in _GREEDY_NEUTRAL and v not in (None, False, 0, 1, [], {})]
-    return plain_cache(DynamicCache(config=model.config)) and not processors
+    return plain_cache(DynamicCache(config=model.config)) and not any(_adds_a_processor(k, v) for k, v in settings)
+
+
+def _adds_a_processor(key: str, value: Any) -> bool:
+    """Whether a generation-config setting changes what greedy decoding picks: any field but the neutral ones, unless
+    it holds a value that switches it off (None, empty, False, 0 or 1, e.g. a repetition penalty of 1; a token id of 0
+    is a token)."""
+    if key in _GREEDY_NEUTRAL or value is None or value in ([], {}):
+        return False
+    return key.endswith(("token_id", "_ids")) or value not in (False, 0, 1)
 
 
 def _lookup_generate(

@@ -69,10 +69,12 @@ def branch_rollouts(
         return []
     groups = _within_context(model, branches, end)
     if len(groups) > 1:
-        done = {i: r for group in groups
-                for i, r in zip(group, branch_rollouts(model, sequence, [branches[i] for i in group], end,
-                                                       reuse_cache, states), strict=True)}  # fmt: skip
-        return [done[i] for i in range(len(branches))]
+        results: list[list[int]] = [[] for _ in branches]
+        for group in groups:
+            rolled = branch_rollouts(model, sequence, [branches[i] for i in group], end, reuse_cache, states)
+            for i, rollout in zip(group, rolled, strict=True):
+                results[i] = rollout
+        return results
     lengths = [k for k, _ in branches]
     longest = max(lengths)
     pad = pad_id(model) or 0
@@ -104,7 +106,7 @@ def _within_context(model: PreTrainedModel, branches: list[tuple[int, int]], end
     usually do."""
     context = context_length(model)
     order = sorted(range(len(branches)), key=lambda i: branches[i][0])
-    if context is None or branches[order[-1]][0] - branches[order[0]][0] <= context - end + 1:
+    if context is None:
         return [order]
     groups = [[order[0]]]
     for i in order[1:]:
