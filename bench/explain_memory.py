@@ -100,8 +100,9 @@ def estimate_bytes(
     backward = per_row * min(steps, max(1, GRADIENT_MEMORY_MB * 2**20 // per_row))
     # the chain's keys and values once (shared-prefix attention), and each row's own positions and logits
     rollout = kv_per_token * n + min(rollouts, batch) * (kv_per_token * chain + vocab * FP32)
-    # validation's rollout check: one teacher-forced pass of up to ROWS_PER_PASS rows, each with a copy of its prefix
-    check = min(rollouts, ROWS_PER_PASS) * (kv_per_token * n + chain * vocab * act)
+    # validation's rollout check: a teacher-forced pass of up to ROWS_PER_PASS rows, each with a copy of its prefix,
+    # as many as the rollouts' memory bound holds (about the rollout batch)
+    check = min(rollouts, ROWS_PER_PASS, batch) * (kv_per_token * n + chain * vocab * act)
     scoring = chain * vocab * FP32 * 3 + heads * n * n * act  # logits, log-softmax, top-k; one layer's attention
     return {"weights": weights, "generation+tracking": generation,
             "analysis peak": max(backward, rollout, check, scoring)}  # fmt: skip

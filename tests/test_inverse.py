@@ -445,6 +445,9 @@ def test_greedy_agreement_accepts_greedy_continuations_and_rejects_another_token
     assert _greedy_agreement(model, sequences, forced) == [True, True, False, True, True]
     other[-1] = (other[-1] + 1) % len(tokenizer)  # not the greedy token (the tiny models' ties are rare)
     assert _greedy_agreement(model, sequences, forced)[-1] is False
+    fed = {"after branch": [], "whole": []}
+    assert _greedy_agreement(model, sequences[:4], forced[:4], memory_mb=1e-6) == [True, True, False, True]
+    assert fed["after branch"] + fed["whole"] == [1, 1, 1, 1], "one row per pass where memory holds one copy"
 
 
 @pytest.mark.parametrize("family", ["sage", "llama"])

@@ -35,7 +35,7 @@ from ..lookup_decoding import lookup_greedy
 from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome
 from .calibration import AnswerCalibration
 from .claims import make_claims, own_explanation_claims
-from .measure import Chain, Scores, is_sage, score_chain, step_gradient_norms
+from .measure import Chain, Scores, is_sage, kv_cache_bytes_per_token, score_chain, step_gradient_norms
 from .report import (
     Alternative,
     DecisionPoint,
@@ -423,15 +423,6 @@ def chain_end(model: PreTrainedModel, chain: Chain, opts: ExplainOptions) -> int
     """The last position a chain (or a branch of it) may reach: the token budget, within the context."""
     end = chain.prompt_len + max(opts.max_new_tokens, len(chain.token_ids))
     return min(end, context_length(model) or end)
-
-
-def kv_cache_bytes_per_token(model: PreTrainedModel) -> int:
-    """Keys and values one token adds to a batch row's cache: 2 × layers × key-value heads × head size × bytes."""
-    config = model.config
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
 
 
 def rollout_batch(model: PreTrainedModel, positions: int, memory_mb: float) -> int:

@@ -157,6 +157,15 @@ def embeddings_require_grad(model: PreTrainedModel) -> Iterator[None]:
         handle.remove()
 
 
+def kv_cache_bytes_per_token(model: PreTrainedModel) -> int:
+    """Keys and values one token adds to a batch row's cache: 2 × layers × key-value heads × head size × bytes."""
+    config = model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
+
+
 def backward_bytes_per_row(config, inputs: int, logit_positions: int, activation_bytes: int = 4) -> int:
     """About what one row of a forward and backward pass over the inputs holds: each layer's saved activations over
     the inputs (some 8 hidden-size and 3 intermediate-size vectors and one attention row per position) and the

@@ -26,6 +26,7 @@ from .measure import (
     ROWS_PER_PASS,
     Chain,
     Scores,
+    kv_cache_bytes_per_token,
     masked_step_losses,
     replacement_id,
     score_chain,
@@ -146,7 +147,8 @@ def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, c
         for c in checked
     ]  # fmt: skip
     forced = [chain.prompt_len + c.stated["position"] for c in checked]
-    agreement = _greedy_agreement(model, sequences, forced) if sequences else []
+    memory_mb = float(report.options.get("rollout_memory_mb", 512.0))
+    agreement = _greedy_agreement(model, sequences, forced, memory_mb) if sequences else []
     for claim, sequence, greedy in zip(checked, sequences, agreement, strict=True):
         position = claim.stated["position"]
         ids = sequence[chain.prompt_len + position :].tolist()
@@ -161,7 +163,7 @@ def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, c
 
 
 @torch.no_grad()
-def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int]) -> list[bool]:
+def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int], memory_mb: float = 512.0) -> list[bool]:
     """For each sequence, whether every token after the forced one (at index `forced[i]`) is a most likely token
     of the model's prediction at the position before it (a tie counts).
 
@@ -170,19 +172,22 @@ def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int]) -
     only from its branch point on, over a left-padded copy of its prefix in a plain cache (not the rollouts' cache or
     attention). For 30 rollouts of a 117-token chain, feeding each batch from its earliest branch point took 0.49 s;
     from each row's own, 0.29 s (0.37-0.42 s when every row read one shared copy through `branches`, which pays off
-    over many decoding steps, not in one pass). Rows go in batches of similar length. A sequence off the chain, or
+    over many decoding steps, not in one pass). Rows go in batches of similar length: at most `ROWS_PER_PASS`, and
+    as many as `memory_mb` (the rollouts' bound, `rollout_memory_mb`) holds copies of. A sequence off the chain, or
     any when the cache keeps other than plain layers (sliding windows), is scored from its start. Logits are compared
     with their maximum (`amax`), not through `argmax`, which took 38 ms for 16 × 250 positions of 4,096 logits here
     against 4 ms."""
     chain_prefix, prefix_cache = _chain_prefix_states(model, sequences, forced)
     on_chain = [prefix_cache is not None and torch.equal(s[:k], chain_prefix[:k])
                 for s, k in zip(sequences, forced, strict=True)]  # fmt: skip
+    copies = int(memory_mb * 2**20 // (kv_cache_bytes_per_token(model) * max(map(len, sequences))))
+    per_pass = max(1, min(ROWS_PER_PASS, copies))
     results: dict[int, bool] = {}
     for own in (True, False):
         which = sorted((i for i in range(len(sequences)) if on_chain[i] == own),
                        key=lambda i: len(sequences[i]) - (forced[i] if own else 0))  # fmt: skip
-        for begin in range(0, len(which), ROWS_PER_PASS):
-            batch = which[begin : begin + ROWS_PER_PASS]
+        for begin in range(0, len(which), per_pass):
+            batch = which[begin : begin + per_pass]
             rows = [sequences[i] for i in batch]
             if own:
                 points = [forced[i] for i in batch]
