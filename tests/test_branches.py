@@ -10,6 +10,7 @@ from conftest import make_hf_model, make_sage
 from sagenano.inverse import alternatives
 from sagenano.inverse.alternatives import branch_rollouts
 from sagenano.inverse.branches import _ACTIVE, BranchLayer, _attend, branch_attention_applies
+from sagenano.inverse.validate import _greedy_agreement
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 
@@ -86,3 +87,6 @@ def test_branches_far_apart_near_the_context_limit_are_rolled_out_in_batches_tha
     assert alternatives._within_context(model, branches, 46) == [[1, 3], [2, 0]]
     together = branch_rollouts(model, sequence, branches, end=46)
     assert together == [branch_rollouts(model, sequence, [branch], end=46)[0] for branch in branches]
+    # Validation's check of these rollouts batches them within the context too.
+    rolled = [torch.cat([sequence[:k], torch.tensor(ids)]) for (k, _), ids in zip(branches, together, strict=True)]
+    assert _greedy_agreement(model, rolled, [k for k, _ in branches]) == [True] * 4

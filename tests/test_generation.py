@@ -360,9 +360,11 @@ def test_lookup_is_refused_where_it_would_not_give_generates_tokens(tokenizer):
     llama.generation_config.repetition_penalty = 1.0
     llama.generation_config.temperature = 0.7  # sampling settings leave greedy decoding alone
     assert lookup_applies(llama)
-    llama.generation_config.forced_eos_token_id = 0  # an id, not a switch: forcing token 0 is a processor
-    assert not lookup_applies(llama)
-    llama.generation_config.forced_eos_token_id = None
+    for key, value in (("forced_eos_token_id", 0), ("no_repeat_ngram_size", 1), ("min_new_tokens", 1)):
+        setattr(llama.generation_config, key, value)  # each adds a processor at these values
+        assert not lookup_applies(llama), key
+        setattr(llama.generation_config, key, None)
+    assert lookup_applies(llama)
     for kwargs in (dict(do_sample=True), dict(stop_strings=["."]), dict(forced=[5, 6]), dict(prompts=[PROMPT] * 2)):
         with pytest.raises(ValueError, match="lookup needs"):
             trace_generate(llama, tokenizer, **{"prompts": PROMPT, **kwargs}, max_new_tokens=4, lookup=True)

@@ -458,6 +458,8 @@ def test_one_masked_row_gives_every_steps_loss_as_a_row_per_step_does(family, to
     steps = [range(0, 4), range(4, 11), range(11, len(ids) - 14)]
     requests = [([2, 3], steps), ([5], steps[1:]), ([0, 1, 2], steps[:1]), ([], steps), ([15, 16], steps[2:])]
     got = masked_step_losses(model, chain, requests, tokenizer.pad_token_id)
+    one_by_one = masked_step_losses(model, chain, requests, tokenizer.pad_token_id, logits_mb=1e-6)  # a row a pass
+    assert [x for row in one_by_one for x in row] == pytest.approx([x for row in got for x in row], abs=1e-5)
     for (masked, asked), losses in zip(requests, got, strict=True):
         expected = [
             float(

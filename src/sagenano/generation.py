@@ -602,12 +602,19 @@ def trace_generate(
     return traces[0] if single else traces
 
 
-# Generation-config fields that leave greedy decoding's choice alone (sampling settings, lengths, special ids, outputs).
+# Generation-config fields that leave greedy decoding's choice alone (sampling and beam settings, lengths, special
+# ids, outputs), and the values that switch other fields off. Any other setting counts as a logits processor.
 _GREEDY_NEUTRAL = {
     "use_cache", "pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id", "max_length",
     "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p", "output_attentions",
     "output_hidden_states", "output_scores", "output_logits", "return_dict_in_generate", "_from_model_config",
-    "transformers_version",
+    "transformers_version", "length_penalty", "early_stopping",
+}  # fmt: skip
+_SWITCHED_OFF = {
+    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "guidance_scale": 1.0, "num_beams": 1,
+    "num_beam_groups": 1, "num_return_sequences": 1, "diversity_penalty": 0.0, "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0, "min_length": 0, "min_new_tokens": 0, "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0, "renormalize_logits": False, "remove_invalid_values": False,
 }  # fmt: skip
 
 
@@ -620,12 +627,11 @@ def lookup_applies(model: PreTrainedModel) -> bool:
 
 
 def _adds_a_processor(key: str, value: Any) -> bool:
-    """Whether a generation-config setting changes what greedy decoding picks: any field but the neutral ones, unless
-    it holds a value that switches it off (None, empty, False, 0 or 1, e.g. a repetition penalty of 1; a token id of 0
-    is a token)."""
+    """Whether a generation-config setting may change what greedy decoding picks: any but the neutral fields, unless
+    unset, empty, or at the value that switches it off (a repetition penalty of 1, an n-gram size of 0)."""
     if key in _GREEDY_NEUTRAL or value is None or value in ([], {}):
         return False
-    return key.endswith(("token_id", "_ids")) or value not in (False, 0, 1)
+    return key not in _SWITCHED_OFF or value != _SWITCHED_OFF[key]
 
 
 def _lookup_generate(

@@ -96,8 +96,8 @@ def branch_attention(model: PreTrainedModel, cache: Cache) -> Iterator[None]:
     """Runs the block's forward passes with shared-prefix attention over `cache` (a `branch_cache`)."""
     previous = model.config._attn_implementation
     token = _ACTIVE.set(cache)
-    model.set_attn_implementation(NAME)
     try:
+        model.set_attn_implementation(NAME)
         yield
     finally:
         model.set_attn_implementation(previous)

@@ -118,18 +118,28 @@ def step_losses(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, step: 
 
 @torch.no_grad()
 def masked_step_losses(
-    model: PreTrainedModel, chain: Chain, requests: list[tuple[list[int], list[range]]], replacement: int
-) -> list[list[float]]:
+    model: PreTrainedModel, chain: Chain, requests: list[tuple[list[int], list[range]]], replacement: int,
+    logits_mb: float = 256.0,
+) -> list[list[float]]:  # fmt: skip
     """For each request (positions to mask, steps): the negative log-likelihood of each of those steps' tokens with
     the positions replaced by `replacement`. One row per request serves all its steps: it is fed up to its last
     step's tokens (causality makes later positions irrelevant), rows of similar length go together, and logits
-    cover the batch's steps only, from its earliest."""
+    cover the batch's steps only, from its earliest: at most `ROWS_PER_PASS` rows, and as many as keep those logits
+    (and their float32 temporaries) within `logits_mb`."""
     order = sorted(range(len(requests)), key=lambda i: max(s.stop for s in requests[i][1]))
+    span = [(min(s.start for s in requests[i][1]), max(s.stop for s in requests[i][1])) for i in range(len(requests))]
+    row_bytes = 12 * model.config.get_text_config().vocab_size  # per logit position: logits, float32 copy, temporaries
     results: list[list[float]] = [[] for _ in requests]
-    for begin in range(0, len(order), ROWS_PER_PASS):
-        batch = order[begin : begin + ROWS_PER_PASS]
-        first = min(s.start for i in batch for s in requests[i][1])
-        stop = max(s.stop for i in batch for s in requests[i][1])
+    batches: list[list[int]] = []
+    for i in order:
+        members = [*batches[-1], i] if batches else []
+        width = max(span[j][1] for j in members) - min(span[j][0] for j in members) if members else 0
+        if members and len(members) <= ROWS_PER_PASS and len(members) * width * row_bytes <= logits_mb * 2**20:
+            batches[-1] = members
+        else:
+            batches.append([i])
+    for batch in batches:
+        first, stop = min(span[i][0] for i in batch), max(span[i][1] for i in batch)
         rows = ablate(chain.inputs[: chain.prompt_len - 1 + stop], [requests[i][0] for i in batch], replacement)
         logits = model(input_ids=rows.to(model.device), use_cache=False, logits_to_keep=stop - first).logits.float()
         targets = chain.token_ids[first:stop].to(logits.device)  # column c predicts token first + c
