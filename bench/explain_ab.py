@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from common import interleaved_times, print_table
-from explain_overhead import MAX_NEW_TOKENS, questions
+from explain_overhead import MAX_NEW_TOKENS, questions, runner
 
 VARIANTS = {"explain": {"rollouts": False}, "+rollouts": {}, "+rollouts@t": {"threshold": 0.05}}
 
@@ -91,15 +91,10 @@ def main() -> None:
 
 
 def timed(args, versions: dict, explains: dict) -> None:
-    from sagenano.generation import render_prompt
-
     loaded = versions["working tree"]
     totals: dict[str, float] = {}
     for question in questions(args.questions):
-        prompt = render_prompt(loaded.tokenizer, question, None)
-        inputs = loaded.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        fns = {"plain": lambda i=inputs: loaded.model.generate(**i, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
-                                                               pad_token_id=loaded.tokenizer.pad_token_id)}  # fmt: skip
+        fns = {"plain": runner("plain", loaded.model, loaded.tokenizer, question, low_threshold=0.05)}
         for name, version in versions.items():
             for variant, options in VARIANTS.items():
                 fns[f"{variant} ({name})"] = lambda e=explains[name], v=version, o=options, q=question: e(

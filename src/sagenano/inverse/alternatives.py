@@ -17,6 +17,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from ..data.format import ANSWER, parse_answer
 from ..generation import cache_of, context_length, decoding_block, eos_ids, inputs_after_cache, plain_cache
 from .branches import branch_attention, branch_attention_applies, branch_cache
+from .measure import consecutive_batches
 
 _ANSWER_IS = re.compile(r"(?i)(?:answer is|answer:|####)\s*\$?\s*([^\s.,;]+(?:[.,]\d+)?)")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -108,13 +109,7 @@ def _within_context(model: PreTrainedModel, branches: list[tuple[int, int]], end
     order = sorted(range(len(branches)), key=lambda i: branches[i][0])
     if context is None:
         return [order]
-    groups = [[order[0]]]
-    for i in order[1:]:
-        if branches[i][0] - branches[groups[-1][0]][0] <= context - end + 1:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
+    return consecutive_batches(order, lambda group: branches[group[-1]][0] - branches[group[0]][0] <= context - end + 1)
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ P - 1 + t. Every function here works for SAGE models and for any Hugging Face ca
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +56,17 @@ class Scores:
 
 def is_sage(model: PreTrainedModel) -> bool:
     return getattr(model, "meta_head", None) is not None
+
+
+def consecutive_batches(order: list[int], fits: Callable[[list[int]], bool]) -> list[list[int]]:
+    """`order` cut into consecutive batches, each grown while `fits(batch)` holds (one item alone always goes)."""
+    batches: list[list[int]] = []
+    for item in order:
+        if batches and fits([*batches[-1], item]):
+            batches[-1].append(item)
+        else:
+            batches.append([item])
+    return batches
 
 
 def _forward(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, **kwargs):
@@ -130,15 +141,12 @@ def masked_step_losses(
     span = [(min(s.start for s in requests[i][1]), max(s.stop for s in requests[i][1])) for i in range(len(requests))]
     row_bytes = 12 * model.config.get_text_config().vocab_size  # per logit position: logits, float32 copy, temporaries
     results: list[list[float]] = [[] for _ in requests]
-    batches: list[list[int]] = []
-    for i in order:
-        members = [*batches[-1], i] if batches else []
-        width = max(span[j][1] for j in members) - min(span[j][0] for j in members) if members else 0
-        if members and len(members) <= ROWS_PER_PASS and len(members) * width * row_bytes <= logits_mb * 2**20:
-            batches[-1] = members
-        else:
-            batches.append([i])
-    for batch in batches:
+
+    def fits(batch: list[int]) -> bool:
+        width = max(span[i][1] for i in batch) - min(span[i][0] for i in batch)
+        return len(batch) <= ROWS_PER_PASS and len(batch) * width * row_bytes <= logits_mb * 2**20
+
+    for batch in consecutive_batches(order, fits):
         first, stop = min(span[i][0] for i in batch), max(span[i][1] for i in batch)
         rows = ablate(chain.inputs[: chain.prompt_len - 1 + stop], [requests[i][0] for i in batch], replacement)
         logits = model(input_ids=rows.to(model.device), use_cache=False, logits_to_keep=stop - first).logits.float()

@@ -26,6 +26,7 @@ from .measure import (
     ROWS_PER_PASS,
     Chain,
     Scores,
+    consecutive_batches,
     kv_cache_bytes_per_token,
     masked_step_losses,
     replacement_id,
@@ -205,17 +206,14 @@ def _row_batches(order: list[int], starts: list[int], lengths: list[int], positi
                  context: int | None) -> list[list[int]]:  # fmt: skip
     """`order` cut into consecutive batches of at most `ROWS_PER_PASS` rows whose left-padded width (the latest start
     plus the longest part after a start) stays within the model's context, and whose rows × width cache positions
-    fit `positions` (each row alone always goes)."""
-    batches: list[list[int]] = []
-    for index in range(len(order)):
-        if batches:
-            members = [*batches[-1], index]
-            width = max(starts[j] for j in members) + max(lengths[j] - starts[j] for j in members)
-            if len(members) <= ROWS_PER_PASS and width <= (context or width) and len(members) * width <= positions:
-                batches[-1] = members
-                continue
-        batches.append([index])
-    return [[order[j] for j in batch] for batch in batches]
+    fit `positions` (each row alone always goes). `starts` and `lengths` are given per item of `order`."""
+    start, length = dict(zip(order, starts, strict=True)), dict(zip(order, lengths, strict=True))
+
+    def fits(batch: list[int]) -> bool:
+        width = max(start[i] for i in batch) + max(length[i] - start[i] for i in batch)
+        return len(batch) <= ROWS_PER_PASS and width <= (context or width) and len(batch) * width <= positions
+
+    return consecutive_batches(order, fits)
 
 
 def _chain_prefix_states(model, sequences: list[torch.Tensor], forced: list[int]) -> tuple[torch.Tensor, Cache | None]:
