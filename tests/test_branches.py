@@ -90,3 +90,22 @@ def test_branches_far_apart_near_the_context_limit_are_rolled_out_in_batches_tha
     # Validation's check of these rollouts batches them within the context too.
     rolled = [torch.cat([sequence[:k], torch.tensor(ids)]) for (k, _), ids in zip(branches, together, strict=True)]
     assert _greedy_agreement(model, rolled, [k for k, _ in branches]) == [True] * 4
+
+
+def test_the_attention_is_registered_at_use_over_another_copys_function(tokenizer, monkeypatch):
+    """Two versions of the package in one process register their own function under the same name (transformers'
+    registry is global): each must run its own."""
+    from transformers import AttentionInterface
+
+    from sagenano.inverse.branches import NAME
+
+    def stale(*args, **kwargs):
+        raise AssertionError("another copy's attention ran")
+
+    AttentionInterface.register(NAME, stale)
+    model = tiny("llama", tokenizer)
+    sequence = torch.tensor(tokenizer(QUESTION).input_ids)
+    branches = [(4, 17), (len(sequence) - 1, 40)]
+    shared = branch_rollouts(model, sequence, branches, len(sequence) + 6)
+    monkeypatch.setattr(alternatives, "branch_attention_applies", lambda model: False)
+    assert shared == branch_rollouts(model, sequence, branches, len(sequence) + 6)

@@ -97,6 +97,10 @@ def branch_attention(model: PreTrainedModel, cache: Cache) -> Iterator[None]:
     previous = model.config._attn_implementation
     token = _ACTIVE.set(cache)
     try:
+        # Registered here, at use: transformers' registry is global, and another copy of this module (another
+        # version of the package in the same process) would have registered its own function under the name.
+        AttentionInterface.register(NAME, _attend)
+        AttentionMaskInterface.register(NAME, sdpa_mask)
         model.set_attn_implementation(NAME)
         yield
     finally:
@@ -129,7 +133,3 @@ def _attend(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     prefix_out = (prefix_weights.reshape(heads, -1, width) @ prefix_values).view(heads, rows, group, q, size)
     out = prefix_out.transpose(0, 1).reshape(rows, query_heads, q, size) + weights[..., width:] @ own_values
     return out.transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(NAME, _attend)
-AttentionMaskInterface.register(NAME, sdpa_mask)
