@@ -17,7 +17,7 @@ import warnings
 from common import record
 from sagenano.data import generate_items
 from sagenano.eval.introspection import aligned, dependency_records, engine_rankings, gold_chain, share
-from sagenano.eval.synthetic import EVAL_SEED, TASKS
+from sagenano.eval.task_accuracy import EVAL_SEED, TASKS
 from sagenano.inverse import explain
 from sagenano.loading import load_model
 

@@ -44,7 +44,7 @@ def measure(preset: str, length: int, batch: int) -> dict:
     """In this process: peak RSS growth (MiB) of loading `preset` and explaining a chain of `length` tokens, and the
     explain's wall time."""
     from sagenano.inverse import explain
-    from sagenano.inverse.engine import rollout_batch
+    from sagenano.inverse.alternatives import rollout_batch
     from sagenano.loading import fresh_sage_model
 
     before = rss_mb()
@@ -167,7 +167,7 @@ def main() -> None:
 
 def rollout_memory_mb(model, length: int, batch: int) -> float:
     """The `rollout_memory_mb` that makes explain generate `batch` branches at a time for this chain length."""
-    from sagenano.inverse.engine import kv_cache_bytes_per_token
+    from sagenano.decoding import kv_cache_bytes_per_token
 
     row = kv_cache_bytes_per_token(model) * (length + PROMPT_TOKENS + 8)
     return (batch + 0.5) * row / 2**20
@@ -177,7 +177,8 @@ def nano_default_batch() -> int:
     """The rollout batch explain's default `rollout_memory_mb` gives nano (bf16 caches, 280-token chains)."""
     import torch
 
-    from sagenano.inverse.engine import ExplainOptions, rollout_batch
+    from sagenano.inverse import ExplainOptions
+    from sagenano.inverse.alternatives import rollout_batch
     from sagenano.model_info import build_on_meta
 
     model = build_on_meta("nano").to(torch.bfloat16)

@@ -28,7 +28,7 @@ import torch
 
 from common import interleaved_times, median, print_table, proc_status_bytes, ratio, record, verdict
 from sagenano.data import generate_items
-from sagenano.eval.synthetic import EVAL_SEED
+from sagenano.eval.task_accuracy import EVAL_SEED
 from sagenano.inverse import explain
 from sagenano.loading import load_model
 from trace_overhead import reset_peak_rss

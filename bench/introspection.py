@@ -1,6 +1,6 @@
 """Introspection accuracy of `sagenano.explain` on held-out ground-truth items, beside attribution baselines.
 
-Prints the tables and goals of `sagenano.eval.introspection.measure_introspection`, whose module docstring defines
+Prints the tables and goals of `sagenano.eval.introspection.measure_introspection`; `docs/introspection.md` defines
 every part and metric: dependency tracking and faithfulness for eq. 7, attention-only, gradient-only and the
 Figure-2 baselines (attention visualisation, gradient saliency, integrated gradients, LIME, SHAP) and the
 interventional reference (leave-one-span-out ablation); alternative paths; decision points; calibration; and the
@@ -34,7 +34,7 @@ from sagenano.eval.introspection import (
     measure_introspection,
     part_counts,
 )
-from sagenano.eval.synthetic import EVAL_SEED, TASKS
+from sagenano.eval.task_accuracy import EVAL_SEED, TASKS
 from sagenano.loading import load_model
 
 LABELS = {

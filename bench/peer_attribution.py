@@ -27,7 +27,7 @@ import torch
 from common import print_table, record, verdict
 from sagenano.data import generate_items
 from sagenano.eval.baselines import rank_agreement
-from sagenano.eval.synthetic import EVAL_SEED
+from sagenano.eval.task_accuracy import EVAL_SEED
 from sagenano.inverse import Report, explain
 from sagenano.loading import load_model
 

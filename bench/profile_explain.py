@@ -18,7 +18,7 @@ import torch
 
 from common import print_table, record
 from sagenano.data import generate_items
-from sagenano.eval.synthetic import EVAL_SEED, TASKS
+from sagenano.eval.task_accuracy import EVAL_SEED, TASKS
 from sagenano.inverse import explain
 from sagenano.loading import load_model
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from sagenano.eval.synthetic import evaluate_synthetic
+from sagenano.eval.task_accuracy import evaluate_synthetic
 from sagenano.loading import load_model
 
 

@@ -19,7 +19,7 @@ import sagenano.model  # noqa: F401  (registers sage_nano)
 from sagenano.data import generate_items
 from sagenano.data.schema import ReasoningItem
 from sagenano.data.vocab import HELDOUT_ATTRIBUTES, HELDOUT_PEOPLE, TRAIN_ATTRIBUTES, TRAIN_PEOPLE
-from sagenano.eval.synthetic import answer_items
+from sagenano.eval.task_accuracy import answer_items
 from sagenano.loading import load_model
 from sagenano.tokenizer import load_tokenizer
 

@@ -18,7 +18,7 @@ import numpy as np
 from transformers import AutoModelForCausalLM
 
 import sagenano.model  # noqa: F401  (registers sage_nano)
-from sagenano.eval.synthetic import evaluate_synthetic
+from sagenano.eval.task_accuracy import evaluate_synthetic
 from sagenano.tokenizer import load_tokenizer
 from sagenano.train.batches import cumulative_tokens
 from sagenano.train.checkpoint import verify_checkpoint

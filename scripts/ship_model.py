@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sagenano.data import generate_items
-from sagenano.eval.synthetic import TASKS, evaluate_synthetic
+from sagenano.eval.task_accuracy import TASKS, evaluate_synthetic
 from sagenano.inverse.calibration import CALIBRATION_SEED, calibrate, save_calibration
 from sagenano.loading import load_model, shipped_model_dir
 from sagenano.tokenizer import load_tokenizer, with_sage_prompt

@@ -83,7 +83,7 @@ def train_and_evaluate(recipe: Path, n: int) -> None:
         command = [sys.executable, "-m", "sagenano.cli", "train", "--recipe", str(recipe), "--out", str(folder)]
         subprocess.run([*command, *resume], check=True)
     if not (folder / "eval.json").is_file():
-        from sagenano.eval.synthetic import evaluate_synthetic
+        from sagenano.eval.task_accuracy import evaluate_synthetic
         from sagenano.loading import load_model
 
         loaded = load_model(str(folder / "model"))

@@ -101,3 +101,10 @@ def train_copier(tokenizer, answer_prefix: str, steps: int, batch_size: int):
         loss.backward()
         optimizer.step()
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def answer_copier(tokenizer):
+    """The copier answering after " Answer: ", trained once per test process and shared by the modules that explain
+    it (they only read it)."""
+    return train_copier(tokenizer, " Answer: ", steps=200, batch_size=32)

@@ -1,4 +1,5 @@
-"""The `sage-nano` command, run as a real process the way a user runs it."""
+"""The `sage-nano` command: run as a real process the way a user runs it, and in this process (typer's runner)
+where a check reads only an exit code and a message."""
 
 from __future__ import annotations
 
@@ -10,16 +11,35 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from sagenano.cli import app
 
 SAGE_NANO = str(Path(sys.executable).with_name("sage-nano"))
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`sage-nano ARGS` as a real process of the installed entry point."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
     result = subprocess.run([SAGE_NANO, *args], capture_output=True, text=True, env=env, timeout=300)
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+def invoke(*args: str, check: bool = True) -> Result:
+    """`sage-nano ARGS` in this process: the same commands without a process start and imports per call (the
+    conftest keeps the hub offline). An error the command did not handle is `result.exception`, not a traceback."""
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "160"})
+    if check:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def handled(result: Result) -> bool:
+    """The command ended through its own exit (a message and a code), not by an uncaught exception."""
+    return result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_help_explains_the_commands():
@@ -79,15 +99,16 @@ def test_trace_shows_the_raw_measurements():
 
 
 def test_a_model_folder_without_a_tokenizer_is_refused(tmp_path):
-    run("model", "init", "--out", str(tmp_path / "pico"), "--preset", "pico")
+    invoke("model", "init", "--out", str(tmp_path / "pico"), "--preset", "pico")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (tmp_path / "pico" / name).unlink(missing_ok=True)
-    result = run("explain", "hi", "--model", str(tmp_path / "pico"), check=False)
-    assert result.returncode == 2 and "has no tokenizer" in result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
+    result = invoke("explain", "hi", "--model", str(tmp_path / "pico"), check=False)
+    assert result.exit_code == 2 and "has no tokenizer" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and handled(result)
 
 
 def test_non_utf8_bytes_on_the_command_line_are_refused():
+    # a real process: the bytes reach the command through the OS's argv decoding
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([SAGE_NANO, "explain", b"caf\xe9 \xff?"], capture_output=True, env=env, timeout=300)
     assert result.returncode == 2 and b"UTF-8" in result.stdout + result.stderr
@@ -113,10 +134,10 @@ def test_non_utf8_bytes_on_the_command_line_are_refused():
     ],
 )
 def test_bad_input_exits_with_a_clear_message(args, message):
-    result = run(*args, check=False)
-    assert result.returncode == 2
+    result = invoke(*args, check=False)
+    assert result.exit_code == 2
     assert message in (result.stdout + result.stderr)
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and handled(result)
 
 
 def test_tokenizer_train(tmp_path):
@@ -144,8 +165,8 @@ def test_data_synth_writes_checked_items(tmp_path):
 
     items = list(iter_jsonl(out))
     assert len(items) == 25 and all(item.split == "heldout" and not check_item(item) for item in items)
-    bad = run("data", "synth", "--task", "poetry", "--n", "2", "--out", str(tmp_path / "x.jsonl"), check=False)
-    assert bad.returncode == 2 and "arithmetic" in bad.stdout + bad.stderr
+    bad = invoke("data", "synth", "--task", "poetry", "--n", "2", "--out", str(tmp_path / "x.jsonl"), check=False)
+    assert bad.exit_code == 2 and "arithmetic" in bad.stdout + bad.stderr
 
 
 def test_calibrate_stores_a_calibration_beside_the_weights(tmp_path):
@@ -166,6 +187,9 @@ def test_calibrate_stores_a_calibration_beside_the_weights(tmp_path):
 
 
 def test_calibrating_an_untrained_model_fails_cleanly(tmp_path):
-    run("model", "init", "--out", str(tmp_path / "pico"), "--preset", "pico")
-    result = run("calibrate", "--model", str(tmp_path / "pico"), "--tasks", "linear_equation", "--n", "1", check=False)
-    assert result.returncode == 2 and "no `<|answer|>`" in result.stdout and "Traceback" not in result.stderr
+    invoke("model", "init", "--out", str(tmp_path / "pico"), "--preset", "pico")
+    result = invoke(
+        "calibrate", "--model", str(tmp_path / "pico"), "--tasks", "linear_equation", "--n", "1", check=False
+    )
+    assert result.exit_code == 2 and "no `<|answer|>`" in result.stdout and "Traceback" not in result.stderr
+    assert handled(result)

@@ -13,7 +13,7 @@ from conftest import make_sage
 from sagenano.data import ReasoningItem, generate_items, prompt_text, training_text
 from sagenano.data.checker import ParsedTheory
 from sagenano.data.format import ANSWER, END, STEP
-from sagenano.eval.errors import CATEGORIES, ErrorCase, classify_error, split_chain, taxonomy
+from sagenano.eval.error_taxonomy import CATEGORIES, ErrorCase, classify_error, split_chain, taxonomy
 
 EQUATION = re.compile(r"^(\d+) ([-+*/]) (\d+) = (\d+)$")
 SEED = 11

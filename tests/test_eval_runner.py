@@ -159,8 +159,8 @@ def test_the_shipped_model_answers_synthetic_items_with_its_answer_probability(t
 
 
 def test_synthetic_evaluation_scores_the_training_distribution_with_a_recipes_task_options(sage, tokenizer):
-    from sagenano.eval.synthetic import evaluate_synthetic
-    from sagenano.inverse.calibration import AnswerCalibration
+    from sagenano.eval.task_accuracy import evaluate_synthetic
+    from sagenano.inverse.confidence import AnswerCalibration
 
     report = evaluate_synthetic(sage, tokenizer, n_per_task=2, tasks=("logic",), split="train",
                                 task_options={"logic": {"attribute_pool": "wide"}})  # fmt: skip

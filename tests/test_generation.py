@@ -9,19 +9,18 @@ import pytest
 import torch
 
 from conftest import encode, make_hf_model, make_sage
+from sagenano.attention import head_groups
+from sagenano.decoding import batch_decode, token_char_ends
 from sagenano.generation import (
     ReasoningTrace,
     _hooks,
     _Recorder,
     _replay,
     _tokenize,
-    batch_decode,
-    head_groups,
-    lookup_applies,
-    segment_steps,
-    token_char_ends,
     trace_generate,
 )
+from sagenano.lookup_decoding import lookup_applies
+from sagenano.steps import segment_steps
 
 PROMPT = "If 3x + 2 = 14, what is x?"
 FAMILIES = ["sage", "gpt2", "llama", "qwen2", "mistral"]

@@ -6,10 +6,10 @@ import random
 import pytest
 import torch
 
-from conftest import copy_example, train_copier
+from conftest import copy_example
+from sagenano.decoding import Chain
 from sagenano.inverse import explain
 from sagenano.inverse.interact import question_edits, simpler_way, what_if, why_over
-from sagenano.inverse.measure import Chain
 from sagenano.loading import load_model
 
 EQUATION = "If 3x + 2 = 14, what is x?"
@@ -17,8 +17,8 @@ PADDED_CHAIN = "3x = 14 - 2 = 12<|step|>3x = 12<|step|>3x = 12<|step|>x = 12 / 3
 
 
 @pytest.fixture(scope="module")
-def copier(tokenizer):
-    return train_copier(tokenizer, " Answer: ", steps=200, batch_size=32)
+def copier(answer_copier):
+    return answer_copier
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_a_padded_chain_has_a_simpler_way_and_it_is_verified(shipped):
     result = simpler_way(shipped.model, shipped.tokenizer, padded, n=4, temperature=0.8, seed=3)
     assert result.simpler is not None, result.text("expert")
     assert result.simpler.answer == "4" and result.simpler.tokens < result.original_tokens
-    assert result.simpler.validation_score >= padded.options["refine_below"]
+    assert result.simpler.validation_score >= padded.options.refine_below
     assert result.report is not None and result.report.chain.strip() == result.simpler.chain.strip()
     assert result.report.validation is not None
     assert "instead of" in result.text("novice") and "tokens" in result.text("intermediate")

@@ -13,7 +13,8 @@ from conftest import make_sage
 from sagenano.data import Dependency, Span, generate_items
 from sagenano.eval import introspection as intro
 from sagenano.inverse import explain
-from sagenano.inverse.calibration import AnswerCalibration
+from sagenano.inverse.calibration import TEMPERATURE_GRID
+from sagenano.inverse.confidence import AnswerCalibration
 from sagenano.inverse.report import DependencyScore, SpanRef
 from sagenano.tokenizer import load_tokenizer, with_sage_prompt
 
@@ -166,7 +167,7 @@ def test_step_confidence_at_temperature_one_is_the_mean_token_probability():
 
 
 def test_fit_step_temperature_cools_an_underconfident_step():
-    grid = intro.GRID
+    grid = TEMPERATURE_GRID
     # confidences that fall as T grows: always correct, the lowest temperature fits best; always wrong, the highest
     confidences = torch.linspace(0.9, 0.1, len(grid))
     assert intro.fit_step_temperature([(confidences, True)] * 4) == pytest.approx(float(grid[0]))

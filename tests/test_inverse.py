@@ -11,28 +11,26 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from conftest import copy_example, make_hf_model, make_sage, train_copier
-from sagenano.eval.synthetic import expected_calibration_error
+from conftest import copy_example, make_hf_model, make_sage
+from sagenano.decoding import Chain
 from sagenano.inverse import Report, explain, validate_and_refine
 from sagenano.inverse.alternatives import (
     _PreallocatedLayer,
     branch_rollouts,
     decode_chain,
-    extract_answer,
     greedy_rows,
-    outcome,
 )
+from sagenano.inverse.answers import expected_calibration_error, extract_answer, outcome
 from sagenano.inverse.calibration import (
-    AnswerCalibration,
     AnswerRecord,
     fit_calibration,
     fit_temperature,
     load_calibration,
     save_calibration,
 )
+from sagenano.inverse.confidence import AnswerCalibration
 from sagenano.inverse.engine import check_question
 from sagenano.inverse.measure import (
-    Chain,
     ablate,
     masked_step_losses,
     step_gradient_norms,
@@ -95,7 +93,7 @@ def test_random_models_are_uncertain_so_decision_points_are_found(explained):
     _, _, report = explained
     assert 1 <= len(report.decision_points) <= 3
     for point in report.decision_points:
-        assert point.score >= report.options["threshold"]
+        assert point.score >= report.options.threshold
         assert report.tokens[point.position].token == point.token
         chosen = report.tokens[point.position].id
         assert len(point.alternatives) == 3 and all(a.token_id != chosen for a in point.alternatives)
@@ -118,7 +116,7 @@ def test_alternative_outcomes_equal_a_separate_forced_greedy_generation(explaine
     for point in report.decision_points:
         for alternative in point.alternatives:
             forced = report.prompt_ids + chain_ids[: point.position] + [alternative.token_id]
-            budget = report.options["max_new_tokens"] - point.position - 1
+            budget = report.options.max_new_tokens - point.position - 1
             ids = torch.tensor([forced])
             if budget > 0:
                 ids = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget, do_sample=False,
@@ -139,9 +137,9 @@ def test_alternative_outcomes_equal_a_separate_forced_greedy_generation(explaine
 
 
 @pytest.fixture(scope="module")
-def copier(tokenizer):
+def copier(answer_copier):
     """A tiny Llama trained (in seconds) to answer with the one number of the question."""
-    return train_copier(tokenizer, " Answer: ", steps=200, batch_size=32)
+    return answer_copier
 
 
 def test_the_number_the_answer_copies_ranks_first_and_its_ablation_is_verified(copier, tokenizer):
@@ -169,7 +167,7 @@ def test_attention_aggregates_and_options_are_recorded(tokenizer):
     for aggregate in ("last", "rollout", "group:memory"):
         report = explain(model, tokenizer, QUESTION, max_new_tokens=6, chat=False, attention_aggregate=aggregate,
                          rollouts=False, validate=False)  # fmt: skip
-        assert report.options["attention_aggregate"] == aggregate
+        assert report.options.attention_aggregate == aggregate
         assert all(d.attention >= 0 and d.gradient >= 0 for s in report.steps for d in s.dependencies)
     with pytest.raises(ValueError, match="unknown head group"):
         explain(model, tokenizer, QUESTION, max_new_tokens=4, attention_aggregate="group:nope", validate=False)
@@ -231,7 +229,7 @@ def test_false_claims_are_refuted_and_removed_by_refinement(tokenizer):
 
 def test_a_sage_model_gets_meta_head_scores(tokenizer):
     report = explain(make_sage(tokenizer), tokenizer, QUESTION, max_new_tokens=8, validate=False, rollouts=False)
-    assert report.options["decision_score"] == "combined"
+    assert report.options.decision_score == "combined"
     assert all(s.meta_confidence is not None and 0 <= s.meta_confidence <= 1 for s in report.steps)
 
 

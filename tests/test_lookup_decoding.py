@@ -8,7 +8,7 @@ import torch
 from conftest import make_hf_model, make_sage
 from sagenano.data import generate_items
 from sagenano.data.format import explanation_pool, prompt_text
-from sagenano.generation import eos_ids
+from sagenano.decoding import eos_ids
 from sagenano.loading import load_model
 from sagenano.lookup_decoding import lookup_draft, lookup_greedy
 

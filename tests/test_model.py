@@ -8,8 +8,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, pipeline
 
 from conftest import encode, make_sage, tiny_sage_config
 from sagenano.config import ABLATION_SWITCHES, PRESETS, SageConfig
-from sagenano.model import SageForCausalLM, consistency_loss, step_ids_from_input_ids
+from sagenano.model import SageCausalLMOutput, SageForCausalLM, step_ids_from_input_ids
 from sagenano.model_info import build_on_meta, parameter_breakdown
+from sagenano.train.batches import IGNORE
+from sagenano.train.losses import consistency_sum
 
 QUESTION = "<|question|>If 3x + 2 = 14, what is x?<|step|>3x = 12<|step|>x = 4<|answer|>4"
 
@@ -26,7 +28,7 @@ def test_forward_backward_shapes(sage, tokenizer):
     assert out.group_norms.shape == (B, T, L, len(sage.config.head_groups) + 1)  # + the concept heads
     assert len(out.hidden_states) == L + 1 and len(out.attentions) == L
     assert out.attentions[0].shape == (B, sage.config.num_attention_heads, T, T)
-    loss = out.loss + consistency_loss(out.logits, out.reconstructed_logits) + out.decision_logits.mean()
+    loss = out.loss + consistency_sum(out, ids) + out.decision_logits.mean()
     loss.backward()
     missing = [n for n, p in sage.named_parameters() if p.grad is None]
     assert missing == [], f"parameters without gradient: {missing}"
@@ -238,14 +240,20 @@ def test_unknown_hook_name_lists_the_way_out(sage):
 
 
 def test_consistency_loss_is_zero_only_for_equal_distributions():
-    logits = torch.randn(2, 5, 11)
-    assert consistency_loss(logits, logits).abs() < 1e-6
-    assert consistency_loss(logits, torch.randn(2, 5, 11)) > 0.01
-    mask = torch.zeros(2, 5)
-    mask[0, 0] = 1
+    """Eq. 11 on the labelled positions: position t predicts label t + 1 (IGNORE leaves a position out)."""
+
+    def kl(forward, reconstructed, labels):
+        return consistency_sum(SageCausalLMOutput(logits=forward, reconstructed_logits=reconstructed), labels)
+
+    logits, labels = torch.randn(2, 5, 11), torch.zeros(2, 5, dtype=torch.long)
+    assert kl(logits, logits, labels).abs() < 1e-6
+    assert kl(logits, torch.randn(2, 5, 11), labels) > 0.01
+    only_first = torch.full((2, 5), IGNORE)
+    only_first[0, 1] = 0  # keeps position (0, 0)
     other = logits.clone()
-    other[1] = torch.randn(5, 11)  # differs only where the mask is 0
-    assert consistency_loss(logits, other, mask).abs() < 1e-6
+    other[1] = torch.randn(5, 11)  # differs only where no label is kept
+    assert kl(logits, other, only_first).abs() < 1e-6
+    assert kl(logits, other, labels) > 0.01
 
 
 def test_tiny_config_helper_matches_pico_structure(tokenizer):

@@ -7,10 +7,10 @@ import pytest
 import torch
 from optimum.quanto.nn import QModuleMixin
 
-from conftest import copy_example, make_hf_model, train_copier
+from conftest import copy_example, make_hf_model
 from sagenano.inverse import explain
 from sagenano.loading import load_model
-from sagenano.quantize import quantize, weight_bytes
+from sagenano.quantize import check_bits, quantize, weight_bytes
 
 # Stated tolerances: the share of positions whose greedy next token changes, and the mean absolute change of the
 # chosen tokens' log-probabilities. Measured (2026-11-28, embeddings quantized too; Llama: mean of 8 examples):
@@ -19,10 +19,10 @@ TOLERANCE = {8: {"top1_changed": 0.02, "logprob_change": 0.01}, 4: {"top1_change
 QUESTION = "If 3x + 2 = 14, what is x?"
 
 
-def _closeness(original, quantized, ids: torch.Tensor) -> dict[str, float]:
+def _closeness(original, changed, ids: torch.Tensor) -> dict[str, float]:
     with torch.no_grad():
         a = original(input_ids=ids).logits.float().log_softmax(-1)
-        b = quantized(input_ids=ids).logits.float().log_softmax(-1)
+        b = changed(input_ids=ids).logits.float().log_softmax(-1)
     chosen = a.argmax(-1)
     return {
         "top1_changed": float((b.argmax(-1) != chosen).float().mean()),
@@ -30,11 +30,15 @@ def _closeness(original, quantized, ids: torch.Tensor) -> dict[str, float]:
     }
 
 
+def quantized(path: str | None, bits: int, out):
+    """`sage-nano quantize --model PATH --bits BITS --out OUT`, as the command does it."""
+    return quantize(load_model(path, dtype=check_bits(bits)), bits, out)
+
+
 @pytest.fixture(scope="module")
-def copier_dir(tokenizer, tmp_path_factory):
+def copier_dir(tokenizer, answer_copier, tmp_path_factory):
     folder = tmp_path_factory.mktemp("copier")
-    model = train_copier(tokenizer, " Answer: ", steps=200, batch_size=32)
-    model.save_pretrained(folder)
+    answer_copier.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -42,7 +46,7 @@ def copier_dir(tokenizer, tmp_path_factory):
 @pytest.mark.parametrize("bits", [8, 4])
 def test_the_shipped_model_quantizes_saves_loads_and_explains(bits, tmp_path):
     original = load_model()
-    result = quantize(None, bits, tmp_path / "q")
+    result = quantized(None, bits, tmp_path / "q")
     loaded = load_model(str(result.out))
     assert loaded.temperature == pytest.approx(original.temperature)  # calibration travels with it
     assert weight_bytes(loaded.model) == result.bytes_after < result.bytes_before_bf16
@@ -62,7 +66,7 @@ def test_the_shipped_model_quantizes_saves_loads_and_explains(bits, tmp_path):
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_a_llama_quantizes_and_still_copies(bits, copier_dir, tokenizer, tmp_path):
-    result = quantize(str(copier_dir), bits, tmp_path / "q")
+    result = quantized(str(copier_dir), bits, tmp_path / "q")
     loaded = load_model(str(result.out))
     original = load_model(str(copier_dir))
     examples = [copy_example(random.Random(seed), " Answer: ") for seed in range(8)]
@@ -79,17 +83,17 @@ def test_a_llama_quantizes_and_still_copies(bits, copier_dir, tokenizer, tmp_pat
 
 def test_bad_bits_and_unquantizable_models_are_refused(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="--bits must be 4 or 8"):
-        quantize(None, 3, tmp_path / "q3")
+        quantized(None, 3, tmp_path / "q3")
     gpt2 = tmp_path / "gpt2"
     make_hf_model("gpt2", len(tokenizer)).save_pretrained(gpt2)
     tokenizer.save_pretrained(gpt2)
     with pytest.raises(ValueError, match=r"no nn\.Linear layers .* Conv1D"):
-        quantize(str(gpt2), 4, tmp_path / "qgpt2")
-    done = quantize(None, 4, tmp_path / "q4").out
+        quantized(str(gpt2), 4, tmp_path / "qgpt2")
+    done = quantized(None, 4, tmp_path / "q4").out
     with pytest.raises(ValueError, match="already quantized"):
-        quantize(str(done), 4, tmp_path / "again")
+        quantized(str(done), 4, tmp_path / "again")
     with pytest.raises(FileExistsError, match="not empty"):
-        quantize(None, 4, done)
+        quantized(None, 4, done)
     assert not (tmp_path / "q3").exists() and not (tmp_path / "qgpt2").exists()
 
 
@@ -100,7 +104,7 @@ def test_explain_and_eval_take_the_quantized_folder_on_the_command_line(tmp_path
     import sys
     from pathlib import Path
 
-    folder = quantize(None, 4, tmp_path / "q4").out
+    folder = quantized(None, 4, tmp_path / "q4").out
     sage_nano = str(Path(sys.executable).with_name("sage-nano"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     explained = subprocess.run([sage_nano, "explain", QUESTION, "--model", str(folder), "--json", "-"],

@@ -10,8 +10,8 @@ import pytest
 from rich.console import Console
 
 from sagenano.inverse.render import render_html, render_text, show
+from sagenano.inverse.render.words import DEPTHS
 from sagenano.inverse.report import (
-    DEPTHS,
     Alternative,
     Claim,
     DecisionPoint,

@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import make_sage
 from sagenano.data import generate_items
 from sagenano.eval.introspection import IntrospectionSettings, gold_chain
-from sagenano.eval.report import (
+from sagenano.eval.paper_tables import (
     ReportSettings,
     build_report,
     claimed_spans,
@@ -23,7 +23,7 @@ from sagenano.eval.report import (
     summarize_overhead,
     top_claim_changes_answer,
 )
-from sagenano.eval.report_markdown import render_ablations
+from sagenano.eval.paper_tables_markdown import render_ablations
 from sagenano.eval.runner import read_records
 from sagenano.inverse import explain
 from sagenano.tokenizer import load_tokenizer, with_sage_prompt

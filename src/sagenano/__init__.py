@@ -6,15 +6,16 @@ do not pay for importing torch and transformers until something needs them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_getattr
 
 # public name -> the submodule that defines it
 _EXPORTS = {
     "PRESETS": "config",
     "SageConfig": "config",
     "ReasoningTrace": "generation",
-    "StepSpan": "generation",
+    "StepSpan": "steps",
     "trace_generate": "generation",
     "Report": "inverse",
     "explain": "inverse",
@@ -46,18 +47,14 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .config import PRESETS, SageConfig
-    from .generation import ReasoningTrace, StepSpan, trace_generate
+    from .generation import ReasoningTrace, trace_generate
     from .inverse import Report, explain, simpler_way, what_if, why_over
     from .loading import LoadedModel, load_model
     from .model import SageForCausalLM, SageModel
+    from .steps import StepSpan
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'sagenano' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

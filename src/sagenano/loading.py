@@ -17,7 +17,7 @@ from .model import SageForCausalLM
 from .tokenizer import load_tokenizer, step_token_id, with_sage_prompt
 
 if TYPE_CHECKING:
-    from .inverse.calibration import AnswerCalibration
+    from .inverse.confidence import AnswerCalibration
 
 SHIPPED_MODEL_DIR = "assets/model"
 

@@ -11,11 +11,12 @@ changes. On a small model, where one pass costs about the same for one token as 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from .generation import decoding_block, inputs_after_cache, plain_cache
+from .decoding import decoding_block, inputs_after_cache, plain_cache
 
 
 def lookup_draft(sequence: list[int], pool: list[int], max_ngram: int, max_draft: int) -> list[int]:
@@ -78,14 +79,24 @@ def lookup_decode(
     if not 0 <= cache.get_seq_length() < len(ids):
         raise ValueError(f"the cache holds {cache.get_seq_length()} positions; the prefix has {len(ids)}")
     if not plain_cache(cache):
-        raise ValueError("lookup decoding crops its cache, which a sliding-window (non-plain) cache cannot do; "
-                         "use generate()")  # fmt: skip
+        raise ValueError(
+            "lookup decoding crops its cache, which a sliding-window (non-plain) cache cannot do; use generate()"
+        )
     with decoding_block(model):
         return _decode(model, ids, max_new_tokens, stop_ids, on_chosen, list(pool), max_ngram, max_draft, cache)
 
 
-def _decode(model, ids: list[int], max_new_tokens: int, stop_ids: set[int], on_chosen, pool: list[int],
-            max_ngram: int, max_draft: int, cache: DynamicCache) -> list[int]:  # fmt: skip
+def _decode(
+    model,
+    ids: list[int],
+    max_new_tokens: int,
+    stop_ids: set[int],
+    on_chosen,
+    pool: list[int],
+    max_ngram: int,
+    max_draft: int,
+    cache: DynamicCache,
+) -> list[int]:
     new: list[int] = []
     draft: list[int] = []
     while len(new) < max_new_tokens:
@@ -109,3 +120,64 @@ def _decode(model, ids: list[int], max_new_tokens: int, stop_ids: set[int], on_c
             cache.crop(-surplus)
         draft = lookup_draft(ids, pool, max_ngram, min(max_draft, max_new_tokens - len(new) - 1))
     return new
+
+
+# Generation-config fields that leave greedy decoding's choice alone (sampling and beam settings, lengths, special
+# ids, outputs), and the values that switch other fields off. Any other setting counts as a logits processor.
+_GREEDY_NEUTRAL = {
+    "use_cache",
+    "pad_token_id",
+    "eos_token_id",
+    "bos_token_id",
+    "decoder_start_token_id",
+    "max_length",
+    "max_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "output_attentions",
+    "output_hidden_states",
+    "output_scores",
+    "output_logits",
+    "return_dict_in_generate",
+    "_from_model_config",
+    "transformers_version",
+    "length_penalty",
+    "early_stopping",
+}
+_SWITCHED_OFF = {
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "guidance_scale": 1.0,
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "num_return_sequences": 1,
+    "diversity_penalty": 0.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "min_length": 0,
+    "min_new_tokens": 0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
+}
+
+
+def lookup_applies(model: PreTrainedModel) -> bool:
+    """Whether lookup decoding gives this model's `generate` tokens: its cache is plain (lookup decoding crops
+    rejected drafts) and its generation config adds no logits processor to greedy decoding (e.g. a repetition
+    penalty, which lookup decoding does not apply)."""
+    settings = model.generation_config.to_diff_dict().items()
+    return plain_cache(DynamicCache(config=model.config)) and not any(_adds_a_processor(k, v) for k, v in settings)
+
+
+def _adds_a_processor(key: str, value: Any) -> bool:
+    """Whether a generation-config setting may change what greedy decoding picks: any but the neutral fields, unless
+    unset, empty, or at the value that switches it off (a repetition penalty of 1, an n-gram size of 0)."""
+    if key in _GREEDY_NEUTRAL or value is None or value in ([], {}):
+        return False
+    return key not in _SWITCHED_OFF or value != _SWITCHED_OFF[key]

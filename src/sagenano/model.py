@@ -394,7 +394,7 @@ class SageCausalLMOutput(ModelOutput):
         decision_logits: (B, T) meta-cognitive decision-point logits (sigmoid = decision score).
         confidence_logits: (B, T) meta-cognitive confidence logits (sigmoid = P(step correct)).
         reconstructed_logits: (B, T, V) the inverse stack's reconstruction of the forward distribution,
-            for the consistency loss (eq. 11, see `consistency_loss`).
+            for the consistency loss (eq. 11, `train.losses.consistency_sum`).
     """
 
     loss: torch.Tensor | None = None
@@ -408,19 +408,6 @@ class SageCausalLMOutput(ModelOutput):
     decision_logits: torch.Tensor | None = None
     confidence_logits: torch.Tensor | None = None
     reconstructed_logits: torch.Tensor | None = None
-
-
-def consistency_loss(
-    forward_logits: torch.Tensor, reconstructed_logits: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Eq. 11: mean over tokens of KL(P_forward ‖ P_reconstructed); `mask` (B, T) selects the tokens."""
-    log_p = forward_logits.float().log_softmax(-1)
-    log_q = reconstructed_logits.float().log_softmax(-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # (B, T)
-    if mask is None:
-        return kl.mean()
-    mask = mask.to(kl.dtype)
-    return (kl * mask).sum() / mask.sum().clamp(min=1)
 
 
 def step_ids_from_input_ids(input_ids: torch.Tensor, separator_ids: list[int]) -> torch.Tensor:

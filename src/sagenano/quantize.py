@@ -1,11 +1,10 @@
 """4- and 8-bit weights with optimum-quanto, saved as a folder that `load_model` (and so `explain`, `eval` and
 `serve`, with the same `--model` flag) reads back.
 
-Why optimum-quanto, measured on this CPU (SAGE pico, 2026-11-27): bitsandbytes 0.50 NF4 stopped inside its CPU
-kernel on the SAGE layer shapes ("N must be divisible by block_n"); torchao's int4 has no CPU kernel here; quanto's
-qint4 and qint8 ran every shape, kept autograd to the embeddings (which `explain` needs), and round-tripped through
-safetensors. 4-bit weights are quantized from bf16 (norms stay bf16); 8-bit from fp32, because quanto's int8 CPU
-matmul crashed (segmentation fault) on a bf16 model read back from disk.
+Why optimum-quanto: of the CPU 4-bit libraries tried (docs/measurements.md), only quanto ran every SAGE layer shape,
+kept autograd to the embeddings (which `explain` needs) and round-tripped through safetensors. 4-bit weights are
+quantized from bf16 (norms stay bf16); 8-bit from fp32, because quanto's int8 CPU matmul crashed (segmentation fault) on
+a bf16 model read back from disk.
 
 Quanto quantizes linear layers only; the token embeddings go through `QEmbedding`, a quanto module registered with
 quanto's own extension point (`register_qmodule`), so they save, load and requantize like the rest. When the LM
@@ -23,11 +22,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+
+if TYPE_CHECKING:
+    from .loading import LoadedModel
 
 BITS = (4, 8)
 QMAP_FILE = "quanto_qmap.json"
@@ -97,8 +100,11 @@ def quantizable_layers(model: nn.Module) -> list[str]:
     from fnmatch import fnmatch
 
     keep = kept_layers(model)
-    return [name for name, m in model.named_modules()
-            if _output_width(m) is not None and not any(fnmatch(name, pattern) for pattern in keep)]  # fmt: skip
+    return [
+        name
+        for name, m in model.named_modules()
+        if _output_width(m) is not None and not any(fnmatch(name, pattern) for pattern in keep)
+    ]
 
 
 def _group_size(in_features: int) -> int:
@@ -145,8 +151,15 @@ def _register_quantized_embedding() -> None:
         def qcreate(cls, module, weights, activations=None, optimizer=None, device=None):
             if weights is None:
                 return None
-            return cls(module.num_embeddings, module.embedding_dim, padding_idx=module.padding_idx,
-                       dtype=module.weight.dtype, device=device, weights=weights, optimizer=optimizer)  # fmt: skip
+            return cls(
+                module.num_embeddings,
+                module.embedding_dim,
+                padding_idx=module.padding_idx,
+                dtype=module.weight.dtype,
+                device=device,
+                weights=weights,
+                optimizer=optimizer,
+            )
 
         @classmethod
         def from_module(cls, module, weights=None, activations=None, optimizer=None):
@@ -194,17 +207,21 @@ def quantize_model(model: PreTrainedModel, bits: int):
     return wrapped
 
 
-def quantize(model_path: str | None, bits: int, out: Path) -> Quantized:
-    """Quantizes a model's linear layers to `bits` and writes model, tokenizer and calibration to `out`."""
-    from .loading import load_model, shipped_model_dir
-
+def check_bits(bits: int) -> torch.dtype:
+    """The dtype a model is loaded in before it is quantized to `bits`, or a ValueError for other bit widths."""
     if bits not in BITS:
         raise ValueError(f"--bits must be 4 or 8, got {bits}")
+    return BASE_DTYPE[bits]
+
+
+def quantize(loaded: LoadedModel, bits: int, out: Path) -> Quantized:
+    """Quantizes a loaded model's linear layers to `bits` and writes model, tokenizer and calibration to `out`
+    (load it with `load_model(path, dtype=check_bits(bits))`)."""
+    dtype = check_bits(bits)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new --out folder")
-    loaded = load_model(model_path, dtype=BASE_DTYPE[bits])
-    model = loaded.model.to(BASE_DTYPE[bits])
+    model = loaded.model.to(dtype)
     if is_quantized(model):
         raise ValueError(f"{loaded.source} is already quantized; quantize the full-precision model instead")
     layers = quantizable_layers(model)
@@ -225,20 +242,31 @@ def quantize(model_path: str | None, bits: int, out: Path) -> Quantized:
     try:
         wrapped.save_pretrained(staging)
         loaded.tokenizer.save_pretrained(staging)
-        source = Path(model_path) if model_path else shipped_model_dir()
+        source = Path(loaded.source)
         if (source / "calibration.json").is_file():
             shutil.copy(source / "calibration.json", staging / "calibration.json")
-        (staging / "quantization.json").write_text(json.dumps(
-            {"library": "optimum-quanto", "bits": bits, "source": loaded.source, "kept": keep,
-             "base_dtype": str(BASE_DTYPE[bits]).removeprefix("torch."), "tied_head": tied}, indent=2))  # fmt: skip
+        (staging / "quantization.json").write_text(
+            json.dumps(
+                {
+                    "library": "optimum-quanto",
+                    "bits": bits,
+                    "source": loaded.source,
+                    "kept": keep,
+                    "base_dtype": str(BASE_DTYPE[bits]).removeprefix("torch."),
+                    "tied_head": tied,
+                },
+                indent=2,
+            )
+        )
         if out.exists():
             out.rmdir()
         staging.rename(out)  # the folder appears whole or not at all
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Quantized(out=out, bits=bits, layers=len(layers), bytes_before_bf16=bf16_bytes,
-                     bytes_after=weight_bytes(wrapped._wrapped))  # fmt: skip
+    return Quantized(
+        out=out, bits=bits, layers=len(layers), bytes_before_bf16=bf16_bytes, bytes_after=weight_bytes(wrapped._wrapped)
+    )
 
 
 def load_quantized(path: str) -> PreTrainedModel:

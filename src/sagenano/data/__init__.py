@@ -3,12 +3,12 @@
 from .arithmetic import generate_arithmetic
 from .checker import check_item
 from .choice import generate_multiple_choice
+from .dataset import checked_items, synth
 from .format import parse_answer, prompt_text, training_text
 from .io import iter_jsonl, iter_records, read_jsonl, write_jsonl
 from .linear import generate_linear_equation
 from .logic import generate_logic
 from .schema import SPLITS, Dependency, ReasoningItem, Span
-from .synth import checked_items, synth
 from .tasks import TASKS, generate_item, generate_items, get_task, item_id, iter_items, task_options
 from .vocab import is_heldout_quantity
 

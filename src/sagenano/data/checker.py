@@ -209,8 +209,15 @@ def check_multiple_choice(item: ReasoningItem) -> list[str]:
     value, letter = int(final[1]), final[2]
     base_steps = item.steps[:-1]
     base_task = "arithmetic" if all(_BINARY_STEP.match(step) for step in base_steps) else "linear_equation"
-    base = replace(item, task=base_task, question=item.question[: options.start()], steps=base_steps,
-                   answer=str(value), dependencies=item.dependencies[:-1], distractors=[])  # fmt: skip
+    base = replace(
+        item,
+        task=base_task,
+        question=item.question[: options.start()],
+        steps=base_steps,
+        answer=str(value),
+        dependencies=item.dependencies[:-1],
+        distractors=[],
+    )
     problems = [f"base {base_task}: {problem}" for problem in TASK_CHECKERS[base_task](base)]
     if len(set(values.values())) != 5:
         problems.append("the five options are not distinct")

@@ -49,8 +49,10 @@ def explain_measurements(step_probs: list[float], share: list[float], decision: 
     if decisive:
         for k in decisive:
             before, after = round(share[k] * resamples), round(share[k + 1] * resamples)
-            parts.append(f"Step {k + 1} decided the answer: {before} of {resamples} samples from before it agree, "
-                         f"{after} of {resamples} after it.")  # fmt: skip
+            parts.append(
+                f"Step {k + 1} decided the answer: {before} of {resamples} samples from before it agree, "
+                f"{after} of {resamples} after it."
+            )
     else:
         parts.append(f"No single step decided the answer: {round(share[0] * resamples)} of {resamples} samples agree.")
     if step_probs:

@@ -12,8 +12,11 @@ from .vocab import PEOPLE, logic_attributes
 
 WORLDS: tuple[str, ...] = ("closed", "open")
 ANSWERS: dict[str, tuple[str, ...]] = {"closed": ("True", "False"), "open": ("True", "False", "Unknown")}
-QUERIES: tuple[str, ...] = ("Is {entity} {attribute}?", "Is it true that {entity} is {attribute}?",
-                            "Based on these facts and rules, is {entity} {attribute}?")  # fmt: skip
+QUERIES: tuple[str, ...] = (
+    "Is {entity} {attribute}?",
+    "Is it true that {entity} is {attribute}?",
+    "Based on these facts and rules, is {entity} {attribute}?",
+)
 WORLD_MARKERS: dict[str, str] = {"closed": "Answer True or False.", "open": "Answer True, False or Unknown."}
 NO_PROOF: dict[str, str] = {
     "closed": "No fact or rule proves that {entity} is {attribute}.",
@@ -202,8 +205,9 @@ def write_question(rng: random.Random, theory: Theory, world: str) -> tuple[str,
     sentence of each fact, rule and of "query"."""
     facts = rng.sample(theory.facts, len(theory.facts))
     rules = rng.sample(theory.rules, len(theory.rules))
-    sentences: dict[object, Sentence] = {fact: Sentence(fact_text(fact.entity, (fact.attribute, fact.holds)), {})
-                                         for fact in facts}  # fmt: skip
+    sentences: dict[object, Sentence] = {
+        fact: Sentence(fact_text(fact.entity, (fact.attribute, fact.holds)), {}) for fact in facts
+    }
     sentences |= {rule: Sentence(rule_text(rule, rng), {}) for rule in rules}
     sentences["query"] = Sentence(rng.choice(QUERIES), {"entity": theory.target, "attribute": theory.query})
     sentences["world"] = Sentence(WORLD_MARKERS[world], {})

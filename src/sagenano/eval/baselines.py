@@ -32,15 +32,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..generation import _eager_attention
+from ..attention import eager_attention
 from ..inverse.measure import embeddings_require_grad, replacement_id
 from ..inverse.report import Report, SpanRef
+from .rank_correlation import spearman
 
-BASELINES = ("attention", "gradient", "integrated_gradients", "lime", "shap", "ablation")
 IG_STEPS = 16
 
 
@@ -88,20 +87,14 @@ def baseline_span_scores(
         ig_steps: integration points of integrated gradients.
     """
     if method not in BASELINES:
-        raise ValueError(f"unknown baseline method {method!r}; the methods are {BASELINES}")
+        raise ValueError(f"unknown baseline method {method!r}; the methods are {tuple(BASELINES)}")
     if n_samples < 1 or ig_steps < 1:
         raise ValueError(f"n_samples and ig_steps must be at least 1, got {n_samples} and {ig_steps}")
     task = step_target(report, step_index)
     if not task.spans:
         return []
     model.eval()
-    if method == "attention":
-        return span_sums(attention_token_scores(model, task), task.spans)
-    if method == "gradient":
-        return span_sums(saliency_token_scores(model, task), task.spans)
-    if method == "integrated_gradients":
-        return span_sums(integrated_gradient_token_scores(model, tokenizer, task, ig_steps), task.spans)
-    return perturbation_span_scores(method, model, tokenizer, task, n_samples, seed)
+    return BASELINES[method](model, tokenizer, task, Sampling(n_samples, seed, ig_steps))
 
 
 def span_sums(token_scores: torch.Tensor, spans: Sequence[SpanRef]) -> list[float]:
@@ -117,7 +110,7 @@ def attention_token_scores(model: PreTrainedModel, task: StepTarget) -> torch.Te
     """(C,) the attention each context token receives from the positions that predict the step's tokens: mean
     over layers, heads and those positions (eager attention for the pass, then the model's own again)."""
     inputs = torch.cat([task.context, task.target])[:-1]  # the last target token is never an input
-    with _eager_attention(model, needed=True):
+    with eager_attention(model, needed=True):
         out = model(input_ids=inputs[None].to(model.device), use_cache=False, output_attentions=True)
     weights = torch.stack(out.attentions)[:, 0].float().mean((0, 1))  # (L, nh, N, N) -> (N, N)
     first = len(task.context) - 1  # the position that predicts the step's first token
@@ -146,8 +139,9 @@ def _ids_input_class() -> type:
     from captum.attr._utils.interpretable_input import TextTokenInput
 
     class IdsInput(TextTokenInput):
-        def __init__(self, ids: torch.Tensor, groups: Sequence[Sequence[int]], values: list[str], tokenizer,
-                     baseline: int) -> None:  # fmt: skip
+        def __init__(
+            self, ids: torch.Tensor, groups: Sequence[Sequence[int]], values: list[str], tokenizer, baseline: int
+        ) -> None:
             self.inp_tensor = self.itp_tensor = ids[None]  # (1, C)
             self.itp_mask, self.skip_tokens = None, None
             self.values, self.tokenizer, self.n_itp_features = values, tokenizer, len(values)
@@ -221,8 +215,9 @@ def integrated_gradient_token_scores(model: PreTrainedModel, tokenizer, task: St
     return scores[0, : len(task.context)].detach().float().sum(-1).cpu()
 
 
-def perturbation_span_scores(method: str, model: PreTrainedModel, tokenizer, task: StepTarget, n_samples: int,
-                             seed: int) -> list[float]:  # fmt: skip
+def perturbation_span_scores(
+    method: str, model: PreTrainedModel, tokenizer, task: StepTarget, n_samples: int, seed: int
+) -> list[float]:
     """LIME's or KernelSHAP's coefficient, or the ablation effect, of each span, the spans being the features of
     one teacher-forced pass."""
     attr = _captum()
@@ -263,24 +258,54 @@ def lone_shapley_value(model: PreTrainedModel, task: StepTarget, inp) -> float:
 # --- comparing rankings ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How the sampling baselines sample: LIME's and SHAP's perturbations and seed, integrated gradients' points."""
+
+    n_samples: int
+    seed: int
+    ig_steps: int
+
+
+Baseline = Callable[[PreTrainedModel, PreTrainedTokenizerBase, StepTarget, Sampling], list[float]]
+
+
+def attention_baseline(model, tokenizer, task: StepTarget, sampling: Sampling) -> list[float]:
+    return span_sums(attention_token_scores(model, task), task.spans)
+
+
+def gradient_baseline(model, tokenizer, task: StepTarget, sampling: Sampling) -> list[float]:
+    return span_sums(saliency_token_scores(model, task), task.spans)
+
+
+def integrated_gradients_baseline(model, tokenizer, task: StepTarget, sampling: Sampling) -> list[float]:
+    return span_sums(integrated_gradient_token_scores(model, tokenizer, task, sampling.ig_steps), task.spans)
+
+
+def _perturbation(method: str) -> Baseline:
+    def baseline(model, tokenizer, task: StepTarget, sampling: Sampling) -> list[float]:
+        return perturbation_span_scores(method, model, tokenizer, task, sampling.n_samples, sampling.seed)
+
+    baseline.__name__ = f"{method}_baseline"
+    return baseline
+
+
+# The Figure-2 baselines and leave-one-span-out ablation: name -> the scores it gives a step's candidate spans.
+BASELINES: dict[str, Baseline] = {
+    "attention": attention_baseline,
+    "gradient": gradient_baseline,
+    "integrated_gradients": integrated_gradients_baseline,
+    "lime": _perturbation("lime"),
+    "shap": _perturbation("shap"),
+    "ablation": _perturbation("ablation"),
+}
+
+
 def rank_agreement(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation of two scorings of the same spans (average ranks for ties); NaN with fewer
-    than 2 spans or a constant side."""
+    """Spearman's rank correlation of two scorings of the same spans (`rank_correlation.spearman`: average ranks
+    for ties); NaN with fewer than 2 spans, a constant side or a NaN score."""
     if len(a) != len(b):
         raise ValueError(f"rank_agreement needs two scorings of the same spans, got {len(a)} and {len(b)} scores")
-    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
+    if any(math.isnan(v) for v in (*a, *b)):  # no ranking to compare (as scipy's spearmanr propagates NaN)
         return math.nan
-    try:
-        from scipy.stats import spearmanr
-    except ImportError:  # scipy is not a dependency; Pearson on average ranks is the same number
-        return float(np.corrcoef(average_ranks(a), average_ranks(b))[0, 1])
-    return float(spearmanr(a, b).statistic)
-
-
-def average_ranks(values: Sequence[float]) -> np.ndarray:
-    """0-based ranks, tied values sharing the mean of their ranks."""
-    values = np.asarray(values, dtype=float)
-    ranks = np.empty(len(values))
-    ranks[values.argsort(kind="stable")] = np.arange(len(values))
-    _, tie, counts = np.unique(values, return_inverse=True, return_counts=True)
-    return (np.bincount(tie, weights=ranks) / counts)[tie]
+    return spearman(a, b)

@@ -27,7 +27,7 @@ from .extract import (
     last_boxed,
     normalize_math,
 )
-from .synthetic import EVAL_SEED
+from .task_accuracy import EVAL_SEED
 
 BENCHMARKS_ENV = "SAGENANO_BENCHMARKS"
 SYNTHETIC_DEFAULT_N = 300
@@ -109,8 +109,9 @@ def read_logiqa_records(path: Path) -> list[Record]:
         block = lines[start : start + 8]
         if block[0].strip() or block[1].strip().lower() not in ("a", "b", "c", "d"):
             raise ValueError(f"{path}: line {start + 1} does not start a LogiQA item (blank line, answer letter).")
-        records.append({"label": block[1].strip().lower(), "context": block[2], "question": block[3],
-                        "options": block[4:8]})  # fmt: skip
+        records.append(
+            {"label": block[1].strip().lower(), "context": block[2], "question": block[3], "options": block[4:8]}
+        )
     return records
 
 
@@ -146,8 +147,9 @@ def aqua_item(task: str, record: Record, fallback_id: str) -> BenchItem:
     labels = tuple(match.group(1) for match in parsed)
     choices = tuple(match.group(2).strip() for match in parsed)
     question = _with_options(record["question"], labels, choices)
-    return BenchItem(task, fallback_id, question, record["correct"].strip().upper(), labels, choices,
-                     record.get("rationale"))  # fmt: skip
+    return BenchItem(
+        task, fallback_id, question, record["correct"].strip().upper(), labels, choices, record.get("rationale")
+    )
 
 
 def _logiqa_options(lines: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -230,8 +232,9 @@ def math500_item(task: str, record: Record, fallback_id: str) -> BenchItem:
     """MATH-500: the gold is the `answer` field, normalised; the id is `unique_id` ("test/precalculus/807.json")."""
     item_id = record.get("unique_id", fallback_id)
     _require(str(record.get("answer", "")).strip(), task, item_id, "a non-empty `answer`")
-    return BenchItem(task, item_id, record["problem"].strip(), normalize_math(record["answer"]),
-                     rationale=record["solution"])  # fmt: skip
+    return BenchItem(
+        task, item_id, record["problem"].strip(), normalize_math(record["answer"]), rationale=record["solution"]
+    )
 
 
 def _require(ok: object, task: str, item_id: str, what: str) -> None:
@@ -266,37 +269,113 @@ def _synthetic_task(name: str, kind: str, labels: tuple[str, ...] = ()) -> Task:
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        Task("gsm8k", "grade-school math word problems", "number", "gsm8k/test.jsonl",
-             shots_file="gsm8k/train.jsonl", expected_count=1319, hf_id="openai/gsm8k:main", to_item=gsm8k_item),
-        Task("aqua_rat", "algebra word problems, 5 options", "choice", "aqua_rat/test.json",
-             shots_file="aqua_rat/dev.json", expected_count=254, hf_id="deepmind/aqua_rat:raw", labels=_letters(5),
-             to_item=aqua_item),
-        Task("math", "MATH competition problems (full test set)", "math", "math/test.jsonl",
-             expected_count=5000, to_item=math_item),
-        Task("math500", "MATH-500 (PRM800K subset of the MATH test set)", "math", "math/math500_test.jsonl",
-             expected_count=500, hf_id="HuggingFaceH4/MATH-500", to_item=math500_item),
-        Task("logiqa", "logical reasoning reading comprehension, 4 options", "choice", "logiqa/Test.txt",
-             shots_file="logiqa/Eval.txt", expected_count=651, labels=_letters(4),
-             read_records=read_logiqa_records, to_item=logiqa_item),
-        Task("reclor", "logical reasoning reading comprehension (user-supplied ReClor JSON)", "choice", None,
-             labels=_letters(4), to_item=reclor_item),
-        Task("proofwriter", "deductive reasoning, depth 5, open world (Logic-LM subset)", "truth",
-             "proofwriter/test.json", shots_file="proofwriter/dev.json", expected_count=600, to_item=proofwriter_item),
-        Task("commonsenseqa", "commonsense questions, 5 options (dev split)", "choice",
-             "commonsenseqa/dev_rand_split.jsonl", expected_count=1221, labels=_letters(5),
-             to_item=commonsenseqa_item),
-        Task("strategyqa", "yes/no questions needing implicit multi-hop reasoning", "yesno", "strategyqa/dev.json",
-             expected_count=229, to_item=strategyqa_item),
-        Task("arc_easy", "grade-school science, 4 options (ARC-Easy test)", "choice", "arc/arc_easy_test.jsonl",
-             expected_count=2376, labels=_letters(4), to_item=arc_item),
-        Task("arc_challenge", "grade-school science, 4 options (ARC-Challenge test)", "choice",
-             "arc/arc_challenge_test.jsonl", expected_count=1172, labels=_letters(4), to_item=arc_item),
+        Task(
+            "gsm8k",
+            "grade-school math word problems",
+            "number",
+            "gsm8k/test.jsonl",
+            shots_file="gsm8k/train.jsonl",
+            expected_count=1319,
+            hf_id="openai/gsm8k:main",
+            to_item=gsm8k_item,
+        ),
+        Task(
+            "aqua_rat",
+            "algebra word problems, 5 options",
+            "choice",
+            "aqua_rat/test.json",
+            shots_file="aqua_rat/dev.json",
+            expected_count=254,
+            hf_id="deepmind/aqua_rat:raw",
+            labels=_letters(5),
+            to_item=aqua_item,
+        ),
+        Task(
+            "math",
+            "MATH competition problems (full test set)",
+            "math",
+            "math/test.jsonl",
+            expected_count=5000,
+            to_item=math_item,
+        ),
+        Task(
+            "math500",
+            "MATH-500 (PRM800K subset of the MATH test set)",
+            "math",
+            "math/math500_test.jsonl",
+            expected_count=500,
+            hf_id="HuggingFaceH4/MATH-500",
+            to_item=math500_item,
+        ),
+        Task(
+            "logiqa",
+            "logical reasoning reading comprehension, 4 options",
+            "choice",
+            "logiqa/Test.txt",
+            shots_file="logiqa/Eval.txt",
+            expected_count=651,
+            labels=_letters(4),
+            read_records=read_logiqa_records,
+            to_item=logiqa_item,
+        ),
+        Task(
+            "reclor",
+            "logical reasoning reading comprehension (user-supplied ReClor JSON)",
+            "choice",
+            None,
+            labels=_letters(4),
+            to_item=reclor_item,
+        ),
+        Task(
+            "proofwriter",
+            "deductive reasoning, depth 5, open world (Logic-LM subset)",
+            "truth",
+            "proofwriter/test.json",
+            shots_file="proofwriter/dev.json",
+            expected_count=600,
+            to_item=proofwriter_item,
+        ),
+        Task(
+            "commonsenseqa",
+            "commonsense questions, 5 options (dev split)",
+            "choice",
+            "commonsenseqa/dev_rand_split.jsonl",
+            expected_count=1221,
+            labels=_letters(5),
+            to_item=commonsenseqa_item,
+        ),
+        Task(
+            "strategyqa",
+            "yes/no questions needing implicit multi-hop reasoning",
+            "yesno",
+            "strategyqa/dev.json",
+            expected_count=229,
+            to_item=strategyqa_item,
+        ),
+        Task(
+            "arc_easy",
+            "grade-school science, 4 options (ARC-Easy test)",
+            "choice",
+            "arc/arc_easy_test.jsonl",
+            expected_count=2376,
+            labels=_letters(4),
+            to_item=arc_item,
+        ),
+        Task(
+            "arc_challenge",
+            "grade-school science, 4 options (ARC-Challenge test)",
+            "choice",
+            "arc/arc_challenge_test.jsonl",
+            expected_count=1172,
+            labels=_letters(4),
+            to_item=arc_item,
+        ),
         _synthetic_task("synth_arithmetic", "number"),
         _synthetic_task("synth_linear_equation", "number"),
         _synthetic_task("synth_multiple_choice", "choice", _letters(5)),
         _synthetic_task("synth_logic", "truth"),
     )
-}  # fmt: skip
+}
 
 
 def task_names() -> list[str]:
@@ -347,8 +426,10 @@ def read_task_file(task: Task, path: Path, id_prefix: str | None = None) -> list
     if not path.is_file():
         raise FileNotFoundError(f"No {task.name} file at {path}.")
     prefix = id_prefix or task.name
-    return [task.to_item(task.name, record, f"{prefix}-{index}") for index, record in
-            enumerate((task.read_records or read_json_records)(path))]  # fmt: skip
+    return [
+        task.to_item(task.name, record, f"{prefix}-{index}")
+        for index, record in enumerate((task.read_records or read_json_records)(path))
+    ]
 
 
 def _eval_file(task: Task, path: Path | None) -> Path:

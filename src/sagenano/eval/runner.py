@@ -22,13 +22,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data import prompt_text
 from ..data.format import ANSWER, END, QUESTION, STEP
-from ..generation import context_length, trace_generate
+from ..decoding import context_length, padded_batch
+from ..generation import trace_generate
+from ..inverse.answers import expected_calibration_error
 from ..train.distributed import Runtime
 from .benchmarks import BenchItem, Task, get_task, load_items, shot_items
-from .synthetic import expected_calibration_error, rescore_answer
+from .task_accuracy import rescore_answer
 
 if TYPE_CHECKING:
-    from ..inverse.calibration import AnswerCalibration
+    from ..inverse.confidence import AnswerCalibration
 
 SCORINGS = ("generate", "loglik")
 MIN_NEW_TOKENS = 16  # an item whose prompt leaves less room than this is recorded as skipped, not cut short
@@ -76,9 +78,14 @@ def loglik_context(item: BenchItem, shots: list[BenchItem], sage: bool) -> tuple
 
 
 def evaluate_task(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task_name: str, out_dir: Path,
-    settings: EvalSettings, runtime: Runtime | None = None, progress: bool = True,
-) -> dict:  # fmt: skip
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    task_name: str,
+    out_dir: Path,
+    settings: EvalSettings,
+    runtime: Runtime | None = None,
+    progress: bool = True,
+) -> dict:
     """Answers (the rest of) one task and returns its summary; see the module docstring for the files."""
     task = get_task(task_name)
     if settings.scoring not in SCORINGS:
@@ -130,9 +137,13 @@ def _batches(items: list[BenchItem], size: int) -> Iterator[list[BenchItem]]:
 
 
 def _generate_answers(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, batch: list[BenchItem],
-    shots: list[BenchItem], settings: EvalSettings,
-) -> list[dict]:  # fmt: skip
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    task: Task,
+    batch: list[BenchItem],
+    shots: list[BenchItem],
+    settings: EvalSettings,
+) -> list[dict]:
     """Greedy chains for a batch; items whose prompt leaves no room in the context are recorded as skipped."""
     sage = is_sage_tokenizer(tokenizer)
     prompts = [build_prompt(item, shots, sage) for item in batch]
@@ -142,9 +153,14 @@ def _generate_answers(
     fitting = [i for i in range(len(batch)) if room[i] >= least]
     if fitting:
         traces = trace_generate(
-            model, tokenizer, [prompts[i] for i in fitting], max_new_tokens=min(room[i] for i in fitting),
-            attention="none", chat=False, stop_strings=None if sage else [HF_STOP],
-        )  # fmt: skip
+            model,
+            tokenizer,
+            [prompts[i] for i in fitting],
+            max_new_tokens=min(room[i] for i in fitting),
+            attention="none",
+            chat=False,
+            stop_strings=None if sage else [HF_STOP],
+        )
         for i, trace in zip(fitting, traces, strict=True):
             records.append(_generated_record(task, batch[i], trace))
             if settings.calibration is not None:
@@ -162,8 +178,14 @@ def _room(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: l
 
 def _skipped(task: Task, item: BenchItem, room: int) -> dict:
     reason = f"the prompt leaves {max(room, 0)} tokens of the model's context (< {MIN_NEW_TOKENS})"
-    return {**_base_record(task, item), "chain": None, "predicted": None, "correct": False, "confidence": None,
-            "skipped": reason}  # fmt: skip
+    return {
+        **_base_record(task, item),
+        "chain": None,
+        "predicted": None,
+        "correct": False,
+        "confidence": None,
+        "skipped": reason,
+    }
 
 
 def _base_record(task: Task, item: BenchItem) -> dict:
@@ -173,9 +195,15 @@ def _base_record(task: Task, item: BenchItem) -> dict:
 def _generated_record(task: Task, item: BenchItem, trace) -> dict:
     chain = trace.text.removesuffix(HF_STOP)
     predicted = task.extract(chain, item)
-    return {**_base_record(task, item), "chain": chain, "predicted": predicted,
-            "correct": task.is_correct(predicted, item.gold), "confidence": answer_confidence(trace, predicted),
-            "finish_reason": trace.finish_reason, "skipped": None}  # fmt: skip
+    return {
+        **_base_record(task, item),
+        "chain": chain,
+        "predicted": predicted,
+        "correct": task.is_correct(predicted, item.gold),
+        "confidence": answer_confidence(trace, predicted),
+        "finish_reason": trace.finish_reason,
+        "skipped": None,
+    }
 
 
 def answer_confidence(trace, predicted: str | None) -> float | None:
@@ -195,16 +223,23 @@ def answer_confidence(trace, predicted: str | None) -> float | None:
     if where < 0:
         return None
     starts = [0, *trace.token_char_ends[:-1]]
-    covering = [t for t, (s, e) in enumerate(zip(starts, trace.token_char_ends, strict=True))
-                if s < where + len(predicted) and e > where and s < text_end]  # fmt: skip
+    covering = [
+        t
+        for t, (s, e) in enumerate(zip(starts, trace.token_char_ends, strict=True))
+        if s < where + len(predicted) and e > where and s < text_end
+    ]
     return float(trace.logprobs[covering].sum().exp()) if covering else None
 
 
 @torch.no_grad()
 def _score_options(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, batch: list[BenchItem],
-    shots: list[BenchItem], settings: EvalSettings,
-) -> list[dict]:  # fmt: skip
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    task: Task,
+    batch: list[BenchItem],
+    shots: list[BenchItem],
+    settings: EvalSettings,
+) -> list[dict]:
     """The option whose continuation has the highest summed log-probability; confidence = its softmax share."""
     sage = is_sage_tokenizer(tokenizer)
     records = []
@@ -214,9 +249,17 @@ def _score_options(
         best = max(range(len(scores)), key=scores.__getitem__)
         share = torch.tensor(scores).softmax(0)[best].item()
         predicted = item.labels[best]
-        records.append({**_base_record(task, item), "chain": None, "predicted": predicted,
-                        "correct": task.is_correct(predicted, item.gold), "confidence": share,
-                        "option_logprobs": scores, "skipped": None})  # fmt: skip
+        records.append(
+            {
+                **_base_record(task, item),
+                "chain": None,
+                "predicted": predicted,
+                "correct": task.is_correct(predicted, item.gold),
+                "confidence": share,
+                "option_logprobs": scores,
+                "skipped": None,
+            }
+        )
     return records
 
 
@@ -230,10 +273,9 @@ def continuation_logprobs(
     limit = context_length(model)
     if limit is not None and max(map(len, rows)) > limit:
         raise ValueError(f"a {max(map(len, rows))}-token option does not fit the model's context of {limit}")
-    width = max(map(len, rows))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], device=model.device)
-    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=model.device)
+    ids, mask = padded_batch(rows, pad, offsets=[0] * len(rows))  # right-padded
+    ids, mask = ids.to(model.device), mask.to(model.device)
     logprobs = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
     totals = []
     for b, row in enumerate(rows):

@@ -8,55 +8,47 @@ allows it (`branches.branch_attention_applies`), that cache is held once and rea
 
 from __future__ import annotations
 
-import re
-
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from ..data.format import ANSWER, parse_answer
-from ..generation import cache_of, context_length, decoding_block, eos_ids, inputs_after_cache, plain_cache
+from ..decoding import (
+    Chain,
+    cache_of,
+    consecutive_batches,
+    context_length,
+    decoding_block,
+    eos_ids,
+    inputs_after_cache,
+    kv_cache_bytes_per_token,
+    left_padded_states,
+    pad_id,
+    padded_batch,
+    plain_cache,
+)
 from .branches import branch_attention, branch_attention_applies, branch_cache
-from .measure import consecutive_batches
-
-_ANSWER_IS = re.compile(r"(?i)(?:answer is|answer:|####)\s*\$?\s*([^\s.,;]+(?:[.,]\d+)?)")
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
-def extract_answer(chain: str) -> str | None:
-    """The answer a chain states: SAGE's `<|answer|>`, else "answer is X" / `\\boxed{X}` / "#### X", else
-    the last number; None when there is none."""
-    if ANSWER in chain:
-        return parse_answer(chain) or None
-    for pattern in (_BOXED, _ANSWER_IS):
-        found = pattern.findall(chain)
-        if found:
-            return found[-1].strip()
-    numbers = _NUMBER.findall(chain)
-    return numbers[-1] if numbers else None
+def chain_end(model: PreTrainedModel, chain: Chain, max_new_tokens: int) -> int:
+    """The last position a chain (or a branch of it) may reach: the token budget, within the context."""
+    end = chain.prompt_len + max(max_new_tokens, len(chain.token_ids))
+    return min(end, context_length(model) or end)
 
 
-def outcome(answer: str | None, original: str | None) -> str:
-    if answer is None:
-        return "no_answer"
-    return "same_answer" if original is not None and answer.strip() == original.strip() else "different_answer"
-
-
-@torch.no_grad()
-def rollouts(
-    model: PreTrainedModel, prefix: torch.Tensor, alternatives: list[int], max_new_tokens: int, reuse_cache: bool = True
-) -> list[list[int]]:
-    """Greedy continuations after `prefix` + each alternative token (one shared prefix)."""
-    return branch_rollouts(model, prefix, [(len(prefix), a) for a in alternatives], len(prefix) + max_new_tokens,
-                           reuse_cache)  # fmt: skip
+def rollout_batch(model: PreTrainedModel, positions: int, memory_mb: float) -> int:
+    """How many branches are rolled out together: as many caches of `positions` positions as fit in `memory_mb`."""
+    return max(1, int(memory_mb * 2**20 // (kv_cache_bytes_per_token(model) * positions)))
 
 
 @torch.no_grad()
 def branch_rollouts(
-    model: PreTrainedModel, sequence: torch.Tensor, branches: list[tuple[int, int]], end: int, reuse_cache: bool = True,
+    model: PreTrainedModel,
+    sequence: torch.Tensor,
+    branches: list[tuple[int, int]],
+    end: int,
+    reuse_cache: bool = True,
     states: Cache | None = None,
-) -> list[list[int]]:  # fmt: skip
+) -> list[list[int]]:
     """Greedy continuations of many branches of one sequence, generated as one left-padded batch.
 
     Branch (k, token) keeps `sequence[:k]` and forces `token` at position k; generation runs until the
@@ -78,13 +70,7 @@ def branch_rollouts(
         return results
     lengths = [k for k, _ in branches]
     longest = max(lengths)
-    pad = pad_id(model) or 0
-    rows = torch.full((len(branches), longest + 1), pad, dtype=torch.long)
-    mask = torch.zeros_like(rows)
-    for r, (k, token) in enumerate(branches):
-        rows[r, longest - k : longest] = sequence[:k]
-        rows[r, longest] = token
-        mask[r, longest - k :] = 1
+    rows, mask = padded_batch([[*sequence[:k].tolist(), token] for k, token in branches], pad_id(model) or 0)
     budgets = [max(end - k - 1, 0) for k in lengths]  # new tokens after the forced one, within `end`
     if not any(budgets):
         return [[token] for _, token in branches]
@@ -114,21 +100,26 @@ def _within_context(model: PreTrainedModel, branches: list[tuple[int, int]], end
 
 @torch.no_grad()
 def greedy_rows(
-    model: PreTrainedModel, rows: torch.Tensor, mask: torch.Tensor, cache: Cache | None, budgets: list[int],
+    model: PreTrainedModel,
+    rows: torch.Tensor,
+    mask: torch.Tensor,
+    cache: Cache | None,
+    budgets: list[int],
     stop_ids: set[int],
-) -> list[list[int]]:  # fmt: skip
+) -> list[list[int]]:
     """Greedy continuations of left-padded `rows`, row r up to a token in `stop_ids` (kept) or `budgets[r]` tokens:
     `generate(do_sample=False)` without logits processors (the most likely token, as validation checks it), except
-    that rows that have ended leave the batch. Rollouts end at very different lengths (29-64 % of a batch's row-steps
-    were before each row's end on held-out questions), and an ended row costs as much as a running one. Ended rows are
-    dropped once they are a quarter of the batch, so the cache is copied a few times, not at every end."""
+    that rows that have ended leave the batch. Rollouts end at very different lengths (docs/measurements.md), and an
+    ended row costs as much as a running one. Ended rows are dropped once they are a quarter of the batch, so the cache
+    is copied a few times, not at every end."""
     cache = cache if cache is not None else DynamicCache(config=model.config)
     with decoding_block(model):
         return _decode_rows(model, rows.to(model.device), mask.to(model.device), cache, budgets, stop_ids)
 
 
-def _decode_rows(model, ids: torch.Tensor, mask: torch.Tensor, cache: Cache, budgets: list[int],
-                 stop_ids: set[int]) -> list[list[int]]:  # fmt: skip
+def _decode_rows(
+    model, ids: torch.Tensor, mask: torch.Tensor, cache: Cache, budgets: list[int], stop_ids: set[int]
+) -> list[list[int]]:
     owner = list(range(len(ids)))  # batch row -> its row in the input
     generated: list[list[int]] = [[] for _ in owner]
     ended = [budget < 1 for budget in budgets]
@@ -173,19 +164,11 @@ def _left_padded_cache(
     return Cache(layers=layers)
 
 
-def left_padded_states(states: torch.Tensor, lengths: list[int], longest: int) -> torch.Tensor:
-    """(R, heads, longest, head size): row r holds the first lengths[r] positions of `states` (batch 1) at its end."""
-    rows = states.new_zeros((len(lengths), *states.shape[1:]))
-    for r, k in enumerate(lengths):
-        rows[r, :, longest - k :] = states[0, :, :k]
-    return rows
-
-
 class _PreallocatedLayer(DynamicLayer):
     """A DynamicLayer whose keys and values live in buffers allocated once, with room for the whole generation:
     each step writes its new positions in place and the layer's keys and values are views of the filled part.
-    DynamicLayer concatenates instead, copying the cache every step: for 30 branches of pico that copy was 61 % of
-    the rollouts' time (bench/explain_overhead.py). Past the room it falls back to concatenating."""
+    DynamicLayer concatenates instead, copying the cache every step, which was most of the rollouts' time on small
+    models (docs/measurements.md). Past the room it falls back to concatenating."""
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
         super().__init__()
@@ -223,15 +206,6 @@ class _PreallocatedLayer(DynamicLayer):
             return super().update(key_states, value_states, *args, **kwargs)
         self._write(key_states, value_states, filled)
         return self.keys, self.values
-
-
-def pad_id(model: PreTrainedModel) -> int | None:
-    """The padding id generation uses: the pad token, else the (first) end-of-sequence token."""
-    config = model.generation_config
-    if config.pad_token_id is not None:
-        return config.pad_token_id
-    eos = config.eos_token_id
-    return eos[0] if isinstance(eos, list) else eos
 
 
 def _until_eos(model: PreTrainedModel, ids: list[int]) -> list[int]:

@@ -24,7 +24,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ..generation import plain_cache
+from ..decoding import plain_cache
 
 NAME = "sagenano_branches"
 _ACTIVE: contextvars.ContextVar[Cache | None] = contextvars.ContextVar("sagenano_branch_cache", default=None)
@@ -108,8 +108,16 @@ def branch_attention(model: PreTrainedModel, cache: Cache) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
-def _attend(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask, scaling=None,
-            dropout: float = 0.0, **kwargs) -> tuple[torch.Tensor, None]:  # fmt: skip
+def _attend(
+    module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask,
+    scaling=None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
     """query (R, Hq, q, D); key and value: each row's own positions (R, H, t, D), the newest q of them just fed.
     Returns (R, q, Hq, D), as transformers' attention functions do."""
     layer: BranchLayer = _ACTIVE.get().layers[module.layer_idx]

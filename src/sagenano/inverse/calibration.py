@@ -6,11 +6,9 @@ is right" on items that are not the evaluation items, and then maps P(answer at 
 (monotone, piecewise-linear) curve fitted on the same items to the share of right answers.
 
 Why both: the temperature alone cannot calibrate a mixture of tasks whose accuracies differ while
-their answer probabilities do not (on the pico shipped on 2026-11-27 it left ECE15 0.216 on its own
-fit set); a monotone map can, and it never reorders confidences, so it changes no ranking.
-`calibration.json` beside the weights keeps T, the curve and what they were fitted on; `load_model`
-reads it and `explain` reports raw and calibrated numbers.
-"""
+their answer probabilities do not (docs/measurements.md); a monotone map can, and it never reorders confidences, so it
+changes no ranking. `calibration.json` beside the weights keeps T, the curve and what they were fitted on; `load_model`
+reads it and `explain` reports raw and calibrated numbers."""
 
 from __future__ import annotations
 
@@ -19,66 +17,20 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..data import parse_answer, prompt_text
 from ..data.schema import ReasoningItem
-from ..eval.synthetic import _answer_span, expected_calibration_error
 from ..generation import trace_generate
+from .answers import expected_calibration_error, marked_answer_tokens
+from .confidence import AnswerCalibration, answer_prob
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_SEED = 2_000_003  # held-out-style items that are not the evaluation items (EVAL_SEED)
 ECE_BINS = 15
+TEMPERATURE_GRID = torch.logspace(math.log10(0.05), math.log10(20), 241)  # the temperatures a fit searches
 CURVE_FLOOR = 0.01  # the isotonic curve stays in [1 %, 99 %]: a few calibration items never make a certainty
-
-
-def answer_prob(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> float:
-    """P(answer tokens): the product of each token's probability, from its logits (A, V) divided by `temperature`."""
-    logp = (logits.float() / temperature).log_softmax(-1)
-    return math.exp(float(logp.gather(1, ids.to(logits.device)[:, None]).sum()))
-
-
-@dataclass(frozen=True)
-class AnswerCalibration:
-    """How an answer's logits become its calibrated confidence: the logits divided by `temperature`, then
-    P(answer at T) mapped through the isotonic curve (`curve_x` increasing, `curve_y` its accuracy; linear
-    between points, flat beyond the ends). Without a curve, the temperature alone."""
-
-    temperature: float
-    curve_x: tuple[float, ...] = ()
-    curve_y: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"the calibration temperature must be positive, got {self.temperature}")
-        x, y = np.asarray(self.curve_x, float), np.asarray(self.curve_y, float)
-        if len(x) != len(y) or np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
-            raise ValueError("the calibration curve needs as many x as y values, both non-decreasing")
-        if len(x) and (x.min() < 0 or x.max() > 1 or y.min() < 0 or y.max() > 1):
-            raise ValueError("the calibration curve's points must lie in [0, 1]")
-
-    @property
-    def method(self) -> str:
-        return "temperature+isotonic" if self.curve_x else "temperature"
-
-    def confidence(self, logits: torch.Tensor, ids: torch.Tensor) -> float:
-        """The calibrated P(answer tokens) from the logits (A, V) at the answer's tokens (A,)."""
-        return self.recalibrate(answer_prob(logits, ids, self.temperature))
-
-    def recalibrate(self, prob_at_temperature: float) -> float:
-        if not self.curve_x:
-            return prob_at_temperature
-        return float(np.interp(prob_at_temperature, self.curve_x, self.curve_y))
-
-    def to_dict(self) -> dict:
-        return {"temperature": self.temperature, "curve_x": list(self.curve_x), "curve_y": list(self.curve_y)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> AnswerCalibration:
-        """From `to_dict`'s form (as in `calibration.json` and a report's options); a curve may be absent."""
-        return cls(float(data["temperature"]), tuple(data.get("curve_x", ())), tuple(data.get("curve_y", ())))
 
 
 @dataclass
@@ -105,7 +57,7 @@ def answer_records(model, tokenizer, items: list[ReasoningItem], batch_size: int
         room = min(200, model.config.max_position_embeddings - longest)
         traces = trace_generate(model, tokenizer, prompts, max_new_tokens=room, attention="none", chat=False)
         for item, trace in zip(chunk, traces, strict=True):
-            span = _answer_span(trace)
+            span = marked_answer_tokens(trace)
             if span is None:
                 continue
             ids = torch.cat([trace.prompt_ids, trace.token_ids])[None].to(model.device)
@@ -117,11 +69,10 @@ def answer_records(model, tokenizer, items: list[ReasoningItem], batch_size: int
 
 
 def fit_temperature(records: list[AnswerRecord]) -> float:
-    """The temperature (searched on a log grid from 0.05 to 20) that minimises the log-loss of correctness."""
+    """The temperature of `TEMPERATURE_GRID` (0.05 to 20) that minimises the log-loss of correctness."""
     if not records:
         raise ValueError("no answered items to calibrate on")
-    grid = torch.logspace(math.log10(0.05), math.log10(20), 241).tolist()
-    return min(grid, key=lambda t: _log_loss(records, t))
+    return min(TEMPERATURE_GRID.tolist(), key=lambda t: _log_loss(records, t))
 
 
 def _log_loss(records: list[AnswerRecord], temperature: float) -> float:

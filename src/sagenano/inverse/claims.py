@@ -43,8 +43,11 @@ def decision_claims(report: Report, opts) -> list[Claim]:
     ]
 
 
-_LEADS_TO = {"same_answer": "to the same answer ({})", "different_answer": "to a different answer ({})",
-             "no_answer": "to no answer"}  # fmt: skip
+_LEADS_TO = {
+    "same_answer": "to the same answer ({})",
+    "different_answer": "to a different answer ({})",
+    "no_answer": "to no answer",
+}
 
 
 def alternative_claims(report: Report) -> list[Claim]:

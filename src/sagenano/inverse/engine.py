@@ -11,142 +11,30 @@ ValidateConsistency(E) by intervention; RefineExplanation if the score is below 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.format import EXPLANATION, explanation_pool
-from ..generation import (
-    ReasoningTrace,
-    context_length,
-    eos_ids,
-    head_groups,
-    lookup_applies,
-    token_char_ends,
-    trace_generate,
-)
-from ..lookup_decoding import lookup_greedy
-from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome
-from .calibration import AnswerCalibration
+from ..decoding import Chain, context_length, eos_ids, is_sage, token_char_ends
+from ..generation import ReasoningTrace, trace_generate
+from ..lookup_decoding import lookup_applies, lookup_greedy
+from .alternatives import branch_rollouts, chain_end, decode_chain, rollout_batch
+from .answers import extract_answer, locate_answer, outcome
 from .claims import make_claims, own_explanation_claims
-from .measure import Chain, Scores, is_sage, kv_cache_bytes_per_token, score_chain, step_gradient_norms
-from .report import (
-    Alternative,
-    DecisionPoint,
-    DependencyScore,
-    OwnExplanation,
-    Report,
-    SpanRef,
-    Step,
-    TokenRecord,
-)  # fmt: skip
-from .spans import aggregate, question_units, step_units
+from .decisions import decision_scores, meta_at_step_starts, step_separators, top2_margins
+from .measure import Scores, score_chain, step_gradient_norms
+from .options import ExplainOptions
+from .report import Alternative, DecisionPoint, DependencyScore, OwnExplanation, Report, SpanRef, Step, TokenRecord
+from .significance import attention_rows, span_score
+from .significance import significance as eq7_significance
+from .spans import question_units, step_units
 
-DECISION_SCORES = ("auto", "entropy", "margin", "meta", "combined")
-ATTENTION_AGGREGATES = ("auto", "mean", "last", "rollout")  # and "group:<name>"
 MAX_QUESTION_CHARS = 4000
-
-
-@dataclass
-class ExplainOptions:
-    """How `explain` measures; every option is recorded in the report.
-
-    Args:
-        max_new_tokens: bound on the generated chain.
-        threshold: a token is a decision point when its decision score reaches this.
-        decision_score: "entropy" (normalised entropy), "margin" (1 − top-1/top-2 margin), "meta" (SAGE's
-            meta-cognitive head, at step starts), "combined" (the larger of entropy and meta), or "auto"
-            (combined on SAGE models, entropy otherwise).
-        max_decision_points: keep at most this many, the highest-scoring.
-        alternatives: top-k alternative tokens per decision point.
-        rollouts: roll every alternative out to its own answer.
-        rollout_memory_mb: bound on the rollouts' KV caches: each branch is counted as holding a cache as long as
-            the chain (an upper bound where shared-prefix attention keeps the chain's keys and values once and a row
-            only its own positions), and as many branches are generated together as fit (at least one). Batching
-            all of them is fastest on small models (8-9 at a time instead of 30 took 1.6-1.7× the time for SAGE
-            small, 128 tokens), while for nano 30 left-padded branches would hold ~3.3 GB (bench/explain_memory.py).
-        attention_aggregate: the w_ij of eq. 7: "mean" (all layers and heads), "last" (last layer),
-            "group:<name>" (one head group, all layers), "rollout" (attention rollout over layers), or "auto"
-            (SAGE's reasoning heads, group:reasoning, where the model has them; else mean).
-        gradient_layer: the hidden state h_j of eq. 7 (0 = the embeddings: every path from the input counts; a
-            deeper layer sees only what later layers still read from position j; the last layer's output
-            reaches no other position, so it carries no dependency). None: the middle layer's output
-            (num_hidden_layers // 2) on SAGE models, the embeddings (0) on others. Chosen on development items
-            (bench/eq7_options.py): on the first shipped pico, the first layer's output with the reasoning heads
-            raised eq. 7's top-1 from 61 % to 86 %; on the pico shipped on 2026-11-27 the middle layer (2 of 4)
-            gave 88.6 % against 79.6 % for the first (logic 77 % against 36 %), and on the one shipped on 2026-11-28
-            92.6 % against 89.5 % (layer 3: 89.0 %; 30 items per task). On a 2-layer Llama trained to copy a
-            number, the first layer's output ranked the question's last clause above the number on every test
-            question (tests/test_inverse.py), so other models keep the embeddings.
-        entropy_term: "step" (the step's mean normalised token entropy, eq. 7's entropy factor) or "none".
-        span_aggregate: how token scores combine into a span's: mean (default: on development items, with the first
-            shipped model, it ranked a true dependency first in 71 % of steps against 48 % for max), max or sum.
-        dependency_steps: "all" steps, or only the "decisions" (steps with a decision point, and the answer).
-        critical_dependencies: dependency claims per step (its top-ranked spans).
-        validate: check every claim by intervention (ValidateConsistency) and refine below `refine_below`.
-        random_controls: random spans ablated per dependency claim as its control.
-        refine_below: the validation score under which unverified claims are removed and validation reruns.
-        calibration: the model's answer-confidence calibration (`load_model(...).calibration`: a temperature and an
-            isotonic curve, `inverse.calibration.AnswerCalibration`); None: not calibrated.
-        own_explanation: on SAGE models, let the model write its own explanation and check it.
-        chain: explain this chain (the text that follows the prompt, e.g. a reference solution) instead of
-            generating one; the model's own probabilities, alternatives and attention are measured along it.
-        step_strategy / chat: how the chain is cut into steps; whether to use the chat template.
-        seed: seed of the random controls.
-    """
-
-    max_new_tokens: int = 160
-    threshold: float = 0.3
-    decision_score: str = "auto"
-    max_decision_points: int = 6
-    alternatives: int = 5
-    rollouts: bool = True
-    rollout_memory_mb: float = 512.0
-    attention_aggregate: str = "auto"
-    gradient_layer: int | None = None
-    entropy_term: str = "step"
-    span_aggregate: str = "mean"
-    dependency_steps: str = "all"
-    critical_dependencies: int = 1
-    validate: bool = True
-    random_controls: int = 4
-    refine_below: float = 0.8
-    calibration: AnswerCalibration | None = None
-    own_explanation: bool = True
-    chain: str | None = None
-    step_strategy: str = "auto"
-    chat: bool | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.threshold <= 1:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-        if self.decision_score not in DECISION_SCORES:
-            raise ValueError(f"decision_score must be one of {DECISION_SCORES}, got {self.decision_score!r}")
-        if self.attention_aggregate not in ATTENTION_AGGREGATES and not self.attention_aggregate.startswith("group:"):
-            raise ValueError(
-                f"attention_aggregate must be one of {ATTENTION_AGGREGATES} or group:<name>, "
-                f"got {self.attention_aggregate!r}"
-            )
-        if self.entropy_term not in ("step", "none"):
-            raise ValueError(f"entropy_term must be 'step' or 'none', got {self.entropy_term!r}")
-        if self.dependency_steps not in ("all", "decisions"):
-            raise ValueError(f"dependency_steps must be 'all' or 'decisions', got {self.dependency_steps!r}")
-        if self.rollout_memory_mb <= 0:
-            raise ValueError(f"rollout_memory_mb must be positive, got {self.rollout_memory_mb}")
-        if self.alternatives < 1 or self.max_decision_points < 0 or self.random_controls < 1:
-            raise ValueError("alternatives and random_controls must be at least 1, max_decision_points at least 0")
-        if self.calibration is not None and not isinstance(self.calibration, AnswerCalibration):
-            raise ValueError(
-                "calibration must be an AnswerCalibration (load_model(...).calibration) or None, "
-                f"got {type(self.calibration).__name__}"
-            )
 
 
 def check_question(question: Any) -> str:
@@ -201,12 +89,7 @@ def explain(
 
     `progress(event, data)`, when given, is called as each phase begins (event "phase", data {"name"}) and once
     the chain is generated (event "chain", data {"text"}); an exception it raises stops the work (a deadline)."""
-    try:
-        opts = ExplainOptions(**options)
-    except TypeError as error:
-        known = [f.name for f in dataclasses.fields(ExplainOptions)]
-        raise ValueError(f"{error}; the options are {known}") from error
-    opts = resolve_defaults(opts, model)
+    opts = ExplainOptions.of(**options).resolved(model)
     question = check_question(question)
     model.eval()
     timer = _Timer(progress)
@@ -217,14 +100,21 @@ def explain(
             raise ValueError("the given chain is empty")
     with timer("generation"):
         trace = trace_generate(
-            model, tokenizer, question, max_new_tokens=opts.max_new_tokens, top_k=opts.alternatives + 1,
+            model,
+            tokenizer,
+            question,
+            max_new_tokens=opts.max_new_tokens,
+            top_k=opts.alternatives + 1,
             attention="full" if opts.attention_aggregate == "rollout" else "summary",
-            step_strategy=opts.step_strategy, chat=opts.chat, forced=forced,
+            step_strategy=opts.step_strategy,
+            chat=opts.chat,
+            forced=forced,
             lookup=forced is None and lookup_applies(model),  # generate's tokens in fewer passes
-        )  # fmt: skip
+        )
     timer.tell("chain", text=trace.text)
     chain = Chain(trace.prompt_ids, trace.token_ids)
-    answer, answer_tokens, answer_step = _locate_answer(trace)
+    located = locate_answer(trace)
+    answer, answer_tokens, answer_step = located.answer, located.tokens, located.step
     with timer("scoring"):
         # Rollouts, and the model's own explanation when it will be asked for, start from the chain's keys and values.
         writes_explanation = opts.own_explanation and is_sage(model) and answer is not None
@@ -258,7 +148,7 @@ def explain(
         decision_points=decisions,
         top_decision_score=top_score,
         claims=[],
-        options=dataclasses.asdict(opts),
+        options=opts,
     )
     with timer("claims"):
         report.claims = make_claims(report, opts)
@@ -276,24 +166,6 @@ def explain(
 
 
 # --- the answer and the steps -------------------------------------------------------------------------
-
-
-def _locate_answer(trace: ReasoningTrace) -> tuple[str | None, list[int], int | None]:
-    """The chain's answer, the generated tokens that spell it, and the step that holds it."""
-    answer = extract_answer(trace.text)
-    if answer is None:
-        return None, [], None
-    if "<|answer|>" in trace.text:
-        at = trace.text.index("<|answer|>") + len("<|answer|>")
-        for step in trace.steps:
-            if step.char_start >= at:
-                return answer, list(range(step.token_start, step.token_end)), step.index
-    where = trace.text.rfind(answer)
-    ends = trace.token_char_ends
-    starts = [0, *ends[:-1]]
-    tokens = [t for t in range(len(ends)) if starts[t] < where + len(answer) and ends[t] > where]
-    holder = next((s.index for s in trace.steps if s.char_start <= where < s.char_end), None)
-    return answer, tokens, holder
 
 
 def _steps(trace: ReasoningTrace, scores: Scores, chain: Chain, answer_step: int | None) -> list[Step]:
@@ -325,59 +197,19 @@ def _tokens(trace: ReasoningTrace) -> list[TokenRecord]:
     owner = {t: s.index for s in trace.steps for t in range(s.token_start, s.token_end)}
     entropies = trace.normalized_entropies
     return [
-        TokenRecord(index=t, id=int(trace.token_ids[t]), token=trace.tokens[t], prob=math.exp(float(trace.logprobs[t])),
-                    entropy=float(entropies[t]), step=owner.get(t))
+        TokenRecord(
+            index=t,
+            id=int(trace.token_ids[t]),
+            token=trace.tokens[t],
+            prob=math.exp(float(trace.logprobs[t])),
+            entropy=float(entropies[t]),
+            step=owner.get(t),
+        )
         for t in range(trace.num_tokens)
-    ]  # fmt: skip
+    ]
 
 
 # --- decision points and alternatives ------------------------------------------------------------------
-
-
-def resolve_defaults(opts: ExplainOptions, model: PreTrainedModel) -> ExplainOptions:
-    """The options with every "auto" / None replaced by what it means for this model (the report records these)."""
-    attention = opts.attention_aggregate
-    if attention == "auto":
-        attention = "group:reasoning" if "reasoning" in head_groups(model) else "mean"
-    layer = opts.gradient_layer
-    if layer is None:
-        layer = model.config.num_hidden_layers // 2 if is_sage(model) else 0
-    return dataclasses.replace(
-        opts, attention_aggregate=attention, gradient_layer=layer, decision_score=_decision_mode(opts, model)
-    )
-
-
-def _decision_mode(opts: ExplainOptions, model: PreTrainedModel) -> str:
-    if opts.decision_score != "auto":
-        return opts.decision_score
-    return "combined" if is_sage(model) else "entropy"
-
-
-def decision_scores(
-    mode: str, entropies: torch.Tensor, margins: torch.Tensor, meta: torch.Tensor | None
-) -> torch.Tensor:
-    """(T,) the decision score of every generated token under `mode` (see `ExplainOptions.decision_score`)."""
-    if mode == "entropy":
-        return entropies
-    if mode == "margin":
-        return 1 - margins
-    if meta is None:
-        raise ValueError(f"decision_score={mode!r} needs a SAGE model with a meta-cognitive head")
-    return meta if mode == "meta" else torch.maximum(entropies, meta)
-
-
-def meta_at_step_starts(scores: Scores, chain: Chain, separators: set[int]) -> torch.Tensor | None:
-    """(T,) the meta head's decision probability where the predicting position is a step separator (where it
-    was trained), 0 elsewhere."""
-    if scores.meta_decision is None:
-        return None
-    positions = chain.predicting(range(len(chain.token_ids)))
-    inputs = chain.inputs
-    return torch.tensor([float(scores.meta_decision[p]) if int(inputs[p]) in separators else 0.0 for p in positions])
-
-
-def step_separators(model: PreTrainedModel) -> set[int]:
-    return set(getattr(model.config, "step_separator_token_ids", None) or [])
 
 
 def _decision_points(
@@ -385,11 +217,9 @@ def _decision_points(
 ) -> tuple[list[DecisionPoint], float | None]:
     """The decision points, and the highest decision score of any token in a step (for a report that has none:
     how close the closest call came)."""
-    mode = opts.decision_score  # resolved by `resolve_defaults`
     meta = meta_at_step_starts(scores, chain, step_separators(model))
-    top = trace.topk_logprobs.exp()
-    margins = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0)
-    score = decision_scores(mode, trace.normalized_entropies, margins, meta)
+    margins = top2_margins(trace.topk_logprobs.exp())
+    score = decision_scores(opts.decision_score, trace.normalized_entropies, margins, meta)  # resolved: not "auto"
     owner = {t: s.index for s in steps for t in range(s.token_start, s.token_end)}
     in_steps = [t for t in range(trace.num_tokens) if t in owner]
     top_score = max((float(score[t]) for t in in_steps), default=None)
@@ -398,11 +228,12 @@ def _decision_points(
     points = []
     for t in chosen:
         alternatives = [
-            Alternative(token=tok, token_id=int(tid), prob=math.exp(float(lp)), chain="", answer=None,
-                        outcome="no_answer")
+            Alternative(
+                token=tok, token_id=int(tid), prob=math.exp(float(lp)), chain="", answer=None, outcome="no_answer"
+            )
             for tid, tok, lp in zip(trace.topk_ids[t], trace.topk_tokens[t], trace.topk_logprobs[t], strict=True)
             if int(tid) != int(trace.token_ids[t])
-        ][: opts.alternatives]  # fmt: skip
+        ][: opts.alternatives]
         points.append(
             DecisionPoint(
                 position=t,
@@ -419,24 +250,13 @@ def _decision_points(
     return points, top_score
 
 
-def chain_end(model: PreTrainedModel, chain: Chain, opts: ExplainOptions) -> int:
-    """The last position a chain (or a branch of it) may reach: the token budget, within the context."""
-    end = chain.prompt_len + max(opts.max_new_tokens, len(chain.token_ids))
-    return min(end, context_length(model) or end)
-
-
-def rollout_batch(model: PreTrainedModel, positions: int, memory_mb: float) -> int:
-    """How many branches are rolled out together: as many caches of `positions` positions as fit in `memory_mb`."""
-    return max(1, int(memory_mb * 2**20 // (kv_cache_bytes_per_token(model) * positions)))
-
-
 def _roll_out(model, tokenizer, chain: Chain, decisions, answer, opts, states=None) -> None:
     """Rolls every alternative of every decision point out, as many branches per batch as `rollout_memory_mb`
     allows; fills in chains, answers and outcomes. `states`: the chain's keys and values, when at hand."""
     eos = eos_ids(model)
     sequence = torch.cat([chain.prompt_ids, chain.token_ids])
     branches = [(chain.prompt_len + d.position, a) for d in decisions for a in d.alternatives]
-    end = chain_end(model, chain, opts)
+    end = chain_end(model, chain, opts.max_new_tokens)
     size = rollout_batch(model, end, opts.rollout_memory_mb)
     continuations = [
         continuation
@@ -454,29 +274,6 @@ def _roll_out(model, tokenizer, chain: Chain, decisions, answer, opts, states=No
 
 
 # --- dependencies (eq. 7) -----------------------------------------------------------------------------
-
-
-def attention_rows(trace: ReasoningTrace, model: PreTrainedModel, how: str) -> torch.Tensor:
-    """(T, N): for every generated token, the attention of the position predicting it over the input
-    positions (N = P + T − 1), aggregated over layers and heads as `how` says."""
-    if how == "rollout":
-        maps = trace.attention_maps.float().mean(1)  # (L, N, N) mean over heads
-        eye = torch.eye(maps.shape[-1])
-        rolled = eye
-        for layer in maps:
-            mixed = 0.5 * layer + 0.5 * eye
-            rolled = (mixed / mixed.sum(-1, keepdim=True)) @ rolled
-        start = len(trace.prompt_ids) - 1
-        return rolled[start : start + trace.num_tokens]
-    summary = trace.attention.float()  # (T, L, G, N)
-    sizes = torch.tensor(list(head_groups(model).values()), dtype=torch.float)
-    if how.startswith("group:"):
-        name = how.removeprefix("group:")
-        if name not in trace.head_groups:
-            raise ValueError(f"unknown head group {name!r}; the model has {trace.head_groups}")
-        return summary[:, :, trace.head_groups.index(name)].mean(1)
-    layers = summary[:, -1:] if how == "last" else summary
-    return (layers * (sizes / sizes.sum())[None, None, :, None]).sum(2).mean(1)
 
 
 def prompt_char_ends(tokenizer: PreTrainedTokenizerBase, prompt_ids: torch.Tensor) -> tuple[str, list[int]]:
@@ -512,7 +309,7 @@ def _dependencies(model, tokenizer, question, trace, chain, steps: list[Step], d
     for step, gradient in zip(wanted, gradients, strict=True):
         weight = attention[step.token_start : step.token_end].mean(0)
         entropy = step.entropy if opts.entropy_term == "step" else 1.0
-        significance = weight * gradient * entropy
+        significance = eq7_significance(weight, gradient, entropy)
         units = in_question + [u for k in range(step.index) for u in in_steps.get(k, [])]
         step.dependencies = rank_units(units, significance, weight, gradient, opts.span_aggregate)
 
@@ -520,17 +317,20 @@ def _dependencies(model, tokenizer, question, trace, chain, steps: list[Step], d
 def rank_units(units: list[SpanRef], significance, attention, gradient, how: str) -> list[DependencyScore]:
     """Units scored by significance (aggregated over their tokens), highest first, with their share."""
     scored = [
-        (unit, aggregate(significance, unit.positions, how), aggregate(attention, unit.positions, how),
-         aggregate(gradient, unit.positions, how))
+        (
+            unit,
+            span_score(significance, unit.positions, how),
+            span_score(attention, unit.positions, how),
+            span_score(gradient, unit.positions, how),
+        )
         for unit in units
-    ]  # fmt: skip
+    ]
     total = sum(s for _, s, _, _ in scored) or 1.0
     scored.sort(key=lambda row: -row[1])
     return [
-        DependencyScore(span=unit, significance=sig,
-                        share=sig / total, attention=att, gradient=grad)
+        DependencyScore(span=unit, significance=sig, share=sig / total, attention=att, gradient=grad)
         for unit, sig, att, grad in scored
-    ]  # fmt: skip
+    ]
 
 
 # --- the model's own explanation (SAGE, stage 3) -----------------------------------------------------------

@@ -8,13 +8,13 @@
 - `simpler_way(report, n, temperature)`: n sampled chains; those that reach the same answer and are shorter are
   explained, shortest first, and the first whose claims pass validation is returned beside the original.
 
-Each result has `.text(depth)` (novice / intermediate / expert) computed from its measurements, so switching
-depth never recomputes anything. Like the report, every number in them was measured by the call that made it.
+Each result has `.text(depth)` (novice / intermediate / expert), written by `render/interact.py` from its
+measurements, so switching depth never recomputes anything. Like the report, every number in them was measured
+by the call that made it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
 from typing import Literal
@@ -23,35 +23,26 @@ import torch
 from pydantic import Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..generation import eos_ids
-from .alternatives import branch_rollouts, decode_chain, extract_answer, outcome, pad_id
-from .calibration import AnswerCalibration
-from .engine import ExplainOptions, Progress, chain_end, explain
-from .measure import Chain, ablate, embeddings_require_grad, replacement_id
-from .render import _check_depth, _pct, _quote, _step_name
-from .report import DecisionPoint, Outcome, Report, SpanRef, Validation, _Model
+from ..decoding import Chain, eos_ids, pad_id
+from .alternatives import branch_rollouts, chain_end, decode_chain
+from .answers import extract_answer, outcome
+from .engine import Progress, explain
+from .measure import ablate, embeddings_require_grad, replacement_id
+from .render.interact import comparison_text, counterfactual_text, simplification_text
+from .report import DecisionPoint, Outcome, Report, SpanRef, StrictModel, Validation
 
 MAX_SAMPLES = 16
-TOP_SPANS = {"novice": 1, "intermediate": 3, "expert": 5}
-
-
-def _chain(report: Report) -> Chain:
-    return Chain(torch.tensor(report.prompt_ids), torch.tensor([t.id for t in report.tokens], dtype=torch.long))
 
 
 def _options(report: Report, **changes) -> dict:
-    """The options the report was made with (those `explain` takes), with some changed."""
-    names = {f.name for f in dataclasses.fields(ExplainOptions)}
-    options = {k: v for k, v in report.options.items() if k in names}
-    if options.get("calibration") is not None:  # stored as its dict in the report
-        options["calibration"] = AnswerCalibration.from_dict(options["calibration"])
-    return {**options, **changes}
+    """The options the report was made with, as `explain`'s keyword arguments, with some changed."""
+    return {**dict(report.options), **changes}
 
 
 # --- why A over B ---------------------------------------------------------------------------------------
 
 
-class Branch(_Model):
+class Branch(StrictModel):
     """One side of a comparison: the token, its probability, and the chain it leads to."""
 
     token: str
@@ -62,7 +53,7 @@ class Branch(_Model):
     outcome: Outcome | None = Field(description="against the original answer; None for the chosen side")
 
 
-class ContrastScore(_Model):
+class ContrastScore(StrictModel):
     """How much a span pushes the choice towards the chosen token (positive) or the alternative (negative)."""
 
     span: SpanRef
@@ -71,7 +62,7 @@ class ContrastScore(_Model):
     )
 
 
-class MaskCheck(_Model):
+class MaskCheck(StrictModel):
     """The top span of one side masked: the log-odds must move against that side."""
 
     side: Literal["chosen", "alternative"]
@@ -81,7 +72,7 @@ class MaskCheck(_Model):
     verified: bool
 
 
-class Comparison(_Model):
+class Comparison(StrictModel):
     """Why the model chose token A over token B at a decision point."""
 
     position: int
@@ -95,59 +86,8 @@ class Comparison(_Model):
     checks: list[MaskCheck]
 
     def text(self, depth: str = "intermediate") -> str:
-        _check_depth(depth)
-        a, b = self.chosen, self.alternative
-        where = _step_name(self.step, depth)
-        lines = [
-            f"In {where} the model wrote {_quote(a.token)} ({_pct(a.prob)} likely) rather than {_quote(b.token)} "
-            f"({_pct(b.prob)})."
-        ]
-        lines.append(_consequence(a, b))
-        top = TOP_SPANS[depth]
-        lines.append(_side_sentence("towards", a.token, self.favour_chosen[:top], depth))
-        lines.append(_side_sentence("towards", b.token, self.favour_alternative[:top], depth))
-        lines.extend(_check_sentence(check, depth) for check in self.checks)
-        if depth == "expert":
-            lines.append(
-                f"log p(A) − log p(B) = {self.log_odds:.3f} at chain position {self.position} (token ids {a.token_id} "
-                f"vs {b.token_id}); span scores: gradient × (input − mask embedding), summed over the span's tokens."
-            )
-        return "\n".join(line for line in lines if line)
-
-
-def _consequence(a: Branch, b: Branch) -> str:
-    if b.outcome == "same_answer":
-        return f"Both lead to the same answer, {_quote(a.answer or '')}."
-    if b.outcome == "different_answer":
-        return f"Choosing {_quote(b.token)} would have led to the answer {_quote(b.answer or '')} instead of " + (
-            f"{_quote(a.answer)}." if a.answer is not None else "no answer."
-        )
-    return f"Choosing {_quote(b.token)} would have led to no answer at all."
-
-
-def _span_name(score: ContrastScore, depth: str) -> str:
-    span = score.span
-    where = "the question" if span.source == "question" else _step_name(span.step, depth)
-    number = f" ({score.score:+.3f})" if depth == "expert" else ""
-    return f"{_quote(span.text)} in {where}{number}"
-
-
-def _side_sentence(direction: str, token: str, scores: list[ContrastScore], depth: str) -> str:
-    if not scores:
-        return f"Nothing in the input pushed {direction} {_quote(token)}."
-    names = ", ".join(_span_name(s, depth) for s in scores)
-    return f"What pushed most {direction} {_quote(token)}: {names}."
-
-
-def _check_sentence(check: MaskCheck, depth: str) -> str:
-    side = "chosen token" if check.side == "chosen" else "alternative"
-    verdict = "confirmed" if check.verified else "not confirmed"
-    if depth == "novice":
-        return f"Hiding {_quote(check.span.text)} and asking again {verdict} that it favours the {side}."
-    return (
-        f"Masking {_quote(check.span.text)} moved the log-odds from {check.log_odds_before:.2f} to "
-        f"{check.log_odds_after:.2f}: {verdict} as favouring the {side}."
-    )
+        """The result in words at a depth: novice, intermediate or expert."""
+        return comparison_text(self, depth)
 
 
 def decision_point(report: Report, position: int) -> DecisionPoint:
@@ -159,9 +99,13 @@ def decision_point(report: Report, position: int) -> DecisionPoint:
 
 
 def why_over(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report: Report, position: int,
-    alternative: int | None = None, spans: int = 5,
-) -> Comparison:  # fmt: skip
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    report: Report,
+    position: int,
+    alternative: int | None = None,
+    spans: int = 5,
+) -> Comparison:
     """Compares the chosen token at a decision point with one of its alternatives (token id; default: the most
     likely alternative)."""
     point = decision_point(report, position)
@@ -175,7 +119,7 @@ def why_over(
             known = [a.token_id for a in point.alternatives]
             raise ValueError(f"token id {alternative} is not an alternative at position {position}; use one of {known}")
     model.eval()
-    chain = _chain(report)
+    chain = Chain.from_report(report)
     chosen_id = int(chain.token_ids[position])
     alt_chain, alt_answer = alt.chain, alt.answer
     if not alt_chain:  # the report was made without rollouts
@@ -188,28 +132,41 @@ def why_over(
     )
     favour_chosen = [s for s in scored if s.score > 0][:spans]
     favour_alternative = [s for s in reversed(scored) if s.score < 0][:spans]
-    checks = _mask_checks(model, tokenizer, chain, position, chosen_id, alt.token_id, log_odds,
-                          favour_chosen[:1], favour_alternative[:1])  # fmt: skip
+    checks = _mask_checks(
+        model, tokenizer, chain, position, chosen_id, alt.token_id, log_odds, favour_chosen[:1], favour_alternative[:1]
+    )
     return Comparison(
         position=position,
         step=point.step,
         step_text=step.text if step else "",
-        chosen=Branch(token=point.token, token_id=chosen_id, prob=point.prob, chain=report.chain,
-                      answer=report.answer, outcome=None),
-        alternative=Branch(token=alt.token, token_id=alt.token_id, prob=alt.prob, chain=alt_chain,
-                           answer=alt_answer, outcome=outcome(alt_answer, report.answer)),
+        chosen=Branch(
+            token=point.token,
+            token_id=chosen_id,
+            prob=point.prob,
+            chain=report.chain,
+            answer=report.answer,
+            outcome=None,
+        ),
+        alternative=Branch(
+            token=alt.token,
+            token_id=alt.token_id,
+            prob=alt.prob,
+            chain=alt_chain,
+            answer=alt_answer,
+            outcome=outcome(alt_answer, report.answer),
+        ),
         log_odds=log_odds,
         favour_chosen=favour_chosen,
         favour_alternative=favour_alternative,
         checks=checks,
-    )  # fmt: skip
+    )
 
 
 def _roll_out(model, tokenizer, report: Report, chain: Chain, position: int, token_id: int) -> tuple[str, str | None]:
     sequence = torch.cat([chain.prompt_ids, chain.token_ids])
     k = chain.prompt_len + position
-    opts = ExplainOptions(**_options(report))
-    (continuation,) = branch_rollouts(model, sequence, [(k, token_id)], chain_end(model, chain, opts))
+    end = chain_end(model, chain, report.options.max_new_tokens)
+    (continuation,) = branch_rollouts(model, sequence, [(k, token_id)], end)
     text = decode_chain(tokenizer, sequence[chain.prompt_len : k].tolist() + continuation, eos_ids(model))
     return text, extract_answer(text)
 
@@ -217,15 +174,21 @@ def _roll_out(model, tokenizer, report: Report, chain: Chain, position: int, tok
 def _units_before(report: Report, step: int | None, limit: int) -> list[SpanRef]:
     """The spans the decision can rest on: the ones its step's dependencies were ranked over, before it."""
     if step is None or not report.steps[step].dependencies:
-        raise ValueError("the report ranked no dependencies for this decision point's step; explain it again with "
-                         "dependency_steps='all'")  # fmt: skip
+        raise ValueError(
+            "the report ranked no dependencies for this decision point's step; explain it again with "
+            "dependency_steps='all'"
+        )
     return [d.span for d in report.steps[step].dependencies if max(d.span.positions) < limit]
 
 
 def contrastive_contributions(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, chain: Chain, position: int, chosen_id: int,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    chain: Chain,
+    position: int,
+    chosen_id: int,
     other_id: int,
-) -> tuple[float, torch.Tensor]:  # fmt: skip
+) -> tuple[float, torch.Tensor]:
     """log p(A) − log p(B) for generated token `position`, and for every input position before it the signed
     gradient × (input − baseline) of that difference on the embeddings, the baseline being the embedding of the
     masking token: a first-order estimate of what masking the position would do (positive: it favours A).
@@ -261,16 +224,21 @@ def _mask_checks(model, tokenizer, chain, position, chosen_id, other_id, before,
     rows = ablate(inputs, [score.span.positions for _, score in sides], replacement_id(tokenizer))
     after = _log_odds(model, rows, chosen_id, other_id)
     return [
-        MaskCheck(side=side, span=score.span, log_odds_before=before, log_odds_after=float(value),
-                  verified=float(value) < before if side == "chosen" else float(value) > before)
+        MaskCheck(
+            side=side,
+            span=score.span,
+            log_odds_before=before,
+            log_odds_after=float(value),
+            verified=float(value) < before if side == "chosen" else float(value) > before,
+        )
         for (side, score), value in zip(sides, after, strict=True)
-    ]  # fmt: skip
+    ]
 
 
 # --- what if ----------------------------------------------------------------------------------------------
 
 
-class Edit(_Model):
+class Edit(StrictModel):
     """One change between the two questions, in the original question's characters."""
 
     start: int
@@ -279,14 +247,14 @@ class Edit(_Model):
     after: str
 
 
-class StepChange(_Model):
+class StepChange(StrictModel):
     index: int = Field(description="index in the new chain (or in the old one, for a removed step)")
     change: Literal["same", "changed", "added", "removed"]
     before: str | None
     after: str | None
 
 
-class DecisionChange(_Model):
+class DecisionChange(StrictModel):
     """A decision point, matched between the chains by its step and token."""
 
     step: int | None
@@ -296,7 +264,7 @@ class DecisionChange(_Model):
     prob_after: float | None
 
 
-class DependencyHit(_Model):
+class DependencyHit(StrictModel):
     """A span of the original question that the edit touched, and how much an original step rested on it."""
 
     step: int
@@ -305,7 +273,7 @@ class DependencyHit(_Model):
     share: float
 
 
-class Counterfactual(_Model):
+class Counterfactual(StrictModel):
     """The diff between a report and the report of an edited question."""
 
     question_before: str
@@ -320,64 +288,8 @@ class Counterfactual(_Model):
     report: Report = Field(description="the edited question's full report")
 
     def text(self, depth: str = "intermediate") -> str:
-        _check_depth(depth)
-        lines = [_edits_sentence(self.edits)]
-        if self.answer_changed:
-            lines.append(f"The answer changed from {_quote(self.answer_before or 'none')} to "
-                         f"{_quote(self.answer_after or 'none')}.")  # fmt: skip
-        else:
-            lines.append(f"The answer stayed {_quote(self.answer_after or 'none')}.")
-        changed = [s for s in self.steps if s.change != "same"]
-        lines.append(
-            f"{len(changed)} of {len(self.steps)} steps changed." if changed else "No step of the chain changed."
-        )
-        if depth != "novice":
-            lines.extend(_step_change_line(s) for s in changed)
-        for kind in ("appeared", "vanished"):
-            points = [d for d in self.decision_points if d.change == kind]
-            if points:
-                names = ", ".join(f"{_quote(d.token)} {_in(d.step, depth)}" for d in points)
-                lines.append(f"Decision points that {kind}: {names}.")
-        lines.append(_hits_sentence(self.hits, depth))
-        return "\n".join(lines)
-
-
-def _in(step: int | None, depth: str) -> str:
-    return "outside the steps" if step is None else f"in {_step_name(step, depth)}"
-
-
-def _edits_sentence(edits: list[Edit]) -> str:
-    if not edits:
-        return "The question did not change."
-    parts = []
-    for e in edits:
-        if not e.after:
-            parts.append(f"removed {_quote(e.before)}")
-        elif not e.before:
-            parts.append(f"added {_quote(e.after)}")
-        else:
-            parts.append(f"changed {_quote(e.before)} to {_quote(e.after)}")
-    return "You " + "; ".join(parts) + "."
-
-
-def _step_change_line(change: StepChange) -> str:
-    if change.change == "added":
-        return f"  + new step {change.index + 1}: {_quote(change.after or '')}"
-    if change.change == "removed":
-        return f"  − step {change.index + 1} is gone: {_quote(change.before or '')}"
-    return f"  ~ step {change.index + 1}: {_quote(change.before or '')} → {_quote(change.after or '')}"
-
-
-def _hits_sentence(hits: list[DependencyHit], depth: str) -> str:
-    if not hits:
-        return "The edit touched no span that the original steps were measured to rest on."
-    top = sorted(hits, key=lambda h: (h.rank, -h.share))[: TOP_SPANS[depth]]
-    parts = []
-    for hit in top:
-        rank = f"its dependency ranked {hit.rank}" if depth != "novice" else "something it relied on"
-        share = f", {_pct(hit.share)} of its dependency score" if depth == "expert" else ""
-        parts.append(f"{_quote(hit.span.text)}, {rank} for {_step_name(hit.step, depth)}{share}")
-    return "The edit hit " + "; ".join(parts) + "."
+        """The result in words at a depth: novice, intermediate or expert."""
+        return counterfactual_text(self, depth)
 
 
 _WORD = re.compile(r"\S+|\s+")
@@ -442,12 +354,16 @@ def _touches(span: SpanRef, edit: Edit) -> bool:
 
 
 def what_if(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report: Report, question: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    report: Report,
+    question: str,
     progress: Progress | None = None,
-) -> Counterfactual:  # fmt: skip
+) -> Counterfactual:
     """Explains the edited question with the report's options and returns the diff against the report."""
-    after = explain(model, tokenizer, question, model_name=report.model, progress=progress,
-                    **_options(report, chain=None))  # fmt: skip
+    after = explain(
+        model, tokenizer, question, model_name=report.model, progress=progress, **_options(report, chain=None)
+    )
     edits = question_edits(report.question, after.question)
     return Counterfactual(
         question_before=report.question,
@@ -466,7 +382,7 @@ def what_if(
 # --- a simpler way ----------------------------------------------------------------------------------------
 
 
-class Candidate(_Model):
+class Candidate(StrictModel):
     """One sampled chain and what became of it."""
 
     chain: str
@@ -479,7 +395,7 @@ class Candidate(_Model):
     ]
 
 
-class Simplification(_Model):
+class Simplification(StrictModel):
     """The shortest sampled chain that reaches the same answer and passes validation, beside the original."""
 
     n: int
@@ -493,38 +409,8 @@ class Simplification(_Model):
     report: Report | None = Field(default=None, description="the simpler chain's full report")
 
     def text(self, depth: str = "intermediate") -> str:
-        _check_depth(depth)
-        distinct = [c for c in self.candidates if c.verdict != "duplicate"]
-        same = sum(c.verdict != "different_answer" for c in distinct)
-        sampled = (f"Of {self.n} chains sampled at temperature {self.temperature:g}, {len(distinct)} were distinct and "
-                   f"{same} of those reached the same answer.")  # fmt: skip
-        if self.simpler is None:
-            reasons = {c.verdict for c in self.candidates}
-            if "failed_validation" in reasons:
-                why = "the shorter ones failed validation"
-            elif reasons & {"longer", "same_as_original"}:
-                why = "none with the same answer was shorter than the original"
-            else:
-                why = "none reached the same answer"
-            return f"{sampled} No simpler way was found: {why}."
-        s = self.simpler
-        lines = [sampled]
-        if depth == "novice":
-            checked = _pct(s.validation_score or 0)
-            lines.append(f"A shorter way: {s.steps} steps instead of {self.original_steps}, same answer, and "
-                         f"{checked} of what the explanation says about it checked out.")  # fmt: skip
-        else:
-            lines.append(
-                f"The shortest that passed validation has {s.tokens} tokens in {s.steps} steps, against "
-                f"{self.original_tokens} tokens in {self.original_steps} steps; claims verified "
-                f"{_pct(s.validation_score or 0)}"
-                + (f" (original {_pct(self.original_validation)})." if self.original_validation is not None else ".")
-            )
-            lines.append(f"Simpler chain: {_quote(s.chain)}")
-        if depth == "expert":
-            lines.append(f"Sampling seed {self.seed}; verdicts: "
-                         + ", ".join(f"{c.tokens} tokens → {c.verdict}" for c in self.candidates) + ".")  # fmt: skip
-        return "\n".join(lines)
+        """The result in words at a depth: novice, intermediate or expert."""
+        return simplification_text(self, depth)
 
 
 @torch.no_grad()
@@ -532,14 +418,21 @@ def sample_chains(model, tokenizer, report: Report, n: int, temperature: float, 
     """n chains sampled from the report's prompt (seeded: the same seed gives the same chains), each with its
     length in tokens (end-of-sequence not counted)."""
     prompt = torch.tensor(report.prompt_ids)[None].to(model.device)
-    budget = int(report.options.get("max_new_tokens", 160))
+    budget = report.options.max_new_tokens
     pad = pad_id(model) or 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         out = model.generate(
-            input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True, temperature=temperature,
-            top_k=0, top_p=1.0, max_new_tokens=budget, num_return_sequences=n, pad_token_id=pad,
-        )  # fmt: skip
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=budget,
+            num_return_sequences=n,
+            pad_token_id=pad,
+        )
     eos = eos_ids(model)
     chains = []
     for row in out[:, prompt.shape[1] :].tolist():
@@ -560,9 +453,15 @@ def chain_tokens(ids: list[int], eos: set[int]) -> int:
 
 
 def simpler_way(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report: Report, n: int = 8,
-    temperature: float = 0.8, seed: int = 0, max_checks: int = 3, progress: Progress | None = None,
-) -> Simplification:  # fmt: skip
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    report: Report,
+    n: int = 8,
+    temperature: float = 0.8,
+    seed: int = 0,
+    max_checks: int = 3,
+    progress: Progress | None = None,
+) -> Simplification:
     """Samples n chains; explains those with the same answer and fewer tokens, shortest first (at most
     `max_checks`), and returns the first whose claims pass validation (score ≥ the report's refine threshold)."""
     if not 1 <= n <= MAX_SAMPLES:
@@ -588,12 +487,18 @@ def simpler_way(
             verdict = "longer"
         seen.add(text.strip())
         candidates.append(Candidate(chain=text, answer=answer, tokens=tokens, verdict=verdict))
-    threshold = float(report.options.get("refine_below", 0.8))
+    threshold = report.options.refine_below
     simpler = simpler_report = None
     shortlist = sorted((c for c in candidates if c.verdict == "not_checked"), key=lambda c: c.tokens)[:max_checks]
     for candidate in shortlist:
-        checked = explain(model, tokenizer, report.question, model_name=report.model, progress=progress,
-                          **_options(report, chain=candidate.chain, validate=True))  # fmt: skip
+        checked = explain(
+            model,
+            tokenizer,
+            report.question,
+            model_name=report.model,
+            progress=progress,
+            **_options(report, chain=candidate.chain, validate=True),
+        )
         first = first_score(checked.validation)
         candidate.steps, candidate.validation_score = len(checked.steps), first
         candidate.verdict = "simpler" if first >= threshold else "failed_validation"
@@ -602,7 +507,13 @@ def simpler_way(
             break
     original = report.validation
     return Simplification(
-        n=n, temperature=temperature, seed=seed, original_tokens=original_tokens, original_steps=len(report.steps),
+        n=n,
+        temperature=temperature,
+        seed=seed,
+        original_tokens=original_tokens,
+        original_steps=len(report.steps),
         original_validation=None if original is None else first_score(original),
-        candidates=candidates, simpler=simpler, report=simpler_report,
-    )  # fmt: skip
+        candidates=candidates,
+        simpler=simpler,
+        report=simpler_report,
+    )

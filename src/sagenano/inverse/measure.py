@@ -8,37 +8,16 @@ P - 1 + t. Every function here works for SAGE models and for any Hugging Face ca
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import Cache
 
-from ..generation import entropy
+from ..decoding import Chain, consecutive_batches, entropy, is_sage
 
 ROWS_PER_PASS = 16  # bounds the memory of batched passes (logits are rows × length × vocabulary)
-
-
-@dataclass
-class Chain:
-    """A prompt and its generated continuation as ids."""
-
-    prompt_ids: torch.Tensor  # (P,)
-    token_ids: torch.Tensor  # (T,)
-
-    @property
-    def prompt_len(self) -> int:
-        return len(self.prompt_ids)
-
-    @property
-    def inputs(self) -> torch.Tensor:
-        """(N,) the ids fed to the model, N = P + T - 1."""
-        return torch.cat([self.prompt_ids, self.token_ids])[:-1]
-
-    def predicting(self, tokens: range | list[int]) -> list[int]:
-        """Input positions whose next-token prediction is each of the given generated tokens."""
-        return [self.prompt_len - 1 + t for t in tokens]
 
 
 @dataclass
@@ -52,21 +31,6 @@ class Scores:
     meta_decision: torch.Tensor | None  # (N,) SAGE meta-cognitive decision probability per position
     meta_confidence: torch.Tensor | None  # (N,) SAGE meta-cognitive P(correct) per position
     cache: Cache | None = None  # the keys and values of the chain's inputs, when asked for (`keep_cache`)
-
-
-def is_sage(model: PreTrainedModel) -> bool:
-    return getattr(model, "meta_head", None) is not None
-
-
-def consecutive_batches(order: list[int], fits: Callable[[list[int]], bool]) -> list[list[int]]:
-    """`order` cut into consecutive batches, each grown while `fits(batch)` holds (one item alone always goes)."""
-    batches: list[list[int]] = []
-    for item in order:
-        if batches and fits([*batches[-1], item]):
-            batches[-1].append(item)
-        else:
-            batches.append([item])
-    return batches
 
 
 def _forward(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, **kwargs):
@@ -95,8 +59,15 @@ def score_chain(model: PreTrainedModel, chain: Chain, answer_tokens: list[int], 
         meta_decision = out.decision_logits[0].float().sigmoid().cpu()
         meta_confidence = out.confidence_logits[0].float().sigmoid().cpu()
     answer_logits = logits[answer_tokens].cpu() if answer_tokens else None
-    return Scores(chosen.cpu(), normalized_entropy.cpu(), margin.cpu(), answer_logits, meta_decision, meta_confidence,
-                  extra.get("cache"))  # fmt: skip
+    return Scores(
+        chosen.cpu(),
+        normalized_entropy.cpu(),
+        margin.cpu(),
+        answer_logits,
+        meta_decision,
+        meta_confidence,
+        extra.get("cache"),
+    )
 
 
 def step_inputs(chain: Chain, step: range) -> torch.Tensor:
@@ -117,8 +88,7 @@ def step_losses(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, step: 
     """(R,) negative log-likelihood of one step's tokens for each row of (possibly ablated) step inputs.
 
     Whole rows: feeding each row from its first masked position (the earlier positions' keys and values taken from
-    the unablated chain's pass, grouped to feed the fewest positions) saved only 5-8 % of the dependency checks on
-    held-out chains, as most rows mask a span of the question."""
+    the unablated chain's pass) saves little, as most rows mask a span of the question (docs/measurements.md)."""
     result = []
     for start in range(0, len(rows), ROWS_PER_PASS):
         batch = rows[start : start + ROWS_PER_PASS].to(model.device)
@@ -129,9 +99,12 @@ def step_losses(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, step: 
 
 @torch.no_grad()
 def masked_step_losses(
-    model: PreTrainedModel, chain: Chain, requests: list[tuple[list[int], list[range]]], replacement: int,
+    model: PreTrainedModel,
+    chain: Chain,
+    requests: list[tuple[list[int], list[range]]],
+    replacement: int,
     logits_mb: float = 256.0,
-) -> list[list[float]]:  # fmt: skip
+) -> list[list[float]]:
     """For each request (positions to mask, steps): the negative log-likelihood of each of those steps' tokens with
     the positions replaced by `replacement`. One row per request serves all its steps: it is fed up to its last
     step's tokens (causality makes later positions irrelevant), rows of similar length go together, and logits
@@ -175,15 +148,6 @@ def embeddings_require_grad(model: PreTrainedModel) -> Iterator[None]:
         handle.remove()
 
 
-def kv_cache_bytes_per_token(model: PreTrainedModel) -> int:
-    """Keys and values one token adds to a batch row's cache: 2 × layers × key-value heads × head size × bytes."""
-    config = model.config
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
-
-
 def backward_bytes_per_row(config, inputs: int, logit_positions: int, activation_bytes: int = 4) -> int:
     """About what one row of a forward and backward pass over the inputs holds: each layer's saved activations over
     the inputs (some 8 hidden-size and 3 intermediate-size vectors and one attention row per position) and the
@@ -205,11 +169,10 @@ def step_gradient_norms(
 
     One forward pass over the chain (one row) builds the graph; the steps' losses are then differentiated as a
     batch of vector-Jacobian products (`is_grads_batched`: vmap over the backward pass), so the steps' gradients
-    stay apart without a copy of the chain per step (which took 1.5× the time on a 117-token chain of 4 steps,
-    with equal results). Inputs stop at the last step's tokens (causality makes the gradient at any later position
-    exactly zero), logits cover only the steps' predicting positions, and as many steps go together as
-    `backward_bytes_per_row` says fit in `memory_mb`. No parameter gradients are kept.
-    """
+    stay apart without a copy of the chain per step (slower, with equal results (docs/measurements.md)). Inputs stop at
+    the last step's tokens (causality makes the gradient at any later position exactly zero), logits cover only the
+    steps' predicting positions, and as many steps go together as `backward_bytes_per_row` says fit in `memory_mb`. No
+    parameter gradients are kept."""
     norms = torch.zeros(len(steps), len(chain.inputs))
     if not steps:
         return norms
@@ -218,8 +181,12 @@ def step_gradient_norms(
     row_bytes = backward_bytes_per_row(model.config, len(inputs), stop - first, model.dtype.itemsize)
     per_pass = max(1, int(memory_mb * 2**20 // row_bytes))
     with embeddings_require_grad(model):
-        out = model(input_ids=inputs[None].to(model.device), use_cache=False, logits_to_keep=stop - first,
-                    output_hidden_states=True)  # fmt: skip
+        out = model(
+            input_ids=inputs[None].to(model.device),
+            use_cache=False,
+            logits_to_keep=stop - first,
+            output_hidden_states=True,
+        )
         if not out.hidden_states or not -len(out.hidden_states) <= layer < len(out.hidden_states):
             raise ValueError(f"gradient_layer {layer} is out of range for this model's hidden states")
         logp = out.logits[0].float().log_softmax(-1)  # (stop - first, V): row k predicts token first + k
@@ -229,8 +196,13 @@ def step_gradient_norms(
             count = min(per_pass, len(steps) - begin)
             pick = torch.zeros(count, len(steps), device=losses.device)  # row r selects step begin + r's loss
             pick[torch.arange(count), torch.arange(begin, begin + count)] = 1
-            (grad,) = torch.autograd.grad(losses, out.hidden_states[layer], grad_outputs=pick, is_grads_batched=True,
-                                          retain_graph=begin + count < len(steps))  # fmt: skip
+            (grad,) = torch.autograd.grad(
+                losses,
+                out.hidden_states[layer],
+                grad_outputs=pick,
+                is_grads_batched=True,
+                retain_graph=begin + count < len(steps),
+            )
             norms[begin : begin + count, : len(inputs)] = grad[:, 0].float().norm(dim=-1).cpu()
     return norms
 

@@ -12,18 +12,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .options import ExplainOptions
+from .render.words import Depth
+
 SCHEMA_VERSION = 1
-Depth = Literal["novice", "intermediate", "expert"]
-DEPTHS: tuple[str, ...] = ("novice", "intermediate", "expert")
 ClaimStatus = Literal["unchecked", "verified", "refuted"]
 Outcome = Literal["same_answer", "different_answer", "no_answer"]
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """A pydantic schema that refuses unknown fields (a typo in a stored report is an error, not silence)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class TokenRecord(_Model):
+class TokenRecord(StrictModel):
     """One generated token with its measured probability."""
 
     index: int
@@ -34,7 +37,7 @@ class TokenRecord(_Model):
     step: int | None = Field(description="index of the step the token belongs to (None: outside every step)")
 
 
-class Alternative(_Model):
+class Alternative(StrictModel):
     """A token the model could have chosen at a decision point, rolled out greedily to its own answer."""
 
     token: str
@@ -46,7 +49,7 @@ class Alternative(_Model):
     outcome: Outcome
 
 
-class DecisionPoint(_Model):
+class DecisionPoint(StrictModel):
     """A generated token where the model's choice was uncertain enough to matter (score ≥ threshold)."""
 
     position: int = Field(description="index of the token in the generated chain")
@@ -60,7 +63,7 @@ class DecisionPoint(_Model):
     alternatives: list[Alternative] = Field(default_factory=list)
 
 
-class SpanRef(_Model):
+class SpanRef(StrictModel):
     """A piece of the input the chain may rest on: a number or clause of the question, or of an earlier step."""
 
     source: Literal["question", "step"]
@@ -72,7 +75,7 @@ class SpanRef(_Model):
     positions: list[int] = Field(description="token positions that cover it in the full sequence (prompt + chain)")
 
 
-class DependencyScore(_Model):
+class DependencyScore(StrictModel):
     """How much a step rests on a span: eq. 7 significance and its two measured factors."""
 
     span: SpanRef
@@ -82,7 +85,7 @@ class DependencyScore(_Model):
     gradient: float
 
 
-class Step(_Model):
+class Step(StrictModel):
     """One reasoning step of the chain (the answer is the last step when the model writes one)."""
 
     index: int
@@ -97,7 +100,7 @@ class Step(_Model):
     dependencies: list[DependencyScore] = Field(default_factory=list, description="ranked, most significant first")
 
 
-class Claim(_Model):
+class Claim(StrictModel):
     """One statement of the explanation, with the intervention that checked it."""
 
     id: str
@@ -110,7 +113,7 @@ class Claim(_Model):
     status: ClaimStatus = "unchecked"
 
 
-class Validation(_Model):
+class Validation(StrictModel):
     """ValidateConsistency's result: the share of claims that the interventions verified."""
 
     score: float
@@ -124,14 +127,14 @@ class Validation(_Model):
     threshold: float
 
 
-class OwnExplanation(_Model):
+class OwnExplanation(StrictModel):
     """The explanation a SAGE model trained with stage 3 writes itself, scored like the rest."""
 
     text: str
     mean_prob: float
 
 
-class Report(_Model):
+class Report(StrictModel):
     """Everything `sagenano.explain` measured about one reasoning chain, and the checked explanation."""
 
     schema_version: int = SCHEMA_VERSION
@@ -157,7 +160,9 @@ class Report(_Model):
     claims: list[Claim]
     validation: Validation | None = None
     own_explanation: OwnExplanation | None = None
-    options: dict[str, Any] = Field(default_factory=dict, description="the options the report was made with")
+    options: ExplainOptions = Field(
+        default_factory=ExplainOptions, description='the options the report was made with, every "auto" resolved'
+    )
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
 
     # --- reading and writing ------------------------------------------------------------------------

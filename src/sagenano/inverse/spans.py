@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 
-import torch
-
 from .report import SpanRef
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -77,19 +75,8 @@ def step_units(step_index: int, step_text: str, step_char_start: int, chain_char
         positions = covering_positions(starts, chain_char_ends, lo, hi, offset)
         if positions:
             units.append(
-                SpanRef(source="step", step=step_index, start=a, end=b, text=step_text[a:b], kind=kind,
-                        positions=positions)
-            )  # fmt: skip
+                SpanRef(
+                    source="step", step=step_index, start=a, end=b, text=step_text[a:b], kind=kind, positions=positions
+                )
+            )
     return units
-
-
-def aggregate(scores: torch.Tensor, positions: list[int], how: str) -> float:
-    """A unit's score from its tokens' scores: max (default, length-neutral), sum or mean."""
-    values = scores[positions]
-    if how == "max":
-        return float(values.max())
-    if how == "sum":
-        return float(values.sum())
-    if how == "mean":
-        return float(values.mean())
-    raise ValueError(f"unknown span aggregate {how!r}; choose max, sum or mean")

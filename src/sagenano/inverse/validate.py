@@ -20,18 +20,22 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicLayer
 
-from ..generation import cache_of, context_length, eos_ids, inputs_after_cache, plain_cache
-from .alternatives import decode_chain, extract_answer, left_padded_states, outcome
-from .measure import (
-    ROWS_PER_PASS,
+from ..decoding import (
     Chain,
-    Scores,
+    cache_of,
     consecutive_batches,
+    context_length,
+    eos_ids,
+    inputs_after_cache,
     kv_cache_bytes_per_token,
-    masked_step_losses,
-    replacement_id,
-    score_chain,
+    left_padded_states,
+    padded_batch,
+    plain_cache,
 )
+from .alternatives import chain_end, decode_chain
+from .answers import extract_answer, outcome
+from .decisions import decision_scores
+from .measure import ROWS_PER_PASS, Scores, masked_step_losses, replacement_id, score_chain
 from .report import Claim, Report, Validation
 
 PROB_TOLERANCE = 0.02  # stated probabilities are rounded to 3 decimals; cached vs uncached passes differ ~1e-6
@@ -45,7 +49,7 @@ def validate(
     `scores`: an uncached teacher-forced pass over the report's chain, when the caller has one (`explain` scored
     the chain that way before stating anything); None: measured here."""
     model.eval()
-    chain = Chain(torch.tensor(report.prompt_ids), torch.tensor([t.id for t in report.tokens]))
+    chain = Chain.from_report(report)
     if scores is None:
         scores = score_chain(model, chain, [])
     for claim in report.claims:
@@ -61,9 +65,10 @@ def _score(report: Report) -> Validation:
     verified = sum(c.status == "verified" for c in report.claims)
     refuted = sum(c.status == "refuted" for c in report.claims)
     total = len(report.claims)
-    threshold = float(report.options.get("refine_below", 0.8))
-    return Validation(score=verified / total if total else 1.0, verified=verified, refuted=refuted, total=total,
-                      threshold=threshold)  # fmt: skip
+    threshold = report.options.refine_below
+    return Validation(
+        score=verified / total if total else 1.0, verified=verified, refuted=refuted, total=total, threshold=threshold
+    )
 
 
 def validate_and_refine(
@@ -100,8 +105,13 @@ def _check_confidence(claim: Claim, report: Report, scores) -> None:
             return
         weakest = min(range(len(measured)), key=measured.__getitem__)
         ok = weakest == claim.stated["least_confident_step"] and abs(measured[weakest] - claim.stated["prob"]) <= 0.05
-        _settle(claim, ok, "uncached pass: the least confident step and its mean token probability (±0.05)",
-                measured_step=weakest, measured_prob=measured[weakest])  # fmt: skip
+        _settle(
+            claim,
+            ok,
+            "uncached pass: the least confident step and its mean token probability (±0.05)",
+            measured_step=weakest,
+            measured_prob=measured[weakest],
+        )
         return
     if claim.id == "confidence-answer":
         tokens = [t for s in report.steps if s.is_answer for t in range(s.token_start, s.token_end)]
@@ -116,19 +126,20 @@ def _check_confidence(claim: Claim, report: Report, scores) -> None:
 def _check_decision(claim: Claim, report: Report, scores) -> None:
     position = claim.stated["position"]
     prob = float(scores.logprobs[position].exp())
-    mode = report.options["decision_score"]
-    meta = None
-    if mode in ("meta", "combined"):
-        point = next(d for d in report.decision_points if d.position == position)
-        meta = point.meta_score
-    entropy, margin = float(scores.entropies[position]), float(scores.top2_margin[position])
-    score = {"entropy": entropy, "margin": 1 - margin}.get(mode)
-    if score is None:
-        score = meta if mode == "meta" else max(entropy, meta or 0.0)
-    threshold = report.options["threshold"]
+    point = next(d for d in report.decision_points if d.position == position)
+    meta = None if point.meta_score is None else torch.tensor([point.meta_score])  # the head's score, as reported
+    here = slice(position, position + 1)
+    mode = report.options.decision_score
+    score = float(decision_scores(mode, scores.entropies[here], scores.top2_margin[here], meta))
+    threshold = report.options.threshold
     ok = abs(prob - claim.stated["prob"]) <= PROB_TOLERANCE and score >= threshold - PROB_TOLERANCE
-    _settle(claim, ok, f"uncached pass: probability within {PROB_TOLERANCE}, score at the threshold",
-            measured_prob=prob, measured_score=score)  # fmt: skip
+    _settle(
+        claim,
+        ok,
+        f"uncached pass: probability within {PROB_TOLERANCE}, score at the threshold",
+        measured_prob=prob,
+        measured_score=score,
+    )
 
 
 def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, chain: Chain) -> None:
@@ -137,30 +148,42 @@ def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, c
     (end-of-sequence or the token budget) where the rollout ended; then its answer and outcome are re-read."""
     eos = eos_ids(model)
     rolled = {(d.position, a.token_id): a.ids for d in report.decision_points for a in d.alternatives}
-    end = chain.prompt_len + max(int(report.options["max_new_tokens"]), len(chain.token_ids))
+    end = chain_end(model, chain, report.options.max_new_tokens)
     checked = [c for c in claims if rolled.get((c.stated["position"], c.stated["token_id"]))]
     for claim in claims:
         if claim not in checked:
             _settle(claim, False, "no rollout is recorded for this alternative")
     sequences = [
-        torch.cat([chain.prompt_ids, chain.token_ids[: c.stated["position"]],
-                   torch.tensor(rolled[(c.stated["position"], c.stated["token_id"])])])
+        torch.cat(
+            [
+                chain.prompt_ids,
+                chain.token_ids[: c.stated["position"]],
+                torch.tensor(rolled[(c.stated["position"], c.stated["token_id"])]),
+            ]
+        )
         for c in checked
-    ]  # fmt: skip
+    ]
     forced = [chain.prompt_len + c.stated["position"] for c in checked]
-    memory_mb = float(report.options.get("rollout_memory_mb", 512.0))
+    memory_mb = report.options.rollout_memory_mb
     agreement = _greedy_agreement(model, sequences, forced, memory_mb) if sequences else []
     for claim, sequence, greedy in zip(checked, sequences, agreement, strict=True):
         position = claim.stated["position"]
         ids = sequence[chain.prompt_len + position :].tolist()
-        ended = ids[-1] in eos or len(sequence) >= min(end, context_length(model) or end)
+        ended = ids[-1] in eos or len(sequence) >= end
         text = decode_chain(tokenizer, chain.token_ids[:position].tolist() + ids, eos)
         answer = extract_answer(text)
         result = outcome(answer, report.answer)
         ok = greedy and ended and result == claim.stated["outcome"] and answer == claim.stated["answer"]
-        _settle(claim, ok, "teacher-forced pass from the forced token on: every rolled-out token is a most likely "
-                "one, the chain ends where the rollout ended, and its answer is re-read",
-                greedy=greedy, ended=ended, measured_answer=answer, measured_outcome=result)  # fmt: skip
+        _settle(
+            claim,
+            ok,
+            "teacher-forced pass from the forced token on: every rolled-out token is a most likely "
+            "one, the chain ends where the rollout ended, and its answer is re-read",
+            greedy=greedy,
+            ended=ended,
+            measured_answer=answer,
+            measured_outcome=result,
+        )
 
 
 @torch.no_grad()
@@ -171,21 +194,24 @@ def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int], m
     The sequences branch off one chain: each is the chain's first `forced[i]` ids, the forced token and the rollout.
     One forward pass of its own over the longest of those prefixes gives their keys and values; each row is then fed
     only from its branch point on, over a left-padded copy of its prefix in a plain cache (not the rollouts' cache or
-    attention). For 30 rollouts of a 117-token chain, feeding each batch from its earliest branch point took 0.49 s;
-    from each row's own, 0.29 s (0.37-0.42 s when every row read one shared copy through `branches`, which pays off
-    over many decoding steps, not in one pass). Rows go in batches of similar length (`_row_batches`): within the
-    model's context and the memory bound `memory_mb` (the rollouts' `rollout_memory_mb`). A sequence off the chain, or
-    any when the cache keeps other than plain layers (sliding windows), is scored from its start. Logits are compared
-    with their maximum (`amax`), not through `argmax`, which took 38 ms for 16 × 250 positions of 4,096 logits here
-    against 4 ms."""
+    attention): feeding each row from its own branch point beats feeding a batch from its earliest one, and one pass
+    gains nothing from the shared-prefix attention that pays off over many decoding steps (docs/measurements.md). Rows
+    go in batches of similar length (`_row_batches`): within the model's context and the memory bound `memory_mb` (the
+    rollouts' `rollout_memory_mb`). A sequence off the chain, or any when the cache keeps other than plain layers
+    (sliding windows), is scored from its start. Logits are compared with their maximum (`amax`): an `argmax` over the
+    vocabulary was several times slower here."""
     chain_prefix, prefix_cache = _chain_prefix_states(model, sequences, forced)
-    on_chain = [prefix_cache is not None and torch.equal(s[:k], chain_prefix[:k])
-                for s, k in zip(sequences, forced, strict=True)]  # fmt: skip
+    on_chain = [
+        prefix_cache is not None and torch.equal(s[:k], chain_prefix[:k])
+        for s, k in zip(sequences, forced, strict=True)
+    ]
     positions = memory_mb * 2**20 // kv_cache_bytes_per_token(model)  # cache positions the memory bound holds
     results: dict[int, bool] = {}
     for own in (True, False):
-        which = sorted((i for i in range(len(sequences)) if on_chain[i] == own),
-                       key=lambda i: len(sequences[i]) - (forced[i] if own else 0))  # fmt: skip
+        which = sorted(
+            (i for i in range(len(sequences)) if on_chain[i] == own),
+            key=lambda i: len(sequences[i]) - (forced[i] if own else 0),
+        )
         starts = [forced[i] if own else 0 for i in which]
         for batch in _row_batches(which, starts, [len(sequences[i]) for i in which], positions, context_length(model)):
             rows = [sequences[i] for i in batch]
@@ -202,8 +228,9 @@ def _greedy_agreement(model, sequences: list[torch.Tensor], forced: list[int], m
     return [results[i] for i in range(len(sequences))]
 
 
-def _row_batches(order: list[int], starts: list[int], lengths: list[int], positions: float,
-                 context: int | None) -> list[list[int]]:  # fmt: skip
+def _row_batches(
+    order: list[int], starts: list[int], lengths: list[int], positions: float, context: int | None
+) -> list[list[int]]:
     """`order` cut into consecutive batches of at most `ROWS_PER_PASS` rows whose left-padded width (the latest start
     plus the longest part after a start) stays within the model's context, and whose rows × width cache positions
     fit `positions` (each row alone always goes). `starts` and `lengths` are given per item of `order`."""
@@ -232,11 +259,7 @@ def _most_likely_after_branch(model, sequences: list[torch.Tensor], points: list
     chain's keys and values before them are copied from `prefix_cache`."""
     longest = max(points)
     width = max(len(s) - k for s, k in zip(sequences, points, strict=True))
-    rows = torch.zeros(len(sequences), longest + width, dtype=torch.long)
-    mask = torch.zeros_like(rows)
-    for r, (sequence, k) in enumerate(zip(sequences, points, strict=True)):
-        rows[r, longest - k : longest + len(sequence) - k] = sequence
-        mask[r, longest - k : longest + len(sequence) - k] = 1
+    rows, mask = padded_batch(sequences, offsets=[longest - k for k in points])  # aligned at the branch points
     cache = Cache(layers=[DynamicLayer() for _ in prefix_cache.layers])
     for layer, prefix in zip(cache.layers, prefix_cache.layers, strict=True):
         layer.update(*(left_padded_states(x[..., :longest, :], points, longest) for x in (prefix.keys, prefix.values)))
@@ -252,10 +275,7 @@ def _most_likely_from(model, sequences: list[torch.Tensor], first: int) -> torch
     """(R, W - first - 1): whether each token of the (right-padded) sequences after position `first` is a most likely
     one, each sequence fed whole."""
     width = max(len(s) for s in sequences)
-    rows = torch.zeros(len(sequences), width, dtype=torch.long)
-    mask = torch.zeros_like(rows)
-    for r, sequence in enumerate(sequences):
-        rows[r, : len(sequence)], mask[r, : len(sequence)] = sequence, 1
+    rows, mask = padded_batch(sequences, offsets=[0] * len(sequences))  # right-padded
     rows, mask = rows.to(model.device), mask.to(model.device)
     out = model(input_ids=rows, attention_mask=mask, use_cache=False, logits_to_keep=width - first)
     logits = out.logits[:, first - width : -1]
@@ -272,10 +292,10 @@ def _check_dependencies(claims: list[Claim], report: Report, model, tokenizer, c
 
     A masked row serves every step that masks the same positions (`masked_step_losses`). The random spans of one
     length are drawn for all steps from one shuffled order of the chain's windows, so each step still gets a uniform
-    sample of the windows it may depend on, and the question's windows are shared by the steps: on held-out chains
-    that fed 25 % fewer row-positions than drawing every step's spans apart."""
-    controls = int(report.options["random_controls"])
-    draw = _ControlSpans(report, random.Random(int(report.options["seed"])))
+    sample of the windows it may depend on, and the question's windows are shared by the steps, so fewer rows are fed
+    than when every step's spans are drawn apart (docs/measurements.md)."""
+    controls = report.options.random_controls
+    draw = _ControlSpans(report, random.Random(report.options.seed))
     steps = {s.index: s for s in report.steps}
     plans, requests = [], {}  # requests: masked positions -> the steps read from that row
     for claim in sorted(claims, key=lambda c: c.step):
@@ -287,8 +307,11 @@ def _check_dependencies(claims: list[Claim], report: Report, model, tokenizer, c
     masks = list(requests)
     asked = [(list(mask), [_tokens(steps[i]) for i in sorted(requests[mask])]) for mask in masks]
     measured = masked_step_losses(model, chain, asked, replacement_id(tokenizer))
-    loss = {(mask, i): x for mask, row in zip(masks, measured, strict=True)
-            for i, x in zip(sorted(requests[mask]), row, strict=True)}  # fmt: skip
+    loss = {
+        (mask, i): x
+        for mask, row in zip(masks, measured, strict=True)
+        for i, x in zip(sorted(requests[mask]), row, strict=True)
+    }
     for claim, (claimed, *randoms) in plans:
         step = steps[claim.step]
         unchanged = -float(scores.logprobs[step.token_start : step.token_end].sum())
@@ -306,11 +329,16 @@ def _settle_dependency(claim: Claim, effect: float, random_effects: list[float])
         _settle(claim, False, "no random span of the same length to compare with", effect=effect)
         return
     typical = statistics.median(random_effects)
-    _settle(claim, effect > 0 and effect > typical,
-            f"masking the span vs {len(random_effects)} random spans of {len(claim.stated['positions'])} tokens: "
-            "change of the step's negative log-likelihood (nats)",
-            effect=effect, random_effects=random_effects, random_median=typical,
-            beats_share=sum(effect > r for r in random_effects) / len(random_effects))  # fmt: skip
+    _settle(
+        claim,
+        effect > 0 and effect > typical,
+        f"masking the span vs {len(random_effects)} random spans of {len(claim.stated['positions'])} tokens: "
+        "change of the step's negative log-likelihood (nats)",
+        effect=effect,
+        random_effects=random_effects,
+        random_median=typical,
+        beats_share=sum(effect > r for r in random_effects) / len(random_effects),
+    )
 
 
 def _eligible_positions(report: Report, step: int) -> list[int]:

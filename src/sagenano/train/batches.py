@@ -204,9 +204,15 @@ def endless_batches(
 
 
 def cumulative_tokens(
-    path: Path, tokenizer: PreTrainedTokenizerBase, batch_size: int, grad_accum: int, loss_on: LossOn, seed: int,
-    max_length: int, steps: int,
-) -> list[tuple[int, int]]:  # fmt: skip
+    path: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int,
+    grad_accum: int,
+    loss_on: LossOn,
+    seed: int,
+    max_length: int,
+    steps: int,
+) -> list[tuple[int, int]]:
     """(loss tokens, all tokens) trained on after each of `steps` optimizer steps, by replaying the batches."""
     batches = endless_batches(path, tokenizer, batch_size, loss_on, seed, max_length)
     totals, loss_tokens, all_tokens = [], 0, 0

@@ -1,4 +1,5 @@
-"""The curriculum's losses (eq. 8–11), summed over tokens so that any split of a batch adds up exactly."""
+"""The curriculum's losses, one function per equation of the paper (eqs. 8–11) and the meta-cognitive head's;
+each term is summed over tokens so that any split of a batch adds up exactly."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ import torch.nn.functional as F
 
 from ..model import SageCausalLMOutput
 from .batches import IGNORE
+
+
+def total_loss(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """Eq. 8: L_total = L_reasoning + λ1·L_explanation + λ2·L_consistency, plus λ_meta·L_meta where the
+    meta-cognitive head is trained (`terms` holds the terms a stage computes; `weights` maps each name to its λ)."""
+    return sum(value * weights[name] for name, value in terms.items())
 
 
 def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

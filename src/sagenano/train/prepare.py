@@ -82,7 +82,7 @@ def _write_stage_data(
         write_training_items(recipe, items)
         _stamp(items, items_key)
     if stage.name == "inverse":
-        from .synthesis import write_inverse_data
+        from .stage3_data import write_inverse_data
 
         write_inverse_data(recipe, stage, source, tokenizer, items, path)
     else:
@@ -168,8 +168,10 @@ def _text_chunks(path: Path, chars: int = 1200) -> list[str]:
     """A text file cut into chunks; a `.jsonl` file (e.g. GSM8K's train split) is read as the text of its
     records' string fields, one record after another."""
     if not path.is_file():
-        raise FileNotFoundError(f"text file {path} in the recipe does not exist (paths are relative to the directory "
-                                "you run from: the repository root for recipes/)")  # fmt: skip
+        raise FileNotFoundError(
+            f"text file {path} in the recipe does not exist (paths are relative to the directory "
+            "you run from: the repository root for recipes/)"
+        )
     if path.suffix == ".jsonl":
         from ..data.io import iter_records
 

@@ -27,7 +27,7 @@ from ..model import SageForCausalLM
 from .batches import EXPLANATION, REASONING, Batch, endless_batches
 from .checkpoint import gather_state, latest_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
 from .distributed import Runtime, all_reduce_sum, init_runtime, shutdown, wrap_model
-from .losses import consistency_sum, meta_sum, token_nll_sum
+from .losses import consistency_sum, meta_sum, token_nll_sum, total_loss
 from .recipe import Recipe, StageConfig
 from .schedule import build_scheduler
 
@@ -111,8 +111,18 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False, stop_after:
 class _StageLoop:
     """Optimizer, schedule and steps of one stage."""
 
-    def __init__(self, recipe: Recipe, stage: StageConfig, index: int, model: SageForCausalLM, tokenizer,
-                 runtime: Runtime, ckpt_dir: Path, logger: _MetricsLog, data: Path) -> None:  # fmt: skip
+    def __init__(
+        self,
+        recipe: Recipe,
+        stage: StageConfig,
+        index: int,
+        model: SageForCausalLM,
+        tokenizer,
+        runtime: Runtime,
+        ckpt_dir: Path,
+        logger: _MetricsLog,
+        data: Path,
+    ) -> None:
         self.recipe, self.stage, self.index = recipe, stage, index
         self.model, self.tokenizer, self.runtime = model, tokenizer, runtime
         self.ckpt_dir, self.logger, self.data = ckpt_dir, logger, data
@@ -133,11 +143,21 @@ class _StageLoop:
         if restored is not None:
             self._restore(restored)
         batches = endless_batches(
-            self.data, self.tokenizer, self.stage.batch_size, self.stage.loss_on, self.recipe.seed + self.index,
-            self.recipe.max_length, start=(position.epoch, position.batch),
-        )  # fmt: skip
-        bar = tqdm(total=self.stage.steps, initial=position.step, desc=f"stage {self.index + 1} {self.stage.name}",
-                   disable=not self.runtime.is_main, dynamic_ncols=True)  # fmt: skip
+            self.data,
+            self.tokenizer,
+            self.stage.batch_size,
+            self.stage.loss_on,
+            self.recipe.seed + self.index,
+            self.recipe.max_length,
+            start=(position.epoch, position.batch),
+        )
+        bar = tqdm(
+            total=self.stage.steps,
+            initial=position.step,
+            desc=f"stage {self.index + 1} {self.stage.name}",
+            disable=not self.runtime.is_main,
+            dynamic_ncols=True,
+        )
         self.model.train()
         done, started, tokens = 0, time.perf_counter(), 0
         tokens_before = position.tokens
@@ -154,9 +174,17 @@ class _StageLoop:
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:,.0f}")
             if position.step % self.recipe.log_every == 0 or position.step == self.stage.steps:
-                self.logger.write({"stage": self.stage.name, "step": position.step, **stats, "tokens_per_s": rate,
-                                   "lr": self.scheduler.get_last_lr()[0], "stage_tokens": position.tokens,
-                                   "seconds": round(elapsed, 1)})  # fmt: skip
+                self.logger.write(
+                    {
+                        "stage": self.stage.name,
+                        "step": position.step,
+                        **stats,
+                        "tokens_per_s": rate,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "stage_tokens": position.tokens,
+                        "seconds": round(elapsed, 1),
+                    }
+                )
             interrupted = stop.requested or (budget is not None and done >= budget)
             if position.step % self.recipe.checkpoint_every == 0 or position.step == self.stage.steps or interrupted:
                 self._checkpoint(position)
@@ -175,13 +203,13 @@ class _StageLoop:
             part = batch.shard(self.runtime.rank, self.runtime.world_size).to(self.runtime.device)
             with self.autocast:
                 terms = self._loss_terms(part)
-            loss = sum(self._weighted(terms).values()) * scale
+            loss = total_loss(terms, self._weights()) * scale
             loss.backward()
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
         reduced = all_reduce_sum(torch.tensor(list(sums.values())), self.runtime)
         stats = {name: float(v) / float(total_tokens) for name, v in zip(sums, reduced, strict=True)}
-        stats["loss"] = sum(self._weighted({k: torch.tensor(v) for k, v in stats.items()}).values()).item()
+        stats["loss"] = total_loss({k: torch.tensor(v) for k, v in stats.items()}, self._weights()).item()
         if not math.isfinite(stats["loss"]):
             raise TrainingDiverged(
                 f"stage {self.stage.name}: the loss became {stats['loss']} at step {self.scheduler.last_epoch + 1}; "
@@ -209,14 +237,14 @@ class _StageLoop:
             terms["meta"] = meta_sum(out, batch.meta_targets)
         return terms
 
-    def _weighted(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        weights = {
+    def _weights(self) -> dict[str, float]:
+        """The λ of each loss term of eq. 8 in this stage."""
+        return {
             "reasoning": 1.0,
             "explanation": self.stage.lambda_explanation,
             "consistency": self.stage.lambda_consistency,
             "meta": self.stage.lambda_meta,
         }
-        return {name: value * weights[name] for name, value in terms.items()}
 
     def _checkpoint(self, position: Position) -> None:
         model_state, optimizer_state = gather_state(self.wrapped, self.optimizer)
@@ -230,8 +258,16 @@ class _StageLoop:
             "python_rng": random.getstate(),
         }
         name = f"stage{self.index + 1}-step{position.step:06d}"
-        save_checkpoint(self.ckpt_dir, name, model_state, optimizer_state, state, self.model.config,
-                        tied=_tied(self.model), tokenizer=self.tokenizer)  # fmt: skip
+        save_checkpoint(
+            self.ckpt_dir,
+            name,
+            model_state,
+            optimizer_state,
+            state,
+            self.model.config,
+            tied=_tied(self.model),
+            tokenizer=self.tokenizer,
+        )
 
     def _restore(self, path: Path) -> None:
         """The optimizer, schedule and RNG of a checkpoint (its weights were loaded before wrapping)."""

@@ -57,8 +57,18 @@ task (seed {setup["quality_seed"]}); introspection settings: `{s["introspection"
 
 
 def _accuracy(accuracy: dict) -> str:
-    rows = [[r["task"], str(r["n"]), _pct(r["accuracy"]), _pct(r.get("chance")), str(r["no_answer"]),
-             str(r["skipped"]), _num(r["ece"])] for r in accuracy["tasks"]]  # fmt: skip
+    rows = [
+        [
+            r["task"],
+            str(r["n"]),
+            _pct(r["accuracy"]),
+            _pct(r.get("chance")),
+            str(r["no_answer"]),
+            str(r["skipped"]),
+            _num(r["ece"]),
+        ]
+        for r in accuracy["tasks"]
+    ]
     calibration = accuracy.get("calibration", {})
     lines = [f"- answer ECE (10 bins) on the synthetic tasks: {_num(calibration.get('answer_ece'))}"]
     if "calibrated_answer_ece" in calibration:
@@ -82,36 +92,66 @@ the step when a method's top-3 spans are masked (comprehensiveness, higher is be
 (sufficiency, lower is better), beside random spans of the same size. Alternatives: share of alternative claims
 whose rollout outcome an uncached forced greedy pass confirmed. Decision points: Spearman correlation of each
 decision score with the measured effect of resampling from the step. Calibration: ECE (15 bins) of answer and
-step confidence, before and after temperature scaling. Full definitions: `sagenano.eval.introspection`."""
+step confidence, before and after temperature scaling. Full definitions: `docs/introspection.md`."""
 
 
 def _introspection(introspection: dict) -> str:
     overall = introspection["summary"]["overall"]
     parts = ["## Introspection accuracy on the ground-truth tasks (Figure 2 shape)", INTROSPECTION_NOTE]
     dependency = overall["dependency"]
-    parts.append("### Dependency tracking\n\n" + _table(
-        ["method", "steps", "top-1", "precision@3", "recall@3", "distractor-wins"],
-        [[m, str(v["steps"]), _pct(v["top1"]), _pct(v["precision@3"]), _pct(v["recall@3"]), _pct(v["distractor_wins"])]
-         for m, v in dependency.items()]))  # fmt: skip
+    parts.append(
+        "### Dependency tracking\n\n"
+        + _table(
+            ["method", "steps", "top-1", "precision@3", "recall@3", "distractor-wins"],
+            [
+                [
+                    m,
+                    str(v["steps"]),
+                    _pct(v["top1"]),
+                    _pct(v["precision@3"]),
+                    _pct(v["recall@3"]),
+                    _pct(v["distractor_wins"]),
+                ]
+                for m, v in dependency.items()
+            ],
+        )
+    )
     faithfulness = overall["faithfulness"]
     methods = [m for m in dependency if isinstance(faithfulness.get(m), dict)]
     keys = ("comprehensiveness", "random_comprehensiveness", "sufficiency", "random_sufficiency")
-    parts.append(f"### Faithfulness ({faithfulness['steps']} steps)\n\n" + _table(
-        ["method", "comprehensiveness", "random", "sufficiency", "random"],
-        [[m, *(_num(faithfulness[m][k], 2) for k in keys)] for m in methods]))  # fmt: skip
+    parts.append(
+        f"### Faithfulness ({faithfulness['steps']} steps)\n\n"
+        + _table(
+            ["method", "comprehensiveness", "random", "sufficiency", "random"],
+            [[m, *(_num(faithfulness[m][k], 2) for k in keys)] for m in methods],
+        )
+    )
     timing = overall["timings"]["methods"]
-    parts.append("### Explanation time per step\n\n" + _table(
-        ["method", "steps", "seconds per step"],
-        [[m, str(v["steps"]), _num(v["seconds_per_step"], 4)] for m, v in timing.items()]))  # fmt: skip
-    rows = [[f"alternatives verified, threshold {label}", _pct(overall[key]["verified_share"]),
-             f"{overall[key]['alternatives']} alternatives, {overall[key]['items']} chains"]
-            for key, label in (("alternatives", "0.3"), ("alternatives_low", "low"))]  # fmt: skip
+    parts.append(
+        "### Explanation time per step\n\n"
+        + _table(
+            ["method", "steps", "seconds per step"],
+            [[m, str(v["steps"]), _num(v["seconds_per_step"], 4)] for m, v in timing.items()],
+        )
+    )
+    rows = [
+        [
+            f"alternatives verified, threshold {label}",
+            _pct(overall[key]["verified_share"]),
+            f"{overall[key]['alternatives']} alternatives, {overall[key]['items']} chains",
+        ]
+        for key, label in (("alternatives", "0.3"), ("alternatives_low", "low"))
+    ]
     decision = overall["decision"]
-    rows += [[f"decision points: Spearman({score}, resampling effect)", _num(value),
-              f"{decision['steps']} steps"] for score, value in decision["spearman"].items()]  # fmt: skip
+    rows += [
+        [f"decision points: Spearman({score}, resampling effect)", _num(value), f"{decision['steps']} steps"]
+        for score, value in decision["spearman"].items()
+    ]
     calibration = overall["calibration"]
-    rows += [[f"calibration: {key.replace('_', ' ')}", _num(calibration[key]), f"{calibration['items']} chains"]
-             for key in ("answer_ece_before", "answer_ece_after", "step_ece_before", "step_ece_after")]  # fmt: skip
+    rows += [
+        [f"calibration: {key.replace('_', ' ')}", _num(calibration[key]), f"{calibration['items']} chains"]
+        for key in ("answer_ece_before", "answer_ece_after", "step_ece_before", "step_ece_after")
+    ]
     parts.append(
         "### Alternatives, decision points, calibration (engine)\n\n" + _table(["measure", "value", "n"], rows)
     )
@@ -128,18 +168,31 @@ def _quality(summary: dict) -> str:
         [f"actionability (n={summary['actionability_n']})", _pct(summary["actionability"])],
         ["explanation time per chain (s)", _num(summary["explain_seconds"], 2)],
     ]
-    rows += [[f"clarity, {depth}: words / words per sentence / long words",
-              f"{_num(c['words'], 0)} / {_num(c['words_per_sentence'], 1)} / {_pct(c['long_words'])}"]
-             for depth, c in clarity.items()]  # fmt: skip
-    return (f"## Explanation quality (Table 3/9 shape), {summary['n']} explanations\n\n{QUALITY_DEFINITIONS}\n\n"
-            + _table(["measure", "value"], rows))  # fmt: skip
+    rows += [
+        [
+            f"clarity, {depth}: words / words per sentence / long words",
+            f"{_num(c['words'], 0)} / {_num(c['words_per_sentence'], 1)} / {_pct(c['long_words'])}",
+        ]
+        for depth, c in clarity.items()
+    ]
+    return (
+        f"## Explanation quality (Table 3/9 shape), {summary['n']} explanations\n\n{QUALITY_DEFINITIONS}\n\n"
+        + _table(["measure", "value"], rows)
+    )
 
 
 def _overhead(overhead: dict) -> str:
-    rows = [[name, _num(overhead["components_seconds"][name], 2), _num(ratio, 2) + "×"]
-            for name, ratio in overhead.get("ratios", {}).items()]  # fmt: skip
-    rows.append(["all of explain", _num(sum(overhead["components_seconds"].values()), 2),
-                 _num(overhead.get("total_ratio"), 2) + "×"])  # fmt: skip
+    rows = [
+        [name, _num(overhead["components_seconds"][name], 2), _num(ratio, 2) + "×"]
+        for name, ratio in overhead.get("ratios", {}).items()
+    ]
+    rows.append(
+        [
+            "all of explain",
+            _num(sum(overhead["components_seconds"].values()), 2),
+            _num(overhead.get("total_ratio"), 2) + "×",
+        ]
+    )
     return (
         "## Overhead per component (Table 4 shape)\n\nSeconds summed over the explained chains, and their ratio "
         f"to plain greedy `generate` of the same questions ({_num(overhead['plain_seconds'], 2)} s). Tracking is "
@@ -163,15 +216,25 @@ def render_ablations(ablations: dict) -> str:
 
 
 def _errors(errors: dict) -> str:
-    from .errors import __doc__ as rules
+    from .error_taxonomy import __doc__ as rules
 
     rows = []
     for category, entry in errors.get("categories", {}).items():
         example = entry.get("example") or {}
-        rows.append([category, str(entry.get("count", 0)), _pct(entry.get("share")),
-                     (example.get("reason") or "–").replace("|", "\\|")])  # fmt: skip
-    return ("## Error taxonomy (wrong answers on the synthetic tasks)\n\n" + (rules or "").strip() + "\n\n"
-            + _table(["category", "count", "share", "example"], rows))  # fmt: skip
+        rows.append(
+            [
+                category,
+                str(entry.get("count", 0)),
+                _pct(entry.get("share")),
+                (example.get("reason") or "–").replace("|", "\\|"),
+            ]
+        )
+    return (
+        "## Error taxonomy (wrong answers on the synthetic tasks)\n\n"
+        + (rules or "").strip()
+        + "\n\n"
+        + _table(["category", "count", "share", "example"], rows)
+    )
 
 
 def _figures(figures: list[Path]) -> str:

@@ -16,10 +16,12 @@ import transformers.models.llama.modeling_llama as llama_modeling
 
 import sagenano.model as sage_modeling
 from conftest import make_hf_model, make_sage
-from sagenano.generation import _eager_attention, attention_modules, trace_generate
+from sagenano.attention import attention_modules, eager_attention
+from sagenano.decoding import Chain
+from sagenano.generation import trace_generate
 from sagenano.inverse import StepRecord, explain, record_step
-from sagenano.inverse import record as record_module
-from sagenano.inverse.measure import Chain, embeddings_require_grad
+from sagenano.inverse import step_record as record_module
+from sagenano.inverse.measure import embeddings_require_grad
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples?"
 MAX_NEW_TOKENS = 16
@@ -102,7 +104,7 @@ def test_attention_grad_equals_an_independent_autograd_pass(recorded):
     for record, step in zip(records, report.steps, strict=True):
         grad = record.attention_grad.data
         assert torch.isfinite(grad).all() and grad.abs().max() > 0
-        with _eager_attention(model, True), embeddings_require_grad(model):
+        with eager_attention(model, True), embeddings_require_grad(model):
             out = model(input_ids=chain.inputs[None], use_cache=False, output_attentions=True)
             logp = out.logits[0].float().log_softmax(-1)
             tokens = list(range(step.token_start, step.token_end))
@@ -135,7 +137,7 @@ def test_attention_grad_matches_finite_differences(recorded, tokenizer, monkeypa
             return out, weights
 
         monkeypatch.setattr(EAGER_MODULES[family], "eager_attention_forward", attend)
-        with torch.no_grad(), _eager_attention(model64, True):
+        with torch.no_grad(), eager_attention(model64, True):
             return float(step_nll(model64, chain, tokens))
 
     delta = 1e-2  # softmax runs in float32 even in a float64 model: a step well above its rounding
@@ -218,7 +220,7 @@ def test_alternative_attention_is_the_next_row_on_each_forced_branch(recorded):
         prefix = torch.cat([chain.prompt_ids, chain.token_ids[: point.position]])
         for a, token_id in enumerate(record.alternative_ids):
             ids = torch.cat([prefix, torch.tensor([token_id])])[None]
-            with torch.no_grad(), _eager_attention(model, True):
+            with torch.no_grad(), eager_attention(model, True):
                 out = model(input_ids=ids, use_cache=False, output_attentions=True)
             reference = torch.stack([w[0, :, -1] for w in out.attentions]).float()
             torch.testing.assert_close(rows[a], reference, atol=1e-5, rtol=1e-4)

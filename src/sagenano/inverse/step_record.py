@@ -25,8 +25,9 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..generation import _eager_attention, attention_modules
-from .measure import Chain, embeddings_require_grad
+from ..attention import attention_modules, eager_attention
+from ..decoding import Chain
+from .measure import embeddings_require_grad
 from .report import Report, Step
 
 FORMAT = "sagenano.step_record"
@@ -293,11 +294,11 @@ def record_step(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, repo
         last = len(report.steps) - 1
         raise ValueError(f"step {step!r} is out of range: the report has {last + 1} steps, valid steps are 0..{last}")
     span = report.steps[step]
-    chain = Chain(torch.tensor(report.prompt_ids), torch.tensor([t.id for t in report.tokens]))
+    chain = Chain.from_report(report)
     tokens = range(span.token_start, span.token_end)
     layers = attention_modules(model)
     sources = _value_sources([module for _, module, _ in layers])
-    with _evaluating(model), _eager_attention(model, True):
+    with _evaluating(model), eager_attention(model, True):
         attention, grads, contributions = _step_pass(model, chain, tokens, layers, sources)
         point, alternative_ids, alternative_rows = _alternatives(model, report, chain, span, layers, attention.shape[1])
     entropies = torch.tensor([report.tokens[t].entropy for t in tokens], dtype=torch.float32)

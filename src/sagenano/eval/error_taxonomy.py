@@ -48,7 +48,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..data.checker import CONCLUSION, SENTENCE_END, ParsedTheory, parse_atom, parse_fact
 from ..data.format import ANSWER, END, STEP, parse_answer, prompt_text, training_text
 from ..data.schema import ReasoningItem
-from ..generation import context_length
+from ..decoding import context_length
 
 CATEGORIES = (
     "incomplete_reasoning",
@@ -99,9 +99,13 @@ def split_chain(generated: str) -> tuple[list[str], str | None]:
 
 
 def classify_error(
-    item: ReasoningItem, generated: str, model: PreTrainedModel | None = None,
-    tokenizer: PreTrainedTokenizerBase | None = None, *, min_gold_prob: float = MIN_GOLD_PROB,
-) -> ErrorCase | None:  # fmt: skip
+    item: ReasoningItem,
+    generated: str,
+    model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    min_gold_prob: float = MIN_GOLD_PROB,
+) -> ErrorCase | None:
     """The category of a wrong answer, by the rules of the module docstring.
 
     Args:
@@ -248,8 +252,13 @@ class _Quantities:
         options = item.meta.get("options", {})
         cut = item.question.find(" Options:")
         body = item.question[:cut] if options and cut >= 0 else item.question
-        used = {int(n) for spans in item.dependencies for span in spans if span.source == "question"
-                for n in _INTEGER.findall(span.text)}  # fmt: skip
+        used = {
+            int(n)
+            for spans in item.dependencies
+            for span in spans
+            if span.source == "question"
+            for n in _INTEGER.findall(span.text)
+        }
         distractors = {int(n): span.text for span in item.distractors for n in _INTEGER.findall(span.text)}
         return cls(
             question=frozenset(int(n) for n in _INTEGER.findall(body)),
@@ -356,9 +365,12 @@ def _wrong_verdict(item: ReasoningItem, steps: list[str], answer: str | None) ->
 
 @torch.no_grad()
 def _branch_choice(
-    item: ReasoningItem, generated: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+    item: ReasoningItem,
+    generated: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     min_gold_prob: float,
-) -> Finding | None:  # fmt: skip
+) -> Finding | None:
     """The first token where the model's chain leaves the gold chain, if the gold token was a likely branch."""
     prompt = prompt_text(item.question)
     gold = tokenizer(training_text(item), add_special_tokens=False).input_ids

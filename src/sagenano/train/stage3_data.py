@@ -73,8 +73,9 @@ def label_item(record: dict, generated: str, trace, model, tokenizer, resamples:
     step_correct = [k < len(gold_steps) and s == gold_steps[k] for k, s in enumerate(steps)]
     prompt = prompt_text(record["question"])
     # From the start of each step, and (last) from after the final step, where the answer comes next.
-    prefixes = [prompt + "<|step|>".join(steps[:k]) + ("<|step|>" if 0 < k < len(steps) else "")
-                for k in range(len(steps))]  # fmt: skip
+    prefixes = [
+        prompt + "<|step|>".join(steps[:k]) + ("<|step|>" if 0 < k < len(steps) else "") for k in range(len(steps))
+    ]
     prefixes.append(prompt + "<|step|>".join(steps) + "<|answer|>")
     sampled = _sample_answers(model, tokenizer, prefixes, resamples, seed)
     share = [sum(a == answer for a in group) / resamples for group in sampled]
@@ -108,9 +109,14 @@ def _step_confidences(trace, num_steps: int) -> list[float]:
 
 
 def write_inverse_data(
-    recipe: Recipe, stage: StageConfig, model: SageForCausalLM, tokenizer: PreTrainedTokenizerBase,
-    train_path: Path, out_path: Path, batch: int = 32,
-) -> None:  # fmt: skip
+    recipe: Recipe,
+    stage: StageConfig,
+    model: SageForCausalLM,
+    tokenizer: PreTrainedTokenizerBase,
+    train_path: Path,
+    out_path: Path,
+    batch: int = 32,
+) -> None:
     """Answers `stage.synth_questions` training questions with the current model and writes stage-3 records
     (each `stage.synth_repeats` times), mixed with reference items (plain L_reasoning) so that stage 3 keeps the
     stage-2 skill instead of over-fitting a few hundred synthesised items."""

@@ -12,10 +12,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data import generate_items, parse_answer, prompt_text
 from ..data.schema import ReasoningItem
+from ..decoding import is_sage
 from ..generation import trace_generate
+from ..inverse.answers import expected_calibration_error, marked_answer_tokens
 
 if TYPE_CHECKING:
-    from ..inverse.calibration import AnswerCalibration
+    from ..inverse.confidence import AnswerCalibration
 
 TASKS = ("arithmetic", "linear_equation", "multiple_choice", "logic")
 EVAL_SEED = 1_000_003  # never a training seed: recipes use small seeds
@@ -44,9 +46,13 @@ def bucket(item: ReasoningItem) -> str:
 
 @torch.no_grad()
 def answer_items(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: list[ReasoningItem], batch_size: int = 32,
-    max_new_tokens: int = 200, calibration: AnswerCalibration | None = None,
-) -> list[Outcome]:  # fmt: skip
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: list[ReasoningItem],
+    batch_size: int = 32,
+    max_new_tokens: int = 200,
+    calibration: AnswerCalibration | None = None,
+) -> list[Outcome]:
     """Greedy answers to `items`, with the probability the model gave its answer (and, given the model's
     calibration, the calibrated probability)."""
     outcomes = []
@@ -63,18 +69,8 @@ def answer_items(
     return outcomes
 
 
-def _answer_span(trace) -> tuple[int, int] | None:
-    """Generated-token range of the answer: after `<|answer|>`, up to the end token."""
-    tokens = trace.tokens
-    if "<|answer|>" not in tokens:
-        return None
-    start = tokens.index("<|answer|>") + 1
-    end = tokens.index("<|endoftext|>", start) if "<|endoftext|>" in tokens[start:] else len(tokens)
-    return (start, end) if end > start else None
-
-
 def _answer_prob(trace) -> float:
-    span = _answer_span(trace)
+    span = marked_answer_tokens(trace)
     return float(trace.logprobs[span[0] : span[1]].sum().exp()) if span else 0.0
 
 
@@ -83,10 +79,10 @@ def rescore_answer(
 ) -> tuple[float | None, float | None]:
     """One forward pass over the chain: the meta head's confidence on the answer tokens (SAGE models) and the
     answer's calibrated probability (when the model has a calibration)."""
-    sage = getattr(model, "meta_head", None) is not None
+    sage = is_sage(model)
     if not sage and calibration is None:
         return None, None
-    span = _answer_span(trace)
+    span = marked_answer_tokens(trace)
     if span is None:
         return (0.0 if sage else None), (0.0 if calibration is not None else None)
     ids = torch.cat([trace.prompt_ids, trace.token_ids])[None].to(model.device)
@@ -100,24 +96,17 @@ def rescore_answer(
     return meta, calibrated
 
 
-def expected_calibration_error(confidences: list[float], correct: list[bool], bins: int = 10) -> float:
-    """ECE: Σ_bins (n_bin / n) · |accuracy_bin − mean confidence_bin|, equal-width bins on [0, 1]."""
-    total, error = len(confidences), 0.0
-    for b in range(bins):
-        low, high = b / bins, (b + 1) / bins
-        members = [i for i, c in enumerate(confidences) if low <= c < high or (b == bins - 1 and c == 1.0)]
-        if members:
-            accuracy = sum(correct[i] for i in members) / len(members)
-            confidence = sum(confidences[i] for i in members) / len(members)
-            error += len(members) / total * abs(accuracy - confidence)
-    return error
-
-
 def evaluate_synthetic(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n_per_task: int = 300, seed: int = EVAL_SEED,
-    tasks: tuple[str, ...] = TASKS, batch_size: int = 32, calibration: AnswerCalibration | None = None,
-    split: str = "heldout", task_options: dict[str, dict] | None = None,
-) -> dict:  # fmt: skip
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    n_per_task: int = 300,
+    seed: int = EVAL_SEED,
+    tasks: tuple[str, ...] = TASKS,
+    batch_size: int = 32,
+    calibration: AnswerCalibration | None = None,
+    split: str = "heldout",
+    task_options: dict[str, dict] | None = None,
+) -> dict:
     """Exact-match accuracy per task (and bucket) on held-out items, and calibration of the answer confidence.
 
     `split="train"` draws fresh items of the training distribution instead (with a recipe's `task_options`), to
@@ -140,5 +129,11 @@ def evaluate_synthetic(
         errors["calibrated_answer_prob_ece"] = expected_calibration_error(calibrated, correct)
         errors["answer_prob_ece15"] = expected_calibration_error([o.answer_prob for o in outcomes], correct, 15)
         errors["calibrated_answer_prob_ece15"] = expected_calibration_error(calibrated, correct, 15)
-    return {"split": split, "seed": seed, "n_per_task": n_per_task, "accuracy": report,
-            "calibration": errors, "overall_accuracy": sum(correct) / max(1, len(correct))}  # fmt: skip
+    return {
+        "split": split,
+        "seed": seed,
+        "n_per_task": n_per_task,
+        "accuracy": report,
+        "calibration": errors,
+        "overall_accuracy": sum(correct) / max(1, len(correct)),
+    }

@@ -9,7 +9,7 @@ The report (`<out>/report.md`, `<out>/results.json`, PNG figures in `<out>/figur
 - Table 3/9 shape: explanation quality of the engine's own explanations (defined where it is printed);
 - Table 4 shape: overhead of each engine component against plain generation of the same chain;
 - Table 5 shape: ablations, read from trained checkpoints when a folder of them is given;
-- the error taxonomy of wrong answers on the synthetic tasks (`sagenano.eval.errors`);
+- the error taxonomy of wrong answers on the synthetic tasks (`sagenano.eval.error_taxonomy`);
 - a reliability diagram and an overhead bar chart.
 """
 
@@ -30,19 +30,29 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..data import generate_items, parse_answer
 from ..generation import render_prompt
 from ..inverse import explain
-from ..inverse.calibration import AnswerCalibration
+from ..inverse.answers import expected_calibration_error
+from ..inverse.confidence import AnswerCalibration
 from ..inverse.measure import ablate, replacement_id
 from ..inverse.render import render_text
 from .baselines import BASELINES
 from .benchmarks import load_items
-from .errors import classify_error, taxonomy
+from .error_taxonomy import classify_error, taxonomy
 from .introspection import IntrospectionSettings, measure_introspection
-from .report_markdown import render
+from .paper_tables_markdown import render
 from .runner import EvalSettings, evaluate_task, read_records
-from .synthetic import EVAL_SEED, expected_calibration_error
+from .task_accuracy import EVAL_SEED
 
-REAL_BENCHMARKS = ("gsm8k", "aqua_rat", "math500", "logiqa", "proofwriter", "commonsenseqa", "strategyqa",
-                   "arc_easy", "arc_challenge")  # fmt: skip
+REAL_BENCHMARKS = (
+    "gsm8k",
+    "aqua_rat",
+    "math500",
+    "logiqa",
+    "proofwriter",
+    "commonsenseqa",
+    "strategyqa",
+    "arc_easy",
+    "arc_challenge",
+)
 SYNTHETIC = ("synth_arithmetic", "synth_linear_equation", "synth_multiple_choice", "synth_logic")
 QUALITY_TASKS = ("arithmetic", "linear_equation", "multiple_choice", "logic")
 DEPTHS = ("novice", "intermediate", "expert")
@@ -53,9 +63,15 @@ def introspection_settings(items: int = 20, baselines: str = ",".join(BASELINES)
     """The report's introspection sizes: `items` gold chains per task for dependency tracking, fewer own chains
     for the costlier parts (alternatives, calibration, decision resampling, faithfulness)."""
     chosen = () if baselines.strip() == "none" else tuple(b.strip() for b in baselines.split(",") if b.strip())
-    return IntrospectionSettings(n=items, own_items=min(items, 10), decision_items=min(items, 5),
-                                 faithfulness_items=min(items, 10), calibration_items=min(items, 20),
-                                 baselines=chosen, baseline_samples=32)  # fmt: skip
+    return IntrospectionSettings(
+        n=items,
+        own_items=min(items, 10),
+        decision_items=min(items, 5),
+        faithfulness_items=min(items, 10),
+        calibration_items=min(items, 20),
+        baselines=chosen,
+        baseline_samples=32,
+    )
 
 
 @dataclass(frozen=True)
@@ -72,9 +88,14 @@ class ReportSettings:
 
 
 def build_report(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_name: str, out_dir: Path,
-    settings: ReportSettings, calibration: AnswerCalibration | None = None, progress: bool = True,
-) -> Path:  # fmt: skip
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    model_name: str,
+    out_dir: Path,
+    settings: ReportSettings,
+    calibration: AnswerCalibration | None = None,
+    progress: bool = True,
+) -> Path:
     """Measures every part and writes `report.md`, `results.json` and the figures; returns the report's path."""
     figures = out_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -131,20 +152,31 @@ def setup_facts(
 
 
 def measure_accuracy(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, eval_dir: Path, settings: ReportSettings,
-    calibration: AnswerCalibration | None, progress: bool,
-) -> dict:  # fmt: skip
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    eval_dir: Path,
+    settings: ReportSettings,
+    calibration: AnswerCalibration | None,
+    progress: bool,
+) -> dict:
     """`sage-nano eval` on every benchmark (resumable: items already in `eval_dir` are not answered again)."""
-    eval_settings = EvalSettings(limit=settings.limit, batch_size=settings.batch_size,
-                                 max_new_tokens=settings.max_new_tokens, calibration=calibration)  # fmt: skip
+    eval_settings = EvalSettings(
+        limit=settings.limit,
+        batch_size=settings.batch_size,
+        max_new_tokens=settings.max_new_tokens,
+        calibration=calibration,
+    )
     rows = []
     for name in settings.benchmarks:
         summary = evaluate_task(model, tokenizer, name, eval_dir, eval_settings, progress=progress)
         summary["chance"] = chance_level(name, settings.limit)
         rows.append(summary)
-    points = [(r["confidence"] or 0.0, r.get("calibrated_confidence"), bool(r["correct"]))
-              for name in settings.benchmarks if name in SYNTHETIC
-              for r in read_records(eval_dir / f"{name}.jsonl")]  # fmt: skip
+    points = [
+        (r["confidence"] or 0.0, r.get("calibrated_confidence"), bool(r["correct"]))
+        for name in settings.benchmarks
+        if name in SYNTHETIC
+        for r in read_records(eval_dir / f"{name}.jsonl")
+    ]
     return {"tasks": rows, "calibration_points": points, "calibration": calibration_summary(points)}
 
 
@@ -170,32 +202,42 @@ def calibration_summary(points: list[tuple[float, float | None, bool]]) -> dict:
 
 
 def measure_quality(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: ReportSettings,
-    calibration: AnswerCalibration | None, progress: bool,
-) -> dict:  # fmt: skip
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    settings: ReportSettings,
+    calibration: AnswerCalibration | None,
+    progress: bool,
+) -> dict:
     """Explains `quality_items` held-out items per synthetic task with the engine's defaults and measures the
     explanations (accuracy, completeness, clarity, actionability) and the cost of each engine component."""
     rows = []
-    items = [item for task in QUALITY_TASKS for item in generate_items(task, settings.quality_items, QUALITY_SEED,
-                                                                        "heldout")]  # fmt: skip
+    items = [
+        item for task in QUALITY_TASKS for item in generate_items(task, settings.quality_items, QUALITY_SEED, "heldout")
+    ]
     for item in items:
         plain = plain_generation_seconds(model, tokenizer, item.question, settings.max_new_tokens)
-        report = explain(model, tokenizer, item.question, max_new_tokens=settings.max_new_tokens,
-                         calibration=calibration)  # fmt: skip
+        report = explain(
+            model, tokenizer, item.question, max_new_tokens=settings.max_new_tokens, calibration=calibration
+        )
         rows.append({"task": item.task, "plain_seconds": plain, **explanation_quality(model, tokenizer, report, item)})
         if progress:
             print(f"explained {len(rows)}/{len(items)}", end="\r", flush=True)
     return {"items": rows, "summary": summarize_quality(rows), "overhead": summarize_overhead(rows)}
 
 
-def plain_generation_seconds(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, question: str,
-                             max_new_tokens: int) -> float:  # fmt: skip
+def plain_generation_seconds(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, question: str, max_new_tokens: int
+) -> float:
     """Greedy `model.generate` of the same question, as a user would call it: the baseline of Table 4."""
     inputs = tokenizer(render_prompt(tokenizer, question, None), return_tensors="pt", add_special_tokens=False)
     started = time.perf_counter()
     with torch.no_grad():
-        model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, do_sample=False,
-                       pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        model.generate(
+            **inputs.to(model.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     return time.perf_counter() - started
 
 
@@ -259,8 +301,11 @@ def readability(text: str) -> dict:
     """Clarity, measured plainly: words, words per sentence, and the share of words longer than 12 characters."""
     words = _WORD.findall(text)
     sentences = max(1, len(_SENTENCE.findall(text)))
-    return {"words": len(words), "words_per_sentence": len(words) / sentences,
-            "long_words": sum(len(w) > 12 for w in words) / max(1, len(words))}  # fmt: skip
+    return {
+        "words": len(words),
+        "words_per_sentence": len(words) / sentences,
+        "long_words": sum(len(w) > 12 for w in words) / max(1, len(words)),
+    }
 
 
 def top_claim_changes_answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report) -> bool | None:
@@ -272,8 +317,13 @@ def top_claim_changes_answer(model: PreTrainedModel, tokenizer: PreTrainedTokeni
     top = max(in_question, key=lambda pair: pair[0])[1]
     masked = ablate(torch.tensor(report.prompt_ids), [top.positions], replacement_id(tokenizer))  # (1, P)
     with torch.no_grad():
-        out = model.generate(masked.to(model.device), attention_mask=torch.ones_like(masked), do_sample=False,
-                             max_new_tokens=len(report.tokens) + 8, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        out = model.generate(
+            masked.to(model.device),
+            attention_mask=torch.ones_like(masked),
+            do_sample=False,
+            max_new_tokens=len(report.tokens) + 8,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     return parse_answer(tokenizer.decode(out[0, masked.shape[1] :])) != report.answer
 
 
@@ -314,20 +364,25 @@ COMPONENTS = {
 def summarize_overhead(rows: list[dict]) -> dict:
     """Each component's time over the summed plain-generation time of the same chains (Table 4)."""
     plain = sum(r["plain_seconds"] for r in rows)
-    components = {name: sum(r["timings"].get(key, 0.0) for r in rows for key in keys)
-                  for name, keys in COMPONENTS.items()}  # fmt: skip
-    return {"plain_seconds": plain, "components_seconds": components,
-            "ratios": {name: seconds / plain for name, seconds in components.items()} if plain else {},
-            "total_ratio": sum(components.values()) / plain if plain else None}  # fmt: skip
+    components = {
+        name: sum(r["timings"].get(key, 0.0) for r in rows for key in keys) for name, keys in COMPONENTS.items()
+    }
+    return {
+        "plain_seconds": plain,
+        "components_seconds": components,
+        "ratios": {name: seconds / plain for name, seconds in components.items()} if plain else {},
+        "total_ratio": sum(components.values()) / plain if plain else None,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
 # Error taxonomy and ablations
 
 
-def measure_errors(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, eval_dir: Path,
-                   settings: ReportSettings) -> dict:  # fmt: skip
-    """Classifies every wrong answer of the synthetic benchmarks of this run by the rules of `errors`."""
+def measure_errors(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, eval_dir: Path, settings: ReportSettings
+) -> dict:
+    """Classifies every wrong answer of the synthetic benchmarks of this run by the rules of `error_taxonomy`."""
     cases = []
     for name in (n for n in settings.benchmarks if n in SYNTHETIC):
         records = {r["id"]: r for r in read_records(eval_dir / f"{name}.jsonl")}
@@ -350,8 +405,13 @@ def read_ablations(folder: Path | None, model_name: str) -> dict:
     models = []
     for sub in sorted(p for p in folder.iterdir() if (p / "eval.json").is_file()):
         recipe = sub / "recipe.yaml"
-        models.append({"name": sub.name, "eval": json.loads((sub / "eval.json").read_text()),
-                       "recipe": recipe.read_text() if recipe.is_file() else None})  # fmt: skip
+        models.append(
+            {
+                "name": sub.name,
+                "eval": json.loads((sub / "eval.json").read_text()),
+                "recipe": recipe.read_text() if recipe.is_file() else None,
+            }
+        )
     return {"folder": str(folder), "models": models}
 
 
@@ -391,8 +451,13 @@ def plot_reliability(points: list[tuple[float, float | None, bool]], path: Path,
                 xs.append(statistics.fmean(p for p, _ in members))
                 ys.append(statistics.fmean(float(c) for _, c in members))
         ax.plot(xs, ys, marker="o", label=label)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
-           title=f"Reliability, synthetic tasks (n={len(points)})")  # fmt: skip
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="confidence",
+        ylabel="accuracy",
+        title=f"Reliability, synthetic tasks (n={len(points)})",
+    )
     ax.legend(loc="upper left", fontsize=8)
     return _save(plt, fig, path)
 

@@ -1,0 +1,5 @@
+"""`python -m sagenano.cli`: the `sage-nano` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,151 @@
+"""ExplainOptions: how `explain` measures. Every option is recorded in the report, so the checks, the views and
+a rerun read the same typed values; the command line and the REST API take their defaults from here. It imports no
+torch (the registries it checks names against load when a name is checked), so `sage-nano --help` stays fast."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .confidence import AnswerCalibration
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+AUTO = "auto"
+
+with warnings.catch_warnings():
+    # `validate` is the option's public name (explain(..., validate=False)); pydantic warns that it shadows the
+    # deprecated classmethod BaseModel.validate, which an instance's field value overrides.
+    warnings.filterwarnings("ignore", message='Field name "validate"')
+
+    class ExplainOptions(BaseModel):
+        """How `explain` measures; every option is recorded in the report.
+
+        Attributes:
+            max_new_tokens: bound on the generated chain.
+            threshold: a token is a decision point when its decision score reaches this.
+            decision_score: a key of `decisions.DECISION_SCORES` — "entropy" (normalised entropy), "margin"
+                (1 − top-1/top-2 margin), "meta" (SAGE's meta-cognitive head, at step starts), "combined" (the larger
+                of entropy and meta) — or "auto" (combined on SAGE models, entropy otherwise).
+            max_decision_points: keep at most this many, the highest-scoring.
+            alternatives: top-k alternative tokens per decision point.
+            rollouts: roll every alternative out to its own answer.
+            rollout_memory_mb: bound on the rollouts' KV caches: each branch is counted as holding a cache as long as
+                the chain (an upper bound where shared-prefix attention keeps the chain's keys and values once and a
+                row only its own positions), and as many branches are generated together as fit (at least one).
+                Batching all of them is fastest on small models; for large ones the bound keeps memory in hand
+                (bench/explain_memory.py).
+            attention_aggregate: the w_ij of eq. 7, a key of `significance.ATTENTION_AGGREGATES` — "mean" (all
+                layers and heads), "last" (last layer), "rollout" (attention rollout over layers) — or "group:<name>"
+                (one head group, all layers), or "auto" (SAGE's reasoning heads, group:reasoning, where the model has
+                them; else mean).
+            gradient_layer: the hidden state h_j of eq. 7 (0 = the embeddings: every path from the input counts; a
+                deeper layer sees only what later layers still read from position j; the last layer's output reaches
+                no other position, so it carries no dependency). None: the middle layer's output
+                (num_hidden_layers // 2) on SAGE models, the embeddings (0) on others; chosen on development items
+                (bench/eq7_options.py, docs/measurements.md).
+            entropy_term: "step" (the step's mean normalised token entropy, eq. 7's entropy factor) or "none".
+            span_aggregate: how token scores combine into a span's: mean (chosen on development items), max or sum.
+            dependency_steps: "all" steps, or only the "decisions" (steps with a decision point, and the answer).
+            critical_dependencies: dependency claims per step (its top-ranked spans).
+            validate: check every claim by intervention (ValidateConsistency) and refine below `refine_below`.
+            random_controls: random spans ablated per dependency claim as its control.
+            refine_below: the validation score under which unverified claims are removed and validation reruns.
+            calibration: the model's answer-confidence calibration (`load_model(...).calibration`: a temperature and
+                an isotonic curve); None: not calibrated.
+            own_explanation: on SAGE models, let the model write its own explanation and check it.
+            chain: explain this chain (the text that follows the prompt, e.g. a reference solution) instead of
+                generating one; the model's own probabilities, alternatives and attention are measured along it.
+            step_strategy / chat: how the chain is cut into steps; whether to use the chat template.
+            seed: seed of the random controls.
+        """
+
+        model_config = ConfigDict(extra="forbid")
+
+        max_new_tokens: int = 160
+        threshold: float = Field(0.3, ge=0, le=1)
+        decision_score: str = AUTO
+        max_decision_points: int = Field(6, ge=0)
+        alternatives: int = Field(5, ge=1)
+        rollouts: bool = True
+        rollout_memory_mb: float = Field(512.0, gt=0)
+        attention_aggregate: str = AUTO
+        gradient_layer: int | None = None
+        entropy_term: Literal["step", "none"] = "step"
+        span_aggregate: str = "mean"
+        dependency_steps: Literal["all", "decisions"] = "all"
+        critical_dependencies: int = 1
+        validate: bool = True
+        random_controls: int = Field(4, ge=1)
+        refine_below: float = 0.8
+        calibration: AnswerCalibration | None = None
+        own_explanation: bool = True
+        chain: str | None = None
+        step_strategy: str = "auto"
+        chat: bool | None = None
+        seed: int = 0
+
+        @field_validator("decision_score")
+        @classmethod
+        def _known_decision_score(cls, name: str) -> str:
+            from .decisions import DECISION_SCORES
+
+            if name != AUTO and name not in DECISION_SCORES:
+                raise ValueError(f"decision_score must be one of {[AUTO, *DECISION_SCORES]}, got {name!r}")
+            return name
+
+        @field_validator("attention_aggregate")
+        @classmethod
+        def _known_attention_aggregate(cls, name: str) -> str:
+            from .significance import check_attention_aggregate
+
+            if name != AUTO:
+                check_attention_aggregate(name)
+            return name
+
+        @field_validator("span_aggregate")
+        @classmethod
+        def _known_span_aggregate(cls, name: str) -> str:
+            from .significance import check_span_aggregate
+
+            check_span_aggregate(name)
+            return name
+
+        @classmethod
+        def of(cls, **options: Any) -> ExplainOptions:
+            """The options from keyword arguments, or a ValueError that names each bad one (and the known names)."""
+            unknown = sorted(set(options) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(f"unknown option(s) {unknown}; the options are {list(cls.model_fields)}")
+            try:
+                return cls(**options)
+            except ValidationError as error:
+                raise ValueError("; ".join(_problem(e) for e in error.errors())) from None
+
+        def resolved(self, model: PreTrainedModel) -> ExplainOptions:
+            """These options with every "auto" / None replaced by what it means for `model` (the report records
+            these)."""
+            from ..attention import head_groups
+            from ..decoding import is_sage
+            from .decisions import default_decision_score
+
+            attention = self.attention_aggregate
+            if attention == AUTO:
+                attention = "group:reasoning" if "reasoning" in head_groups(model) else "mean"
+            layer = self.gradient_layer
+            if layer is None:
+                layer = model.config.num_hidden_layers // 2 if is_sage(model) else 0
+            score = default_decision_score(model) if self.decision_score == AUTO else self.decision_score
+            return self.model_copy(
+                update={"attention_aggregate": attention, "gradient_layer": layer, "decision_score": score}
+            )
+
+
+def _problem(error: dict) -> str:
+    """One pydantic error as a sentence: the option, then what is wrong with it."""
+    message = error["msg"].removeprefix("Value error, ")
+    name = ".".join(str(part) for part in error["loc"])
+    return message if name and message.startswith(name) else f"{name}: {message} (got {error.get('input')!r})"

@@ -1,0 +1,23 @@
+"""Views of an explanation report: natural-language text, a rich terminal view and a self-contained HTML page.
+
+Everything rendered comes from the report: measured numbers and the text of the question and chain; no reason
+is invented. Steps are numbered from 1 for readers (the step with `index` 0 is "step 1"). Three depths: novice,
+intermediate and expert (`text.py` says what each writes).
+
+A claim the interventions refuted is never stated as a fact: where a sentence has a matching claim (same kind
+and step, quoting the same token or span) the claim's check is attached to it, and refuted claims are listed as
+refuted.
+
+- `words.py`: the wording every view shares (numbers, quotations, step names, a claim's check);
+- `text.py`: `render_text`, the prose at three depths;
+- `terminal.py`: `show`, the rich terminal view;
+- `html.py`: `render_html`, the HTML page and its CSS;
+- `highlight.py`: where decision-point tokens and dependency spans lie in the text;
+- `interact.py`: the prose of the interactive answers (why A over B, what if, a simpler way).
+"""
+
+from .html import render_html
+from .terminal import show
+from .text import CONFIDENT, no_decisions_text, render_text
+
+__all__ = ["CONFIDENT", "no_decisions_text", "render_html", "render_text", "show"]
