@@ -25,8 +25,7 @@ import torch
 from common import print_table, record
 from sagenano.eval.baselines import BASELINES
 from sagenano.eval.introspection import (
-    DECISION_SCORES,
-    ECE_BINS,
+    STEP_SCORES,
     THRESHOLD,
     IntrospectionSettings,
     check_prompt_format,
@@ -35,6 +34,7 @@ from sagenano.eval.introspection import (
     part_counts,
 )
 from sagenano.eval.task_accuracy import EVAL_SEED, TASKS
+from sagenano.inverse.calibration import ECE_BINS
 from sagenano.loading import load_model
 
 LABELS = {
@@ -113,7 +113,7 @@ def print_decision(summaries: dict, resamples: int) -> None:
     for g, s in summaries.items():
         d = s["decision"]
         rows.append([g, d["items"], d["skipped"], d["steps"], plain(d["mean_effect"]),
-                     *(num(d["spearman"][score]) for score in DECISION_SCORES)])  # fmt: skip
+                     *(num(d["spearman"][score]) for score in STEP_SCORES)])  # fmt: skip
     print_table(["task", "items", "skipped (no answer)", "steps", "mean effect", "ρ entropy", "ρ meta", "ρ combined",
                  "ρ position (baseline)"], rows)  # fmt: skip
 

@@ -31,7 +31,7 @@ from sagenano.inverse import explain
 from sagenano.inverse.interact import first_score
 from sagenano.loading import fresh_sage_model, load_model
 from sagenano.model_info import build_on_meta
-from sagenano.quantize import check_bits, estimated_int4_bytes, quantize, quantize_model, weight_bytes
+from sagenano.quantize import estimated_int4_bytes, quantize, quantize_model, weight_bytes
 
 PROMPT = "<|question|>If 3x + 2 = 14, what is x?<|step|>"
 TASKS = ("arithmetic", "linear_equation", "multiple_choice", "logic")
@@ -41,7 +41,7 @@ def variants(folder: Path) -> dict[str, str | None]:
     """name → --model argument; the quantized ones written by `quantize` into `folder`."""
     paths = {"fp32": None, "bf16": "bf16"}
     for bits in (8, 4):
-        paths[f"int{bits}"] = str(quantize(load_model(None, dtype=check_bits(bits)), bits, folder / f"int{bits}").out)
+        paths[f"int{bits}"] = str(quantize(load_model(None), bits, folder / f"int{bits}").out)
     return paths
 
 

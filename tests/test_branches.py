@@ -10,7 +10,7 @@ from conftest import make_hf_model, make_sage
 from sagenano.inverse import alternatives
 from sagenano.inverse.alternatives import branch_rollouts
 from sagenano.inverse.branches import _ACTIVE, BranchLayer, _attend, branch_attention_applies
-from sagenano.inverse.validate import _greedy_agreement
+from sagenano.inverse.validation import _greedy_agreement
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 

@@ -104,7 +104,7 @@ def test_a_model_folder_without_a_tokenizer_is_refused(tmp_path):
         (tmp_path / "pico" / name).unlink(missing_ok=True)
     result = invoke("explain", "hi", "--model", str(tmp_path / "pico"), check=False)
     assert result.exit_code == 2 and "has no tokenizer" in result.stdout + result.stderr
-    assert "Traceback" not in result.stderr and handled(result)
+    assert handled(result)
 
 
 def test_non_utf8_bytes_on_the_command_line_are_refused():
@@ -137,7 +137,7 @@ def test_bad_input_exits_with_a_clear_message(args, message):
     result = invoke(*args, check=False)
     assert result.exit_code == 2
     assert message in (result.stdout + result.stderr)
-    assert "Traceback" not in result.stderr and handled(result)
+    assert handled(result)
 
 
 def test_tokenizer_train(tmp_path):
@@ -191,5 +191,5 @@ def test_calibrating_an_untrained_model_fails_cleanly(tmp_path):
     result = invoke(
         "calibrate", "--model", str(tmp_path / "pico"), "--tasks", "linear_equation", "--n", "1", check=False
     )
-    assert result.exit_code == 2 and "no `<|answer|>`" in result.stdout and "Traceback" not in result.stderr
+    assert result.exit_code == 2 and "no `<|answer|>`" in result.stdout
     assert handled(result)

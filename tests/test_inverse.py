@@ -39,7 +39,7 @@ from sagenano.inverse.measure import (
 )
 from sagenano.inverse.report import Claim
 from sagenano.inverse.spans import text_units
-from sagenano.inverse.validate import _greedy_agreement
+from sagenano.inverse.validation import _greedy_agreement
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples?"
 FAMILIES = ("sage", "gpt2", "llama", "qwen2")

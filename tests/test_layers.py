@@ -7,6 +7,8 @@ Every import counts, also those inside functions (a lazy import is still a depen
 from __future__ import annotations
 
 import ast
+import importlib
+import types
 from pathlib import Path
 
 import pytest
@@ -105,9 +107,10 @@ LAYERS = {"data", "inverse", "eval", "serve", "train"}
 
 
 def layer(name: str) -> str | None:
-    """The folder of the package a module lives in (None: a top-level module)."""
+    """The folder of the package a module lives in, the folder's own `__init__` included (None: a top-level
+    module)."""
     parts = name.split(".")
-    return parts[1] if len(parts) > 2 and parts[1] in LAYERS else None
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
 
 
 def test_the_graph_sees_the_package():
@@ -137,3 +140,16 @@ def test_the_rules_can_fail():
     graph = {"sagenano.inverse.a": {"sagenano.eval.b"}, "sagenano.eval.b": {"sagenano.inverse.a"}}
     assert cycles(graph) == [["sagenano.eval.b", "sagenano.inverse.a"]]
     assert layer("sagenano.eval.b") in FORBIDDEN["inverse"]
+    assert layer("sagenano.eval") in FORBIDDEN["inverse"]  # `from ..eval import x` goes through the package
+
+
+@pytest.mark.parametrize("package", ["sagenano", "sagenano.inverse", "sagenano.inverse.render"])
+def test_lazy_exports_are_the_named_objects_once_every_module_is_imported(package):
+    """A submodule named like an export would replace it on the package when imported (`inverse.validate` was)."""
+    for name in sorted(modules()):
+        if name.startswith(package + ".") and not name.startswith("sagenano.cli"):
+            importlib.import_module(name)
+    loaded = importlib.import_module(package)
+    assert loaded._EXPORTS
+    shadowed = [name for name in loaded._EXPORTS if isinstance(getattr(loaded, name), types.ModuleType)]
+    assert shadowed == [], f"{package}: these exports are modules: {shadowed}"

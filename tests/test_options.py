@@ -14,7 +14,7 @@ def test_bad_options_are_refused_with_the_option_named():
         ExplainOptions.of(threshold=1.5)
     with pytest.raises(ValueError, match=r"options are \[.*'max_new_tokens'"):
         ExplainOptions.of(thresold=0.2)
-    with pytest.raises(ValueError, match=r"decision_score must be one of .*'entropy'"):
+    with pytest.raises(ValueError, match=r"unknown decision score 'loudness'; choose one of .*'entropy'"):
         ExplainOptions.of(decision_score="loudness")
     with pytest.raises(ValueError, match=r"unknown attention aggregate .*'rollout'"):
         ExplainOptions.of(attention_aggregate="median")

@@ -10,7 +10,7 @@ from optimum.quanto.nn import QModuleMixin
 from conftest import copy_example, make_hf_model
 from sagenano.inverse import explain
 from sagenano.loading import load_model
-from sagenano.quantize import check_bits, quantize, weight_bytes
+from sagenano.quantize import quantize, weight_bytes
 
 # Stated tolerances: the share of positions whose greedy next token changes, and the mean absolute change of the
 # chosen tokens' log-probabilities. Measured (2026-11-28, embeddings quantized too; Llama: mean of 8 examples):
@@ -32,7 +32,7 @@ def _closeness(original, changed, ids: torch.Tensor) -> dict[str, float]:
 
 def quantized(path: str | None, bits: int, out):
     """`sage-nano quantize --model PATH --bits BITS --out OUT`, as the command does it."""
-    return quantize(load_model(path, dtype=check_bits(bits)), bits, out)
+    return quantize(load_model(path), bits, out)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -65,6 +65,12 @@ def context_length(model: PreTrainedModel) -> int | None:
     return None
 
 
+def room_after(model: PreTrainedModel, used: int, budget: int) -> int:
+    """How many new tokens may follow `used` positions: `budget`, within the model's context."""
+    context = context_length(model)
+    return budget if context is None else min(budget, context - used)
+
+
 def eos_ids(model: PreTrainedModel) -> set[int]:
     """The model's end-of-sequence token ids (generation config)."""
     eos = model.generation_config.eos_token_id
@@ -78,6 +84,9 @@ def pad_id(model: PreTrainedModel) -> int | None:
         return config.pad_token_id
     eos = config.eos_token_id
     return eos[0] if isinstance(eos, list) else eos
+
+
+# --- next-token distributions -------------------------------------------------------------------------------
 
 
 def entropy(logprobs: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
@@ -173,15 +182,18 @@ def kv_cache_bytes_per_token(model: PreTrainedModel) -> int:
 
 
 def padded_batch(
-    rows: Sequence[torch.Tensor | list[int]], pad: int = 0, offsets: list[int] | None = None
+    rows: Sequence[torch.Tensor | list[int]],
+    pad: int = 0,
+    side: Literal["left", "right"] = "left",
+    offsets: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(R, W) ids and attention mask with row r written from column `offsets[r]`, padding elsewhere. Without
-    offsets the rows are left-padded (each ends at the last column), as decoder-only batches are generated;
-    offsets of 0 right-pad them."""
+    """(R, W) ids and attention mask of rows padded on the left (each ends at the last column, as decoder-only
+    batches are generated) or on the right; or, given `offsets`, with row r written from column `offsets[r]`
+    (e.g. rows aligned at a branch point), padding elsewhere."""
     lengths = [len(row) for row in rows]
     if offsets is None:
         width = max(lengths)
-        offsets = [width - n for n in lengths]
+        offsets = [width - n if side == "left" else 0 for n in lengths]
     width = max(o + n for o, n in zip(offsets, lengths, strict=True))
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)

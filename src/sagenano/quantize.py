@@ -207,17 +207,12 @@ def quantize_model(model: PreTrainedModel, bits: int):
     return wrapped
 
 
-def check_bits(bits: int) -> torch.dtype:
-    """The dtype a model is loaded in before it is quantized to `bits`, or a ValueError for other bit widths."""
+def quantize(loaded: LoadedModel, bits: int, out: Path) -> Quantized:
+    """Quantizes a loaded model's linear layers to `bits` and writes model, tokenizer and calibration (when the
+    model's folder has one) to `out`. The model is quantized in place: `loaded` holds the quantized model after."""
     if bits not in BITS:
         raise ValueError(f"--bits must be 4 or 8, got {bits}")
-    return BASE_DTYPE[bits]
-
-
-def quantize(loaded: LoadedModel, bits: int, out: Path) -> Quantized:
-    """Quantizes a loaded model's linear layers to `bits` and writes model, tokenizer and calibration to `out`
-    (load it with `load_model(path, dtype=check_bits(bits))`)."""
-    dtype = check_bits(bits)
+    dtype = BASE_DTYPE[bits]
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new --out folder")

@@ -9,6 +9,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .data.format import ANSWER, END, EXPLANATION, STEP
+
 
 @dataclass
 class StepSpan:
@@ -55,7 +57,7 @@ def _spans_markers(text: str) -> list[tuple[int, int]]:
     return [(a, len(text[a:b].rstrip()) + a) for a, b in spans]
 
 
-_STEP_TOKEN = re.compile(r"<\|(?:step|answer|endoftext|explanation)\|>")
+_STEP_TOKEN = re.compile("|".join(re.escape(token) for token in (STEP, ANSWER, END, EXPLANATION)))
 
 
 def _spans_step_tokens(text: str) -> list[tuple[int, int]]:
@@ -64,7 +66,7 @@ def _spans_step_tokens(text: str) -> list[tuple[int, int]]:
     for match in _STEP_TOKEN.finditer(text):
         spans.append((start, match.start()))
         start = match.end()
-        if match.group() in ("<|endoftext|>", "<|explanation|>"):
+        if match.group() in (END, EXPLANATION):
             break
     else:
         spans.append((start, len(text)))
@@ -81,7 +83,7 @@ STEP_STRATEGIES: dict[str, Callable[[str], list[tuple[int, int]]]] = {
 
 def choose_step_strategy(text: str) -> str:
     """`auto`: SAGE's step tokens, else "Step k:" markers, else lines if there are several, else sentences."""
-    if "<|step|>" in text or "<|answer|>" in text:
+    if STEP in text or ANSWER in text:
         return "tokens"
     if _STEP_MARKER.search(text):
         return "markers"
@@ -107,7 +109,3 @@ def segment_steps(text: str, token_char_ends: list[int], strategy: str = "auto")
         last = min(last, len(token_char_ends) - 1)
         steps.append(StepSpan(index, text[a:b], first, max(first, last) + 1, a, b))
     return steps
-
-
-# ---------------------------------------------------------------------------------------------------
-# Finding what to hook

@@ -20,10 +20,9 @@ def quantize(
     the embeddings' table). Use the folder with --model in explain, eval and serve."""
     try:
         from ..loading import load_model
-        from ..quantize import check_bits
         from ..quantize import quantize as run_quantize
 
-        result = run_quantize(load_model(model, dtype=check_bits(bits)), bits, out)
+        result = run_quantize(load_model(model), bits, out)
     except ImportError as error:
         fail(f"quantize needs optimum-quanto ({error.name} is missing): pip install -e '.[quantize]'")
     except (ValueError, FileNotFoundError, FileExistsError) as error:

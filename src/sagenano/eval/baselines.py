@@ -36,6 +36,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..attention import eager_attention
+from ..decoding import Chain
 from ..inverse.measure import embeddings_require_grad, replacement_id
 from ..inverse.report import Report, SpanRef
 from .rank_correlation import spearman
@@ -59,7 +60,8 @@ def step_target(report: Report, step_index: int) -> StepTarget:
     step = report.steps[step_index]
     if step.token_end <= step.token_start:
         raise ValueError(f"step {step_index} has no tokens to explain")
-    sequence = torch.tensor(report.prompt_ids + [t.id for t in report.tokens])
+    chain = Chain.from_report(report)
+    sequence = torch.cat([chain.prompt_ids, chain.token_ids])
     start = len(report.prompt_ids) + step.token_start
     spans = [d.span for d in step.dependencies]
     assert all(max(s.positions) < start for s in spans), "a candidate span lies inside or after its step"
@@ -255,7 +257,7 @@ def lone_shapley_value(model: PreTrainedModel, task: StepTarget, inp) -> float:
     return float(step_logprob(present[None]) - step_logprob(absent[None]))
 
 
-# --- comparing rankings ------------------------------------------------------------------------------------
+# --- the registry ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,9 @@ BASELINES: dict[str, Baseline] = {
     "shap": _perturbation("shap"),
     "ablation": _perturbation("ablation"),
 }
+
+
+# --- comparing rankings ------------------------------------------------------------------------------------
 
 
 def rank_agreement(a: Sequence[float], b: Sequence[float]) -> float:

@@ -21,10 +21,10 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data import prompt_text
-from ..data.format import ANSWER, END, QUESTION, STEP
+from ..data.format import ANSWER, END, QUESTION
 from ..decoding import context_length, padded_batch
 from ..generation import trace_generate
-from ..inverse.answers import expected_calibration_error
+from ..inverse.answers import expected_calibration_error, marked_answer_tokens, tokens_covering
 from ..train.distributed import Runtime
 from .benchmarks import BenchItem, Task, get_task, load_items, shot_items
 from .task_accuracy import rescore_answer
@@ -214,20 +214,10 @@ def answer_confidence(trace, predicted: str | None) -> float | None:
     """
     if predicted is None:
         return None
-    text_end = len(trace.text)
-    if ANSWER in trace.tokens:
-        first = trace.tokens.index(ANSWER) + 1
-        last = next((t for t in range(first, len(trace.tokens)) if trace.tokens[t] in (END, STEP)), len(trace.tokens))
-        return float(trace.logprobs[first:last].sum().exp()) if last > first else None
-    where = trace.text.rfind(predicted)
-    if where < 0:
-        return None
-    starts = [0, *trace.token_char_ends[:-1]]
-    covering = [
-        t
-        for t, (s, e) in enumerate(zip(starts, trace.token_char_ends, strict=True))
-        if s < where + len(predicted) and e > where and s < text_end
-    ]
+    if ANSWER in trace.text:
+        span = marked_answer_tokens(trace)
+        return float(trace.logprobs[span[0] : span[1]].sum().exp()) if span else None
+    covering = tokens_covering(trace, predicted)
     return float(trace.logprobs[covering].sum().exp()) if covering else None
 
 
@@ -274,7 +264,7 @@ def continuation_logprobs(
     if limit is not None and max(map(len, rows)) > limit:
         raise ValueError(f"a {max(map(len, rows))}-token option does not fit the model's context of {limit}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids, mask = padded_batch(rows, pad, offsets=[0] * len(rows))  # right-padded
+    ids, mask = padded_batch(rows, pad, side="right")
     ids, mask = ids.to(model.device), mask.to(model.device)
     logprobs = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
     totals = []

@@ -12,7 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data import generate_items, parse_answer, prompt_text
 from ..data.schema import ReasoningItem
-from ..decoding import is_sage
+from ..decoding import is_sage, room_after
 from ..generation import trace_generate
 from ..inverse.answers import expected_calibration_error, marked_answer_tokens
 
@@ -60,7 +60,7 @@ def answer_items(
         chunk = items[start : start + batch_size]
         prompts = [prompt_text(item.question) for item in chunk]
         longest = max(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
-        room = min(max_new_tokens, model.config.max_position_embeddings - longest)
+        room = room_after(model, longest, max_new_tokens)
         traces = trace_generate(model, tokenizer, prompts, max_new_tokens=room, attention="none", chat=False)
         for item, trace in zip(chunk, traces, strict=True):
             predicted = parse_answer(trace.text)

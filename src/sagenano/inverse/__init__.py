@@ -27,8 +27,8 @@ _EXPORTS = {
     "explain": "engine",
     "record_step": "step_record",
     "simpler_way": "interact",
-    "validate": "validate",
-    "validate_and_refine": "validate",
+    "validate": "validation",
+    "validate_and_refine": "validation",
     "what_if": "interact",
     "why_over": "interact",
 }
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from .render.words import DEPTHS
     from .report import Report
     from .step_record import NamedTensor, StepRecord, record_step
-    from .validate import validate, validate_and_refine
+    from .validation import validate, validate_and_refine
 
 
 __getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

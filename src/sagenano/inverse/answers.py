@@ -51,8 +51,8 @@ class AnswerSpan:
 
 def locate_answer(trace: ReasoningTrace) -> AnswerSpan:
     """The chain's answer, the generated tokens that spell it and the step that holds it. In SAGE's format that is
-    the step after `<|answer|>` (up to the end-of-sequence token); otherwise the tokens that cover the answer's last
-    occurrence in the text."""
+    the step after `<|answer|>`, up to the next special token (the end-of-sequence token, or a stray `<|step|>`),
+    the same text `parse_answer` reads; otherwise the tokens that cover the answer's last occurrence in the text."""
     answer = extract_answer(trace.text)
     if answer is None:
         return AnswerSpan(None)
@@ -62,16 +62,24 @@ def locate_answer(trace: ReasoningTrace) -> AnswerSpan:
             if step.char_start >= at:
                 return AnswerSpan(answer, list(range(step.token_start, step.token_end)), step.index, marked=True)
     where = trace.text.rfind(answer)
+    holder = next((s.index for s in trace.steps if s.char_start <= where < s.char_end), None)
+    return AnswerSpan(answer, tokens_covering(trace, answer), holder)
+
+
+def tokens_covering(trace: ReasoningTrace, text: str) -> list[int]:
+    """The generated tokens whose characters overlap the last occurrence of `text` in the chain (none: not in it)."""
+    where = trace.text.rfind(text)
+    if where < 0:
+        return []
     ends = trace.token_char_ends
     starts = [0, *ends[:-1]]
-    tokens = [t for t in range(len(ends)) if starts[t] < where + len(answer) and ends[t] > where]
-    holder = next((s.index for s in trace.steps if s.char_start <= where < s.char_end), None)
-    return AnswerSpan(answer, tokens, holder)
+    return [t for t in range(len(ends)) if starts[t] < where + len(text) and ends[t] > where]
 
 
 def marked_answer_tokens(trace: ReasoningTrace) -> tuple[int, int] | None:
-    """Generated-token range [start, end) of the answer written after SAGE's `<|answer|>` (None: no such answer).
-    What calibration and evaluation score: the answer in the format the model was trained to write."""
+    """Generated-token range [start, end) of the answer written after SAGE's `<|answer|>` (`locate_answer`; None: no
+    such answer, or an empty one). What calibration and evaluation score: the answer in the format the model was
+    trained to write, its tokens and no others."""
     span = locate_answer(trace)
     if not span.marked or not span.tokens:
         return None

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..data import parse_answer, prompt_text
 from ..data.schema import ReasoningItem
+from ..decoding import room_after
 from ..generation import trace_generate
 from .answers import expected_calibration_error, marked_answer_tokens
 from .confidence import AnswerCalibration, answer_prob
@@ -54,7 +55,7 @@ def answer_records(model, tokenizer, items: list[ReasoningItem], batch_size: int
         chunk = items[start : start + batch_size]
         prompts = [prompt_text(item.question) for item in chunk]
         longest = max(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
-        room = min(200, model.config.max_position_embeddings - longest)
+        room = room_after(model, longest, 200)
         traces = trace_generate(model, tokenizer, prompts, max_new_tokens=room, attention="none", chat=False)
         for item, trace in zip(chunk, traces, strict=True):
             span = marked_answer_tokens(trace)

@@ -33,6 +33,7 @@ from .report import Alternative, DecisionPoint, DependencyScore, OwnExplanation,
 from .significance import attention_rows, span_score
 from .significance import significance as eq7_significance
 from .spans import question_units, step_units
+from .validation import validate_and_refine
 
 MAX_QUESTION_CHARS = 4000
 
@@ -156,8 +157,6 @@ def explain(
         with timer("own_explanation"):
             _own_explanation(model, tokenizer, chain, trace, report, scores.cache)
     if opts.validate:
-        from .validate import validate_and_refine
-
         with timer("validation"):
             # The scoring pass above is teacher-forced and reads no earlier cache, as validation's own would be.
             validate_and_refine(report, model, tokenizer, scores)

@@ -169,10 +169,10 @@ def step_gradient_norms(
 
     One forward pass over the chain (one row) builds the graph; the steps' losses are then differentiated as a
     batch of vector-Jacobian products (`is_grads_batched`: vmap over the backward pass), so the steps' gradients
-    stay apart without a copy of the chain per step (slower, with equal results (docs/measurements.md)). Inputs stop at
-    the last step's tokens (causality makes the gradient at any later position exactly zero), logits cover only the
-    steps' predicting positions, and as many steps go together as `backward_bytes_per_row` says fit in `memory_mb`. No
-    parameter gradients are kept."""
+    stay apart without a copy of the chain per step (which was slower, with equal results: docs/measurements.md). Inputs
+    stop at the last step's tokens (causality makes the gradient at any later position exactly zero), logits cover only
+    the steps' predicting positions, and as many steps go together as `backward_bytes_per_row` says fit in `memory_mb`.
+    No parameter gradients are kept."""
     norms = torch.zeros(len(steps), len(chain.inputs))
     if not steps:
         return norms

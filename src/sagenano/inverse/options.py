@@ -63,9 +63,9 @@ with warnings.catch_warnings():
             seed: seed of the random controls.
         """
 
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", frozen=True)
 
-        max_new_tokens: int = 160
+        max_new_tokens: int = Field(160, ge=1)
         threshold: float = Field(0.3, ge=0, le=1)
         decision_score: str = AUTO
         max_decision_points: int = Field(6, ge=0)
@@ -77,10 +77,10 @@ with warnings.catch_warnings():
         entropy_term: Literal["step", "none"] = "step"
         span_aggregate: str = "mean"
         dependency_steps: Literal["all", "decisions"] = "all"
-        critical_dependencies: int = 1
+        critical_dependencies: int = Field(1, ge=0)
         validate: bool = True
         random_controls: int = Field(4, ge=1)
-        refine_below: float = 0.8
+        refine_below: float = Field(0.8, ge=0, le=1)
         calibration: AnswerCalibration | None = None
         own_explanation: bool = True
         chain: str | None = None
@@ -88,14 +88,21 @@ with warnings.catch_warnings():
         chat: bool | None = None
         seed: int = 0
 
+        # The registries that name the valid choices load with their modules (torch), only when a name is checked.
+
         @field_validator("decision_score")
         @classmethod
         def _known_decision_score(cls, name: str) -> str:
             from .decisions import DECISION_SCORES
 
-            if name != AUTO and name not in DECISION_SCORES:
-                raise ValueError(f"decision_score must be one of {[AUTO, *DECISION_SCORES]}, got {name!r}")
-            return name
+            return _auto_or_one_of("decision score", name, DECISION_SCORES)
+
+        @field_validator("step_strategy")
+        @classmethod
+        def _known_step_strategy(cls, name: str) -> str:
+            from ..steps import STEP_STRATEGIES
+
+            return _auto_or_one_of("step strategy", name, STEP_STRATEGIES)
 
         @field_validator("attention_aggregate")
         @classmethod
@@ -144,8 +151,17 @@ with warnings.catch_warnings():
             )
 
 
+def _auto_or_one_of(what: str, name: str, registry: dict) -> str:
+    """`name` when it is "auto" or a key of `registry`, else a ValueError that lists the choices."""
+    if name != AUTO and name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; choose one of {[AUTO, *registry]}")
+    return name
+
+
 def _problem(error: dict) -> str:
-    """One pydantic error as a sentence: the option, then what is wrong with it."""
-    message = error["msg"].removeprefix("Value error, ")
+    """One pydantic error as a sentence: the option, then what is wrong with it (our own checks name the value)."""
     name = ".".join(str(part) for part in error["loc"])
-    return message if name and message.startswith(name) else f"{name}: {message} (got {error.get('input')!r})"
+    if error["type"] == "value_error":
+        message = error["msg"].removeprefix("Value error, ")
+        return message if message.startswith(name) else f"{name}: {message}"
+    return f"{name}: {error['msg']} (got {error.get('input')!r})"

@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ..data import format as fmt  # the special tokens (EXPLANATION here names a segment)
+
 LossOn = Literal["all", "solution", "solution+explanation"]
 IGNORE = -100
 NONE, REASONING, EXPLANATION = 0, 1, 2  # segments: not trained on, L_reasoning (eq. 9), L_explanation (eq. 10)
@@ -75,7 +77,7 @@ def encode_item(record: dict, tokenizer: PreTrainedTokenizerBase, loss_on: LossO
     prompt_len = len(tokenizer(prompt_text(record["question"]), add_special_tokens=False).input_ids)
     explanation_start = len(ids)
     if record.get("explanation"):
-        explanation_start = len(tokenizer(full.split("<|explanation|>")[0], add_special_tokens=False).input_ids)
+        explanation_start = len(tokenizer(full.split(fmt.EXPLANATION)[0], add_special_tokens=False).input_ids)
     with_explanation = loss_on == "solution+explanation"
     chain = REASONING if record.get("train_chain", True) else NONE  # a wrong own chain is not imitated
     segments = [
@@ -94,7 +96,7 @@ def _meta_targets(ids: list[int], record: dict, tokenizer: PreTrainedTokenizerBa
     whether step k is correct, and its decision target sits on the separator, the position whose
     next-token choice starts the step. The answer's tokens get whether the answer is correct.
     """
-    step_id, answer_id, explanation_id = tokenizer.convert_tokens_to_ids(["<|step|>", "<|answer|>", "<|explanation|>"])
+    step_id, answer_id, explanation_id = tokenizer.convert_tokens_to_ids([fmt.STEP, fmt.ANSWER, fmt.EXPLANATION])
     confidence, decision = [-1] * len(ids), [-1] * len(ids)
     starts = [i for i, token in enumerate(ids) if token == step_id]
     answer_start = next((i for i, token in enumerate(ids) if token == answer_id), len(ids))
@@ -115,7 +117,7 @@ def training_text_with_explanation(record: dict, training_text) -> str:
     chain = SimpleNamespace(question=record["question"], steps=record["steps"], answer=record["answer"])
     text = training_text(chain)
     if record.get("explanation"):
-        text = text.removesuffix("<|endoftext|>") + "<|explanation|>" + record["explanation"] + "<|endoftext|>"
+        text = text.removesuffix(fmt.END) + fmt.EXPLANATION + record["explanation"] + fmt.END
     return text
 
 

@@ -17,7 +17,8 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from ..data.format import explain_measurements
+from ..data.format import ANSWER, END, STEP, explain_measurements, parse_answer, prompt_text
+from ..decoding import room_after
 from ..model import SageForCausalLM
 from .recipe import Recipe, StageConfig
 
@@ -27,9 +28,9 @@ MAX_CHAIN_TOKENS = 160
 
 def split_generated(text: str) -> tuple[list[str], str | None]:
     """Steps and answer of a generated continuation of `prompt_text` (which ends with `<|step|>`)."""
-    body, has_answer, rest = text.partition("<|answer|>")
-    answer = rest.split("<|endoftext|>")[0].strip() if has_answer else None
-    return [s.strip() for s in body.split("<|step|>") if s.strip()], answer
+    body, has_answer, rest = text.partition(ANSWER)
+    answer = rest.split(END)[0].strip() if has_answer else None
+    return [s.strip() for s in body.split(STEP) if s.strip()], answer
 
 
 @torch.no_grad()
@@ -38,23 +39,21 @@ def _greedy(model, tokenizer, prompts: list[str]) -> tuple[list[str], list]:
     from ..generation import trace_generate
 
     longest = max(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
-    room = min(MAX_CHAIN_TOKENS, model.config.max_position_embeddings - longest)
+    room = room_after(model, longest, MAX_CHAIN_TOKENS)
     traces = trace_generate(model, tokenizer, prompts, max_new_tokens=room, attention="none", chat=False)
-    return [t.text + ("<|endoftext|>" if t.finish_reason == "eos" else "") for t in traces], traces
+    return [t.text + (END if t.finish_reason == "eos" else "") for t in traces], traces
 
 
 @torch.no_grad()
 def _sample_answers(model, tokenizer, prefixes: list[str], samples: int, seed: int) -> list[list[str | None]]:
     """`samples` sampled answers for each prefix, all prefixes in one left-padded batch."""
-    from ..data.format import parse_answer
-
     rows = [prefix for prefix in prefixes for _ in range(samples)]
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         inputs = tokenizer(rows, return_tensors="pt", add_special_tokens=False, padding=True)
     finally:
         tokenizer.padding_side = side
-    room = min(MAX_CHAIN_TOKENS, model.config.max_position_embeddings - inputs.input_ids.shape[1])
+    room = room_after(model, inputs.input_ids.shape[1], MAX_CHAIN_TOKENS)
     if room < 1:
         return [[None] * samples for _ in prefixes]
     torch.manual_seed(seed)
@@ -66,17 +65,13 @@ def _sample_answers(model, tokenizer, prefixes: list[str], samples: int, seed: i
 
 def label_item(record: dict, generated: str, trace, model, tokenizer, resamples: int, seed: int) -> dict:
     """A stage-3 record: the model's own chain, its measured step labels and explanation."""
-    from ..data.format import prompt_text
-
     steps, answer = split_generated(generated)
     gold_steps = record["steps"]
     step_correct = [k < len(gold_steps) and s == gold_steps[k] for k, s in enumerate(steps)]
     prompt = prompt_text(record["question"])
     # From the start of each step, and (last) from after the final step, where the answer comes next.
-    prefixes = [
-        prompt + "<|step|>".join(steps[:k]) + ("<|step|>" if 0 < k < len(steps) else "") for k in range(len(steps))
-    ]
-    prefixes.append(prompt + "<|step|>".join(steps) + "<|answer|>")
+    prefixes = [prompt + STEP.join(steps[:k]) + (STEP if 0 < k < len(steps) else "") for k in range(len(steps))]
+    prefixes.append(prompt + STEP.join(steps) + ANSWER)
     sampled = _sample_answers(model, tokenizer, prefixes, resamples, seed)
     share = [sum(a == answer for a in group) / resamples for group in sampled]
     decision = [abs(share[k + 1] - share[k]) >= DECISION_SHIFT for k in range(len(steps))]
@@ -100,7 +95,7 @@ def _step_confidences(trace, num_steps: int) -> list[float]:
     """Mean token probability of each generated step, from the trace's `<|step|>` boundaries."""
     probs = trace.logprobs.exp()
     tokens = trace.tokens
-    bounds = [0] + [i + 1 for i, t in enumerate(tokens) if t == "<|step|>"]
+    bounds = [0] + [i + 1 for i, t in enumerate(tokens) if t == STEP]
     out = []
     for k in range(num_steps):
         end = bounds[k + 1] if k + 1 < len(bounds) else len(tokens)
@@ -120,7 +115,6 @@ def write_inverse_data(
     """Answers `stage.synth_questions` training questions with the current model and writes stage-3 records
     (each `stage.synth_repeats` times), mixed with reference items (plain L_reasoning) so that stage 3 keeps the
     stage-2 skill instead of over-fitting a few hundred synthesised items."""
-    from ..data.format import prompt_text
     from ..data.io import iter_records, write_jsonl
 
     num_references = stage.reference_items

@@ -23,7 +23,6 @@ from .measure import (
     measure_item,
 )
 from .metrics import (
-    ECE_BINS,
     ENGINE_RANKINGS,
     comprehensiveness,
     distractor_wins,
@@ -40,14 +39,13 @@ from .metrics import (
 )
 from .run import check_prompt_format, describe_projection, json_ready, measure_introspection, part_counts
 from .settings import PARTS, IntrospectionSettings
-from .summary import DECISION_SCORES, THRESHOLD, goals, summarise
+from .summary import STEP_SCORES, THRESHOLD, goals, summarise
 
 __all__ = [
-    "DECISION_SCORES",
-    "ECE_BINS",
     "ENGINE_RANKINGS",
     "EVAL_SEED",
     "PARTS",
+    "STEP_SCORES",
     "TASKS",
     "THRESHOLD",
     "IntrospectionSettings",

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ...data import generate_items, parse_answer, prompt_text
 from ...data.format import ANSWER
 from ...data.schema import ReasoningItem
-from ...decoding import Chain
+from ...decoding import Chain, room_after
 from ...generation import trace_generate
 from ...inverse.answers import marked_answer_tokens
 from ...inverse.calibration import TEMPERATURE_GRID, AnswerRecord, fit_calibration
@@ -56,7 +56,7 @@ def calibration_set(
         chunk = items[start : start + batch_size]
         prompts = [prompt_text(item.question) for item in chunk]
         longest = max(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
-        room = min(settings.max_new_tokens, model.config.max_position_embeddings - longest)
+        room = room_after(model, longest, settings.max_new_tokens)
         traces = trace_generate(model, tokenizer, prompts, max_new_tokens=room, attention="none", chat=False)
         for item, trace in zip(chunk, traces, strict=True):
             logits = chain_logits(model, Chain(trace.prompt_ids, trace.token_ids))

@@ -11,7 +11,7 @@ import torch
 from ...data import parse_answer, prompt_text, training_text
 from ...data.format import ANSWER
 from ...data.schema import ReasoningItem
-from ...decoding import Chain, eos_ids, is_sage, padded_batch
+from ...decoding import Chain, eos_ids, is_sage, padded_batch, room_after
 from ...inverse import Report, explain
 from ...inverse.decisions import decision_scores, meta_at_step_starts, step_separators
 from ...inverse.measure import ablate, replacement_id, score_chain, step_inputs, step_losses
@@ -214,7 +214,7 @@ def resampled_answers(
     rows = [p for p in prefixes for _ in range(settings.resamples)]
     longest = max(len(r) for r in rows)
     ids, mask = padded_batch(rows, pad)
-    room = (getattr(model.config, "max_position_embeddings", None) or 10**9) - longest
+    room = room_after(model, longest, settings.max_new_tokens)
     budgets = [max(1, min(settings.max_new_tokens - s, room)) for s in starts]
     torch.manual_seed(seed)
     out = model.generate(

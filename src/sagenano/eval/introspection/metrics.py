@@ -7,10 +7,10 @@ import random
 from collections.abc import Sequence
 
 from ...inverse.answers import expected_calibration_error
+from ...inverse.calibration import ECE_BINS
 
 ENGINE_RANKINGS = {"eq7": "significance", "attention_only": "attention", "gradient_only": "gradient"}
 TOP_K = 3
-ECE_BINS = 15
 
 
 def overlaps(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:

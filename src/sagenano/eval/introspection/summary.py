@@ -11,7 +11,7 @@ from .metrics import ENGINE_RANKINGS, ece, mean, share
 from .settings import PARTS
 
 THRESHOLD = ExplainOptions().threshold  # the engine's default decision threshold (0.3)
-DECISION_SCORES = ("entropy", "meta", "combined", "position")  # the step scores correlated with the effect
+STEP_SCORES = ("entropy", "meta", "combined", "position")  # the step scores correlated with the effect
 GOAL_TOP1, GOAL_DISTRACTOR, GOAL_VERIFIED, GOAL_ECE = 0.90, 0.05, 0.95, 0.05
 
 
@@ -49,7 +49,7 @@ def summarise_decision(results: list[dict]) -> dict:
     steps = [s for d in rows for s in d["steps"]]
     effect = [s["effect"] for s in steps]
     correlations = {}
-    for score in DECISION_SCORES:
+    for score in STEP_SCORES:
         values = [s[score] for s in steps]
         correlations[score] = math.nan if any(v is None for v in values) else spearman(values, effect)
     return {

@@ -16,8 +16,25 @@ refuted.
 - `interact.py`: the prose of the interactive answers (why A over B, what if, a simpler way).
 """
 
-from .html import render_html
-from .terminal import show
-from .text import CONFIDENT, no_decisions_text, render_text
+from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ...lazy import lazy_getattr
+
+# Lazy (PEP 562): the report's schema reads `words.Depth` without loading rich and the HTML views.
+_EXPORTS = {
+    "CONFIDENT": "text",
+    "no_decisions_text": "text",
+    "render_html": "html",
+    "render_text": "text",
+    "show": "terminal",
+}
 __all__ = ["CONFIDENT", "no_decisions_text", "render_html", "render_text", "show"]
+
+if TYPE_CHECKING:
+    from .html import render_html
+    from .terminal import show
+    from .text import CONFIDENT, no_decisions_text, render_text
+
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

@@ -126,7 +126,10 @@ def _check_confidence(claim: Claim, report: Report, scores) -> None:
 def _check_decision(claim: Claim, report: Report, scores) -> None:
     position = claim.stated["position"]
     prob = float(scores.logprobs[position].exp())
-    point = next(d for d in report.decision_points if d.position == position)
+    point = next((d for d in report.decision_points if d.position == position), None)
+    if point is None:
+        _settle(claim, False, "the report has no decision point at the claimed position")
+        return
     meta = None if point.meta_score is None else torch.tensor([point.meta_score])  # the head's score, as reported
     here = slice(position, position + 1)
     mode = report.options.decision_score
@@ -275,7 +278,7 @@ def _most_likely_from(model, sequences: list[torch.Tensor], first: int) -> torch
     """(R, W - first - 1): whether each token of the (right-padded) sequences after position `first` is a most likely
     one, each sequence fed whole."""
     width = max(len(s) for s in sequences)
-    rows, mask = padded_batch(sequences, offsets=[0] * len(sequences))  # right-padded
+    rows, mask = padded_batch(sequences, side="right")
     rows, mask = rows.to(model.device), mask.to(model.device)
     out = model(input_ids=rows, attention_mask=mask, use_cache=False, logits_to_keep=width - first)
     logits = out.logits[:, first - width : -1]
