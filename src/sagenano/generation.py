@@ -351,8 +351,8 @@ def trace_generate(
         forced: token ids to feed instead of choosing (one prompt only): the trace of a given chain, with
             the model's own probabilities, entropies, alternatives and attention at every token.
         lookup: greedy decoding by prompt lookup (`sagenano.lookup_decoding`): `generate`'s tokens in fewer forward
-            passes (docs/measurements.md). Needs one prompt, greedy
-            decoding, no `forced` or `stop_strings`, and a model where `lookup_applies`.
+            passes (docs/measurements.md). Needs one prompt, greedy decoding, no `forced` or `stop_strings`, and a
+            model where `lookup_applies`.
     """
     single = isinstance(prompts, str)
     rendered = [render_prompt(tokenizer, p, chat) for p in ([prompts] if single else prompts)]

@@ -70,7 +70,8 @@ def branch_rollouts(
         return results
     lengths = [k for k, _ in branches]
     longest = max(lengths)
-    rows, mask = padded_batch([[*sequence[:k].tolist(), token] for k, token in branches], pad_id(model) or 0)
+    forced = [torch.cat([sequence[:k], sequence.new_tensor([token])]) for k, token in branches]
+    rows, mask = padded_batch(forced, pad_id(model) or 0)
     budgets = [max(end - k - 1, 0) for k in lengths]  # new tokens after the forced one, within `end`
     if not any(budgets):
         return [[token] for _, token in branches]

@@ -34,7 +34,7 @@ def margin_score(entropies: torch.Tensor, margins: torch.Tensor, meta: torch.Ten
     return 1 - margins
 
 
-def meta_score(entropies: torch.Tensor, margins: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+def meta_head_score(entropies: torch.Tensor, margins: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
     """SAGE's meta-cognitive head: its decision probability at step starts."""
     return _needs_meta(meta, "meta")
 
@@ -47,7 +47,7 @@ def combined_score(entropies: torch.Tensor, margins: torch.Tensor, meta: torch.T
 DECISION_SCORES: dict[str, DecisionScore] = {
     "entropy": entropy_score,
     "margin": margin_score,
-    "meta": meta_score,
+    "meta": meta_head_score,
     "combined": combined_score,
 }
 
