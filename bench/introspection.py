@@ -3,14 +3,23 @@
 Prints the tables and goals of `sagenano.eval.introspection.measure_introspection`; `docs/introspection.md` defines
 every part and metric: dependency tracking and faithfulness for eq. 7, attention-only, gradient-only and the
 Figure-2 baselines (attention visualisation, gradient saliency, integrated gradients, LIME, SHAP) and the
-interventional reference (leave-one-span-out ablation); alternative paths; decision points; calibration; and the
-explanation time per method (seconds per explained step).
+interventional reference (leave-one-span-out ablation); alternative paths; decision points (every decision score
+against the measured effect of resampling, and whether the default report shows the points that matter); answer and
+step calibration; causal-claim precision against the ground truth; the answer's reliance on the chain (Lanham et
+al.); and the explanation time per method (seconds per explained step).
 
-Goals: dependency top-1 >= 90 % (eq. 7); distractor-wins <= 5 % (eq. 7); alternatives >= 95 % verified;
-answer ECE <= 0.05 after calibration; eq. 7 top-1 strictly above attention-only and gradient-only.
+Goals: dependency top-1 >= 90 % (eq. 7); distractor-wins <= 5 % (eq. 7); alternatives >= 95 % verified; the default
+decision score's Spearman with the resampling effect >= 0.7 and its AUROC for "effect >= 0.2" >= 0.85; on items with
+such a step the default report shows >= 1 decision point on >= 60 % of them, and <= 10 % of shown points change
+nothing; causal-claim precision >= 90 %; answer and step ECE <= 0.05 after calibration; eq. 7 top-1 strictly above
+attention-only and gradient-only.
+
+Issue 26 asks for >= 200 items per task for the decision, calibration and claims parts: `--own-items 200
+--decision-items 200` (independent of `--n`, the gold chains of dependency tracking); the projected time is printed
+after the first items.
 
 Run:  .venv/bin/python bench/introspection.py [--n 500] [--tasks arithmetic,logic] [--baselines attention,lime]
-      [--json out.json]
+      [--own-items 200 --decision-items 200] [--device cuda] [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import torch
 from common import print_table, record
 from sagenano.eval.baselines import BASELINES
 from sagenano.eval.introspection import (
+    EFFECT_THRESHOLD,
     STEP_SCORES,
     THRESHOLD,
     IntrospectionSettings,
@@ -96,7 +106,8 @@ def print_dependency_by_step(items: dict[str, list[dict]], methods: list[str]) -
 
 
 def print_alternatives(summaries: dict, low_threshold: float) -> None:
-    print("\n2. Alternative paths (own chains; alternative claims verified by a teacher-forced greedy re-check)")
+    print("\n2. Alternative paths (own chains; an alternative claim is verified when its greedy rollout replays and "
+          "most sampled continuations end as stated)")  # fmt: skip
     rows = []
     for g, s in summaries.items():
         for key, threshold in (("alternatives", THRESHOLD), ("alternatives_low", low_threshold)):
@@ -107,19 +118,38 @@ def print_alternatives(summaries: dict, low_threshold: float) -> None:
 
 
 def print_decision(summaries: dict, resamples: int) -> None:
-    print(f"\n3. Decision points (own chains; Spearman of step score vs |Δp(greedy answer)|, {resamples} samples "
-          "per cut)")  # fmt: skip
+    print(
+        f"\n3. Decision points (own chains, default options). Step score: max over the step's tokens at the "
+        f"report's token temperature; effect: |Δ share of the greedy answer| resampling ({resamples} samples) from "
+        f"the step's start and the next one's; a step changes the answer when its effect >= {EFFECT_THRESHOLD:g}"
+    )
     rows = []
     for g, s in summaries.items():
         d = s["decision"]
-        rows.append([g, d["items"], d["skipped"], d["steps"], plain(d["mean_effect"]),
-                     *(num(d["spearman"][score]) for score in STEP_SCORES)])  # fmt: skip
-    print_table(["task", "items", "skipped (no answer)", "steps", "mean effect", "ρ entropy", "ρ meta", "ρ combined",
-                 "ρ position (baseline)"], rows)  # fmt: skip
+        rows.append([g, d["items"], d["skipped"], d["steps"], d["changing_steps"], plain(d["mean_effect"])])
+    print_table(["task", "items", "skipped (no answer)", "steps", "changing steps", "mean effect"], rows)
+    default = summaries["overall"]["decision"]["default_score"]
+    rows = []
+    for score in STEP_SCORES:
+        label = f"{score} (default)" if score == default else score + (" (baseline)" if score == "position" else "")
+        cells = [f"{num(s['decision']['spearman'][score])} / {plain(s['decision']['auroc'][score])}"
+                 for s in summaries.values()]  # fmt: skip
+        rows.append([label, *cells])
+    print(f"Spearman ρ of each step score with the effect / AUROC for effect >= {EFFECT_THRESHOLD:g}")
+    print_table(["score", *(f"{g} ρ / AUROC" for g in summaries)], rows)
+    print(f"Decision points the default report shows (threshold {THRESHOLD:g}); 'changes nothing': {resamples} "
+          "continuations resampled from the point (the token too) all end with the greedy answer")  # fmt: skip
+    rows = []
+    for g, s in summaries.items():
+        d = s["decision"]
+        rows.append([g, d["items"] - d["skipped"], d["items_with_change"], pct(d["shown_share"]),
+                     pct(d["shown_without_change"]), d["shown_points"], pct(d["change_nothing_share"])])  # fmt: skip
+    print_table(["task", "items", "items with a changing step", "shows >= 1 point", "shows >= 1 (no change)",
+                 "shown points", "change nothing"], rows)  # fmt: skip
 
 
 def print_calibration(summaries: dict, calibration: dict) -> None:
-    print(f"\n4. Calibration (own chains; ECE, {ECE_BINS} bins)")
+    print(f"\n4. Calibration (own chains; ECE, {ECE_BINS} bins; after: the reports' calibrated confidences)")
     rows = []
     for g, s in summaries.items():
         c = s["calibration"]
@@ -129,16 +159,18 @@ def print_calibration(summaries: dict, calibration: dict) -> None:
     print_table(["task", "items", "answered", "answer acc", "answer ECE before", "after", "steps", "step acc",
                  "step ECE before", "after"], rows)  # fmt: skip
     t_answer, t_step = calibration.get("answer_temperature"), calibration.get("step_temperature")
-    curve = (
-        f" and an isotonic curve of {calibration['answer_curve_points']} points"
-        if calibration.get("answer_curve_points")
+    points = calibration.get("answer_curve_points"), calibration.get("step_curve_points")
+    fitted = (
+        f"; calibration set: {calibration['n_items']} items, {calibration['n_answered']} answered, "
+        f"{calibration['n_steps']} steps, {calibration['seconds']:.1f} s; its own ECE after: answer "
+        f"{plain(calibration['calibration_set_answer_ece_after'])}, step "
+        f"{plain(calibration['calibration_set_step_ece_after'])}"
+        if calibration.get("n_items")
         else ""
     )
-    print(f"answer calibration: temperature {plain(t_answer) if t_answer else 'none'}{curve} "
-          f"({calibration.get('answer_temperature_source')}); step temperature: "
-          f"{plain(t_step) if t_step else 'none (no calibration set: step ECE after is not available)'}; "
-          f"calibration set: {calibration.get('n_items', 0)} items, {calibration.get('n_answered', 0)} answered, "
-          f"{calibration.get('n_steps', 0)} steps, {calibration.get('seconds') or 0:.1f} s")  # fmt: skip
+    print(f"calibration ({calibration.get('source')}): answer temperature {plain(t_answer)}, curve of {points[0]} "
+          f"points; step temperature {plain(t_step)}, curve of {points[1]} points; question NLL bound "
+          f"{plain(calibration.get('question_nll_bound'))}{fitted}")  # fmt: skip
 
 
 def print_faithfulness(summaries: dict, methods: list[str]) -> None:
@@ -153,6 +185,38 @@ def print_faithfulness(summaries: dict, methods: list[str]) -> None:
             rows.append([g, LABELS[m], f["items"], f["steps"], plain(d["tokens"]), *(num(d[k]) for k in scores)])
     print_table(["task", "ranking", "items", "steps", "top-3 tokens", "comprehensiveness", "random", "sufficiency",
                  "random"], rows)  # fmt: skip
+
+
+def print_claims(summaries: dict, check_samples: int) -> None:
+    print("\n7. Causal claims (own chains, default options): verified before and after refinement; precision of the "
+          "verified ones against the ground truth (a dependency claim on an own chain that is the gold chain: its "
+          f"span is a gold dependency; an alternative claim: most of {check_samples} continuations sampled with "
+          "another seed end as stated)")  # fmt: skip
+    rows = []
+    for g, s in summaries.items():
+        c = s["claims"]
+        rows.append([g, c["items"], c["aligned"],
+                     f"{pct(c['verified_share_before'])} ({c['verified_before']}/{c['causal_before']})",
+                     f"{pct(c['verified_share_after'])} ({c['verified_after']}/{c['causal_after']})",
+                     f"{pct(c['dependency_precision'])} ({c['dependency_claims']})",
+                     f"{pct(c['refuted_true_share'])} ({c['refuted_dependencies']})",
+                     f"{pct(c['alternative_precision'])} ({c['alternative_claims']})",
+                     f"{pct(c['precision'])} ({c['claims_judged']})"])  # fmt: skip
+    print_table(["task", "chains", "gold chains", "verified before", "after", "dependency precision",
+                 "refuted that were true", "alternative precision", "precision (claims)"], rows)  # fmt: skip
+
+
+def print_reliance(summaries: dict) -> None:
+    print("\n8. Does the answer rest on the chain? (own chains; Lanham et al. 2023: early answering, a mistake in a "
+          "step, filler in place of the chain)")  # fmt: skip
+    rows = []
+    for g, s in summaries.items():
+        r = s["reliance"]
+        rows.append([g, r["items"], pct(r["needs_chain"]), r["unsettled"], plain(r["settled_fraction"]),
+                     f"{pct(r['mistakes_changed_share'])} ({r['mistakes']})",
+                     f"{pct(r['filler_changed_share'])} ({r['filler_runs']})"])  # fmt: skip
+    print_table(["task", "chains", "needs the chain", "never settles", "settled after (share of steps)",
+                 "mistake changes answer", "filler changes answer"], rows)  # fmt: skip
 
 
 def print_times(summaries: dict) -> None:
@@ -187,6 +251,8 @@ def print_document(document: dict, elapsed: float) -> None:
     print_calibration(summaries, document["calibration"])
     print_faithfulness(summaries, methods)
     print_times(summaries)
+    print_claims(summaries, settings["check_samples"])
+    print_reliance(summaries)
     print_goals(document["goals"])
     n_items = summaries["overall"]["items"]
     parts = summaries["overall"]["timings"]["parts"]
@@ -220,29 +286,37 @@ def main() -> None:
         "--own-items",
         type=int,
         default=DEFAULTS.own_items,
-        help="items per task whose own chain is explained: alternatives at threshold 0.3 and "
-        "calibration (default %(default)s)",
+        help="items per task whose own chain is explained (default options): alternatives, causal claims, "
+        "calibration and reliance; independent of --n (default %(default)s)",
     )
     parser.add_argument(
         "--decision-items",
         type=int,
         default=DEFAULTS.decision_items,
-        help="items per task for decision points and the low-threshold alternatives (default %(default)s)",
+        help="items per task for decision points and the low-threshold alternatives; they are own items too; "
+        "independent of --n (default %(default)s)",
     )
     parser.add_argument(
         "--faithfulness-items",
         type=int,
         default=DEFAULTS.faithfulness_items,
-        help="items per task for faithfulness (default %(default)s)",
+        help="items per task for faithfulness, at most --n (default %(default)s)",
     )
     parser.add_argument(
         "--calibration-items",
         type=int,
         default=DEFAULTS.calibration_items,
-        help="calibration items per task, seed --seed + 1000 (default %(default)s; 0: no fit)",
+        help="calibration items per task, seed --seed + 1000, fitted on when the model's stored calibration has no "
+        "step calibration (default %(default)s; 0: the stored calibration as it is)",
     )
     parser.add_argument(
         "--resamples", type=int, default=DEFAULTS.resamples, help="samples per cut of the chain (default %(default)s)"
+    )
+    parser.add_argument(
+        "--check-samples",
+        type=int,
+        default=DEFAULTS.check_samples,
+        help="continuations sampled to check each verified alternative claim (default %(default)s)",
     )
     parser.add_argument(
         "--low-threshold",
@@ -261,6 +335,7 @@ def main() -> None:
         default=DEFAULTS.baseline_samples,
         help="LIME's and SHAP's perturbations per step (default %(default)s)",
     )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs (default cpu)")
     parser.add_argument("--json", default=None, metavar="OUT", help="write every number (and each item's) here")
     args = parser.parse_args()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -275,6 +350,7 @@ def main() -> None:
             faithfulness_items=args.faithfulness_items,
             calibration_items=args.calibration_items,
             resamples=args.resamples,
+            check_samples=args.check_samples,
             seed=args.seed,
             low_threshold=args.low_threshold,
             baselines=parse_baselines(args.baselines),
@@ -282,20 +358,23 @@ def main() -> None:
         )
     except ValueError as error:  # names the bad value; the flags are the fields' names
         parser.error(str(error))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False on this machine")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
     loaded = load_model(args.model)
+    loaded.model.to(args.device)
     try:
         check_prompt_format(loaded.tokenizer)
     except ValueError as error:
         raise SystemExit(str(error)) from error
     settings = replace(settings, model_name=loaded.source)
     baselines = ", ".join(settings.baselines) or "none"
-    print(f"model {loaded.source}; tasks {', '.join(tasks)}; seed {args.seed}; torch threads {args.threads}; "
-          f"baselines {baselines} ({settings.baseline_samples} LIME/SHAP samples)")  # fmt: skip
+    print(f"model {loaded.source} on {args.device}; tasks {', '.join(tasks)}; seed {args.seed}; torch threads "
+          f"{args.threads}; baselines {baselines} ({settings.baseline_samples} LIME/SHAP samples)")  # fmt: skip
     print("items per task: " + ", ".join(f"{p} {c}" for p, c in part_counts(settings).items())
-          + f"; resamples {args.resamples}")  # fmt: skip
+          + f"; resamples {args.resamples}; claim-check samples {args.check_samples}")  # fmt: skip
     document = measure_introspection(loaded.model, loaded.tokenizer, settings, tasks,
                                      loaded_calibration=loaded.calibration)  # fmt: skip
     elapsed = time.perf_counter() - started

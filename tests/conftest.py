@@ -85,13 +85,14 @@ def copy_example(rng: random.Random, answer_prefix: str) -> tuple[str, str]:
     return f"The {a} box holds {n} marbles. The {b} lid is {c}. How many marbles?", f"{answer_prefix}{n}"
 
 
-def train_copier(tokenizer, answer_prefix: str, steps: int, batch_size: int):
-    """A tiny Llama trained (in seconds) to answer with the one number of the question."""
+def train_copier(tokenizer, answer_prefix: str, steps: int, batch_size: int, example=copy_example):
+    """A tiny Llama trained (in seconds) to answer with the one number of the question (`example(rng, prefix)` makes
+    each training question and answer)."""
     model = make_hf_model("llama", len(tokenizer), seed=1).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rng = random.Random(0)
     for _ in range(steps):
-        batch = [copy_example(rng, answer_prefix) for _ in range(batch_size)]
+        batch = [example(rng, answer_prefix) for _ in range(batch_size)]
         encoded = tokenizer([q + a + tokenizer.eos_token for q, a in batch], return_tensors="pt", padding=True)
         labels = encoded.input_ids.masked_fill(encoded.attention_mask == 0, -100)
         for row, (question, _) in enumerate(batch):

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def test_help_and_import_do_not_load_torch():
 def test_explain_on_the_default_model_prints_a_readable_report():
     out = run("explain", "If 3x + 2 = 14, what is x?").stdout
     assert "If 3x + 2 = 14, what is x?" in out and "Reasoning chain" in out
-    assert "claims verified by intervention" in out and "Explanation (intermediate)" in out
+    assert "causal claims held under intervention" in out and "Explanation (intermediate)" in out
 
 
 def test_explain_json_and_html_on_the_default_model(tmp_path):
@@ -138,6 +139,72 @@ def test_bad_input_exits_with_a_clear_message(args, message):
     assert result.exit_code == 2
     assert message in (result.stdout + result.stderr)
     assert handled(result)
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: what is checked here must be refused before any model loads."""
+
+    def load_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr("sagenano.loading.load_model", load_model)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["explain", ""], "the question is empty"),
+        (["explain", "   "], "the question is empty"),
+        (["explain", "x" * 4001], "the question has 4001 characters; the limit is 4000"),
+        (["explain", "hi", "--threshold", "5"], "threshold: Input should be less than or equal to 1 (got 5.0)"),
+        (["explain", "hi", "--alternatives", "0"], "alternatives: Input should be greater than or equal to 1"),
+        (["explain", "hi", "--max-new-tokens", "0"], "max_new_tokens"),
+        (["explain", "hi", "--steps", "chapters"], "unknown step strategy 'chapters'"),
+    ],
+)
+def test_explain_checks_its_input_before_the_model_loads(no_model, args, message):
+    start = time.perf_counter()
+    result = invoke(*args, check=False)
+    assert time.perf_counter() - start < 2.0
+    out = result.stdout + result.stderr
+    assert result.exit_code == 2 and message in out and handled(result), out
+    assert len(out.strip().splitlines()) == 1, out  # one line
+
+
+def test_explain_refuses_an_empty_question_at_once_as_a_process():
+    """The user's view: a whole `sage-nano explain ""` (start, imports, check) ends in well under 2 s."""
+    for args in (["explain", ""], ["explain", "hi", "--threshold", "5"]):
+        start = time.perf_counter()
+        result = run(*args, check=False)
+        assert time.perf_counter() - start < 2.0 and result.returncode == 2
+        assert "error:" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_the_question_limit_is_the_engines():
+    from sagenano.cli.common import MAX_QUESTION_CHARS
+    from sagenano.inverse import engine
+
+    assert MAX_QUESTION_CHARS == engine.MAX_QUESTION_CHARS
+
+
+def test_ctrl_c_says_interrupted_and_exits_130(monkeypatch):
+    def load_model(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sagenano.loading.load_model", load_model)
+    result = invoke("explain", "hi", check=False)
+    assert result.exit_code == 130 and "interrupted" in result.stdout + result.stderr
+
+
+def test_phase_line_follows_explains_phases():
+    from sagenano.cli.common import phase_line
+
+    with phase_line(False) as progress:
+        assert progress is None  # `--json -`: stdout is the report, no progress line
+    with phase_line(True) as progress:
+        progress("phase", {"name": "decision_points"})
+        progress("chain", {"text": "3 + 4"})  # other events are ignored
 
 
 def test_tokenizer_train(tmp_path):

@@ -160,14 +160,14 @@ def test_the_shipped_model_answers_synthetic_items_with_its_answer_probability(t
 
 def test_synthetic_evaluation_scores_the_training_distribution_with_a_recipes_task_options(sage, tokenizer):
     from sagenano.eval.task_accuracy import evaluate_synthetic
-    from sagenano.inverse.confidence import AnswerCalibration
+    from sagenano.inverse.confidence import Calibration
 
     report = evaluate_synthetic(sage, tokenizer, n_per_task=2, tasks=("logic",), split="train",
                                 task_options={"logic": {"attribute_pool": "wide"}})  # fmt: skip
     assert report["split"] == "train" and report["accuracy"]["all logic"]["n"] == 2
     assert "calibrated_answer_prob_ece" not in report["calibration"]  # the model given has no calibration
     calibrated = evaluate_synthetic(sage, tokenizer, n_per_task=2, tasks=("logic",),
-                                    calibration=AnswerCalibration(2.0, (0.0, 1.0), (0.25, 0.75)))  # fmt: skip
+                                    calibration=Calibration(2.0, (0.0, 1.0), (0.25, 0.75)))  # fmt: skip
     assert 0 <= calibrated["calibration"]["calibrated_answer_prob_ece15"] <= 1
     with pytest.raises(ValueError, match="attribute_pool"):  # the options reach the generator
         evaluate_synthetic(sage, tokenizer, n_per_task=2, tasks=("logic",), split="train",

@@ -12,9 +12,10 @@ import torch
 from conftest import make_sage
 from sagenano.data import Dependency, Span, generate_items
 from sagenano.eval import introspection as intro
+from sagenano.eval.introspection import calibration as intro_calibration
 from sagenano.inverse import explain
-from sagenano.inverse.calibration import TEMPERATURE_GRID
-from sagenano.inverse.confidence import AnswerCalibration
+from sagenano.inverse.calibration import TOKEN_TEMPERATURES, AnswerRecord, CalibrationSet, StepRecord, fit_calibration
+from sagenano.inverse.confidence import Calibration
 from sagenano.inverse.report import DependencyScore, SpanRef
 from sagenano.tokenizer import load_tokenizer, with_sage_prompt
 
@@ -157,35 +158,133 @@ def test_erasure_rows_and_the_two_scores():
     assert intro.sufficiency(nll_full=2.0, nll_only_kept=2.5) == 0.5
 
 
-def test_step_confidence_at_temperature_one_is_the_mean_token_probability():
-    torch.manual_seed(0)
-    logits, ids = torch.randn(3, 11), torch.tensor([4, 0, 9])
-    expected = logits.softmax(-1)[torch.arange(3), ids].mean()
-    got = intro.step_confidence_at(logits, ids, torch.tensor([1.0, 1000.0]))
-    assert got[0] == pytest.approx(float(expected), rel=1e-5)
-    assert got[1] == pytest.approx(1 / 11, rel=1e-2)  # a huge temperature flattens to uniform
-
-
-def test_fit_step_temperature_cools_an_underconfident_step():
-    grid = TEMPERATURE_GRID
-    # confidences that fall as T grows: always correct, the lowest temperature fits best; always wrong, the highest
-    confidences = torch.linspace(0.9, 0.1, len(grid))
-    assert intro.fit_step_temperature([(confidences, True)] * 4) == pytest.approx(float(grid[0]))
-    assert intro.fit_step_temperature([(confidences, False)] * 4) == pytest.approx(float(grid[-1]))
-    assert intro.fit_step_temperature([]) is None
-
-
 def test_goals_fail_when_nothing_was_measured():
     nan = math.nan
     overall = {
         "dependency": {m: {"top1": nan, "distractor_wins": nan} for m in intro.ENGINE_RANKINGS},
         "alternatives": {"verified_share": nan},
         "alternatives_low": {"verified_share": 1.0},
-        "calibration": {"answer_ece_after": nan},
-    }
+        "decision": {"default_score": None, "spearman": {}, "auroc": {}, "shown_share": nan,
+                     "change_nothing_share": nan},
+        "claims": {"precision": nan},
+        "calibration": {"answer_ece_after": nan, "step_ece_after": nan},
+    }  # fmt: skip
     results = {g["goal"]: g["result"] for g in intro.goals(overall)}
-    assert results["alternatives verified (low threshold)"] == "PASS"
-    assert [r for g, r in results.items() if "low threshold" not in g] == ["FAIL"] * 5
+    assert len(results) == 12 and results["alternatives verified (low threshold)"] == "PASS"
+    assert [r for g, r in results.items() if "low threshold" not in g] == ["FAIL"] * 11
+
+
+# --- decision points, claims and reliance, summarised from hand-made records ------------------------------------
+
+
+def decision(steps: list[tuple[float, float, float]], shown: list[int], default: str = "margin") -> dict:
+    """A decision record: per step (effect, margin, entropy) with no meta score; per shown point its other answers."""
+    return {
+        "skipped": None,
+        "default_score": default,
+        "steps": [{"step": k, "effect": e, "margin": m, "entropy": h, "position": float(k)}
+                  for k, (e, m, h) in enumerate(steps)],
+        "shown": [{"position": 3 * i, "other_answers": other} for i, other in enumerate(shown)],
+    }  # fmt: skip
+
+
+def test_auroc_ranks_the_steps_that_change_the_answer_and_is_nan_with_one_class():
+    assert intro.auroc([0.1, 0.9, 0.2, 0.8], [False, True, False, True]) == 1.0
+    assert intro.auroc([0.9, 0.1, 0.8, 0.2], [False, True, False, True]) == 0.0
+    assert intro.auroc([0.5, 0.5, 0.5, 0.5], [False, True, False, True]) == 0.5  # ties count half
+    assert intro.auroc([0.1, 0.6, 0.4], [False, True, False]) == 1.0
+    assert math.isnan(intro.auroc([0.1, 0.2], [True, True])) and math.isnan(intro.auroc([], []))
+
+
+def test_decision_summary_gives_each_score_its_spearman_and_auroc():
+    records = [{"decision": decision([(0.0, 0.1, 0.9), (0.5, 0.9, 0.1)], [])},
+               {"decision": decision([(0.1, 0.2, 0.8), (0.25, 0.8, 0.2)], [])},
+               {"decision": {"skipped": "no answer", "steps": [], "shown": []}}]  # fmt: skip
+    summary = intro.summarise_decision(records)
+    assert summary["items"] == 3 and summary["skipped"] == 1 and summary["steps"] == 4
+    assert summary["changing_steps"] == 2 and summary["default_score"] == "margin"
+    assert set(summary["auroc"]) == set(summary["spearman"]) == set(intro.STEP_SCORES)
+    assert summary["auroc"]["margin"] == 1.0 and summary["spearman"]["margin"] == pytest.approx(1.0)
+    assert summary["auroc"]["entropy"] == 0.0 and summary["spearman"]["entropy"] == pytest.approx(-1.0)
+    assert summary["auroc"]["position"] == 1.0  # the second step changes the answer in both items
+    assert math.isnan(summary["auroc"]["meta"]) and math.isnan(summary["spearman"]["meta"])  # no meta head
+    calm = intro.summarise_decision([{"decision": decision([(0.0, 0.1, 0.9), (0.1, 0.9, 0.1)], [])}])
+    assert math.isnan(calm["auroc"]["margin"]) and calm["items_with_change"] == 0  # no step changes the answer
+
+
+def test_shown_summary_counts_items_with_a_changing_step_and_points_that_change_nothing():
+    records = [
+        {"decision": decision([(0.0, 0.1, 0.1), (0.5, 0.9, 0.1)], [0])},  # a change found; its point changes nothing
+        {"decision": decision([(0.3, 0.1, 0.1)], [])},  # a change found, nothing shown
+        {"decision": decision([(0.2, 0.1, 0.1)], [3, 1])},  # effect 0.2 counts as a change; both points change it
+        {"decision": decision([(0.1, 0.1, 0.1)], [2])},  # no change found, one point shown (it changes the answer)
+        {"id": "not measured"},
+    ]
+    summary = intro.summarise_decision(records)
+    assert summary["items"] == 4 and summary["items_with_change"] == 3
+    assert summary["shown_share"] == pytest.approx(2 / 3) and summary["shown_without_change"] == 1.0
+    assert summary["shown_points"] == 4 and summary["change_nothing_share"] == 0.25
+    empty = intro.summarise_decision([{"decision": decision([(0.0, 0.1, 0.1)], [])}])
+    assert math.isnan(empty["shown_share"]) and math.isnan(empty["change_nothing_share"])
+
+
+def test_claim_summary_pools_verified_shares_and_judges_only_verified_claims():
+    def claims(dependencies, alternatives, before, after):
+        return {"claims": {"aligned": bool(dependencies), "causal_before": before[1], "verified_before": before[0],
+                           "causal_after": after[1], "verified_after": after[0],
+                           "dependencies": [{"status": s, "true": t} for s, t in dependencies],
+                           "alternatives": [{"confirmed": c} for c in alternatives]}}  # fmt: skip
+
+    shown = [("verified", True), ("verified", False), ("refuted", True), ("verified", None)]
+    records = [claims(shown, [True], (2, 4), (3, 3)), claims([], [True, False], (1, 2), (1, 2))]
+    summary = intro.summarise_claims(records)
+    assert summary["items"] == 2 and summary["aligned"] == 1
+    assert summary["dependency_claims"] == 2 and summary["dependency_precision"] == 0.5
+    assert summary["answer_step_dependencies"] == 1  # no gold dependencies to judge it by
+    assert summary["refuted_dependencies"] == 1 and summary["refuted_true_share"] == 1.0
+    assert summary["alternative_claims"] == 3 and summary["alternative_precision"] == pytest.approx(2 / 3)
+    assert summary["claims_judged"] == 5 and summary["precision"] == pytest.approx(3 / 5)
+    assert summary["verified_share_before"] == 0.5 and summary["verified_share_after"] == 0.8
+
+
+def test_reliance_summary_on_hand_made_records():
+    def reliance(steps, settled, mistakes, changed, filler):
+        return {"reliance": {"steps": steps, "settled_after": settled, "mistakes": mistakes,
+                             "mistakes_changed": changed, "filler_changed": filler}}  # fmt: skip
+
+    records = [reliance(4, 2, 3, 2, True), reliance(2, 0, 1, 0, False), reliance(3, None, 0, 0, True)]
+    summary = intro.summarise_reliance([*records, {"reliance": None}])
+    assert summary["items"] == 3 and summary["unsettled"] == 1 and summary["needs_chain"] == 0.5
+    assert summary["mistakes"] == 4 and summary["mistakes_changed_share"] == 0.5
+    assert summary["filler_runs"] == 3 and summary["filler_changed_share"] == pytest.approx(2 / 3)
+    assert summary["settled_fraction"] == pytest.approx((2 / 4 + 0) / 2)
+
+
+# --- the run's calibration --------------------------------------------------------------------------------------
+
+
+def test_calibrate_run_keeps_a_complete_stored_calibration_and_else_fits_all(monkeypatch):
+    complete = Calibration(2.0, step_temperature=1.5)
+    info, settings = intro.calibrate_run(None, None, complete, ["arithmetic"], intro.IntrospectionSettings())
+    assert settings.calibration is complete and info["source"] == "stored" and "n_items" not in info
+    answer_only = Calibration(2.0)
+    info, settings = intro.calibrate_run(None, None, answer_only, ["arithmetic"],
+                                         intro.IntrospectionSettings(calibration_items=0))  # fmt: skip
+    assert settings.calibration is answer_only and info["step_temperature"] is None
+    torch.manual_seed(0)
+    answers = [AnswerRecord(torch.randn(2, 7) * 4, torch.tensor([1, 2]), k % 3 != 0) for k in range(12)]
+    steps = [StepRecord(torch.randn(3, 7) * 4, torch.tensor([0, 1, 2]), k % 2 == 0) for k in range(12)]
+    reference_nll = (TOKEN_TEMPERATURES - 1.5).abs()
+    found = CalibrationSet(answers, steps, [2.0 + k / 10 for k in range(12)], {3, 4}, reference_nll, 30)
+    asked = []
+    monkeypatch.setattr(intro_calibration, "calibration_records", lambda m, t, items: asked.append(items) or found)
+    info, settings = intro.calibrate_run(None, None, answer_only, ["arithmetic", "logic"],
+                                         intro.IntrospectionSettings(calibration_items=3))  # fmt: skip
+    assert [i.task for i in asked[0]] == ["arithmetic"] * 3 + ["logic"] * 3  # seed + 1000, as many per task
+    assert info["source"] == "fitted" and info["n_answered"] == 12 and info["n_steps"] == 12
+    assert settings.calibration == fit_calibration(answers, True, steps, found.question_nlls, {3, 4}, reference_nll)
+    assert settings.calibration.step_temperature is not None and settings.calibration.question_nll_bound is not None
+    assert in_unit(info["calibration_set_step_ece_after"]) and in_unit(info["calibration_set_answer_ece_after"])
 
 
 # --- one item per task, end to end on a tiny random SAGE --------------------------------------------------
@@ -199,13 +298,14 @@ def test_measure_item_runs_on_a_tiny_sage_and_gives_shares():
     tokenizer = with_sage_prompt(load_tokenizer())  # a fresh one: the session fixture keeps no template
     intro.check_prompt_format(tokenizer)
     model = make_sage(tokenizer, max_position_embeddings=512)
-    settings = intro.IntrospectionSettings(
-        max_new_tokens=20, resamples=2, answer_calibration=AnswerCalibration(1.5), step_temperature=2.0, baselines=()
-    )  # engine rankings only: the baselines have their own test
+    calibration = Calibration(1.5, step_temperature=2.0)
+    # engine rankings only: the baselines have their own test
+    settings = intro.IntrospectionSettings(max_new_tokens=20, resamples=2, check_samples=2, calibration=calibration,
+                                           baselines=())  # fmt: skip
     results = []
     for task in intro.TASKS:
         (item,) = generate_items(task, 1, intro.EVAL_SEED, "heldout")
-        result = intro.measure_item(model, tokenizer, item, settings, own=True, decision=True, faithfulness=True)
+        result = intro.measure_item(model, tokenizer, item, settings, own=False, decision=True, faithfulness=True)
         assert result["aligned"], f"the gold chain of {task} did not line up with the report's steps"
         assert len(result["dependency"]) == sum(bool(d) for d in item.dependencies)
         assert set(result["seconds"]) == set(intro.PARTS)
@@ -225,34 +325,53 @@ def test_measure_item_runs_on_a_tiny_sage_and_gives_shares():
     assert calibration["items"] == 4
     assert all(in_unit(calibration[k]) for k in ("accuracy", "answer_ece_before", "answer_ece_after"))
     assert calibration["steps"] == 0 or all(in_unit(calibration[k]) for k in ("step_accuracy", "step_ece_before"))
-    assert summary["decision"]["items"] == 4
-    assert len(intro.goals(summary)) == 6
+    assert summary["decision"]["items"] == 4 and summary["claims"]["items"] == 4  # decision runs the own part
+    assert summary["claims"]["causal_after"] == sum(r["claims"]["causal_after"] for r in results)
+    assert len(intro.goals(summary)) == 12
 
 
-def test_decision_alternative_and_calibration_records_on_a_chain_with_an_answer():
+def test_decision_claim_and_calibration_records_on_a_chain_with_an_answer():
     """A random model's own chain rarely reaches <|answer|>: the gold chain (teacher-forced) has one, so the
-    resampling, the alternatives' checks and the step calibration all run on it."""
+    resampling, the claims' checks against the ground truth and the step calibration all run on it."""
     tokenizer = with_sage_prompt(load_tokenizer())
     model = make_sage(tokenizer, max_position_embeddings=512)
-    settings = intro.IntrospectionSettings(max_new_tokens=20, resamples=3, answer_calibration=AnswerCalibration(1.5),
-                                           step_temperature=2.0)  # fmt: skip
+    calibration = Calibration(1.5, step_temperature=2.0)
+    settings = intro.IntrospectionSettings(max_new_tokens=20, resamples=3, check_samples=4, calibration=calibration)
     (item,) = generate_items("linear_equation", 1, intro.EVAL_SEED, "heldout")
+    # min_alternative_prob 0: a random model's calibrated alternatives are all tiny
     report = explain(model, tokenizer, item.question, chain=intro.gold_chain(item), threshold=0.05,
-                     max_decision_points=2, alternatives=2, own_explanation=False)  # fmt: skip
+                     min_alternative_prob=0.0, max_decision_points=2, alternatives=2, own_explanation=False,
+                     calibration=calibration)  # fmt: skip
     decision = intro.decision_records(model, tokenizer, report, item, settings)
     assert decision["skipped"] is None and decision["greedy"] == item.answer
+    assert decision["default_score"] == report.options.decision_score
     assert len(decision["p"]) == len(item.steps) + 1 and all(in_unit(p) for p in decision["p"])
     assert [s["step"] for s in decision["steps"]] == list(range(len(item.steps)))
     for record in decision["steps"]:
-        assert all(in_unit(record[k]) for k in ("effect", "entropy", "meta", "combined"))
-        assert record["combined"] == max(record["entropy"], record["meta"])
+        assert set(intro.STEP_SCORES) <= set(record)  # a SAGE model: the meta scores too
+        assert all(in_unit(record[k]) for k in ("effect", "margin", "alternatives", "entropy", "meta", "combined"))
+        assert record["combined"] == max(record["margin"], record["meta"])
+    assert [p["position"] for p in decision["shown"]] == [d.position for d in report.decision_points]
+    assert all(0 <= p["other_answers"] <= settings.resamples for p in decision["shown"])
     counts = intro.alternative_counts(report)
-    assert counts["decision_points"] == 2 and counts["alternatives"] == 4 and 0 <= counts["verified"] <= 4
-    calibration = intro.calibration_record(model, report, item, settings)
-    assert calibration["answered"] and calibration["correct"]  # the gold answer, forced
-    assert [s["correct"] for s in calibration["steps"]] == [True] * len(item.steps)
-    for step, record in zip(report.steps, calibration["steps"], strict=False):
-        assert record["confidence"] == step.confidence and in_unit(record["calibrated"])
+    assert counts["decision_points"] == len(report.decision_points) == 2 and 0 <= counts["verified"] <= 4
+    claims = intro.claim_records(model, tokenizer, report, item, settings)
+    assert claims["aligned"] and claims["causal_after"] == report.validation.total
+    assert claims["verified_after"] == report.validation.verified
+    shown = [c for c in report.claims if c.kind == "dependency" and c.status == "verified"]
+    assert sum(d["status"] == "verified" for d in claims["dependencies"]) == len(shown) > 0
+    assert all(isinstance(d["true"], bool) for d in claims["dependencies"] if d["step"] < len(item.steps))
+    verified = [c for c in report.claims if c.kind == "alternative" and c.status == "verified"]
+    assert len(claims["alternatives"]) == len(verified)
+    assert all(a["agreement"] in (0, 0.25, 0.5, 0.75, 1) for a in claims["alternatives"])
+    record = intro.calibration_record(report, item)
+    assert record["answered"] and record["correct"] and record["calibrated"] == report.calibrated_answer_confidence
+    assert [s["correct"] for s in record["steps"]] == [True] * len(item.steps)
+    for step, measured in zip(report.steps, record["steps"], strict=False):
+        assert measured["confidence"] == step.confidence and measured["calibrated"] == step.calibrated_confidence
+        assert in_unit(measured["calibrated"])
+    reliance = intro.reliance_record(report)
+    assert reliance["steps"] == len(item.steps) and reliance["mistakes"] >= reliance["mistakes_changed"]
 
 
 def finite(value) -> bool:
@@ -267,12 +386,13 @@ def test_measure_introspection_ranks_the_baselines_on_the_same_steps_as_eq7():
     settings = intro.IntrospectionSettings(n=1, own_items=1, decision_items=1, faithfulness_items=1,
                                            calibration_items=1, max_new_tokens=20, resamples=2,
                                            baselines=("attention", "lime"), baseline_samples=8)  # fmt: skip
-    stored = AnswerCalibration(1.5, (0.2, 0.9), (0.1, 0.6))
+    stored = Calibration(1.5, (0.2, 0.9), (0.1, 0.6))
     document = intro.measure_introspection(model, tokenizer, settings, progress=False, loaded_calibration=stored)
     json.dumps(document, allow_nan=False)  # JSON-ready: NaN became None
     methods = ["eq7", "attention_only", "gradient_only", "attention", "lime"]
     assert document["methods"] == methods and document["calibration"]["answer_temperature"] == 1.5
-    assert document["calibration"]["answer_calibration"] == "temperature+isotonic"
+    assert document["calibration"]["answer_calibration"] == "temperature+isotonic"  # no chain answered: stored
+    assert document["settings"]["calibration"]["temperature"] == 1.5
     assert set(document["summary"]) == {*intro.TASKS, "overall"}
     for group, summary in document["summary"].items():
         assert summary["misaligned"] == 0, group
@@ -293,8 +413,8 @@ def test_measure_introspection_ranks_the_baselines_on_the_same_steps_as_eq7():
         for key in ("alternatives", "alternatives_low"):  # a random model may offer no alternative to verify
             alternatives = summary[key]
             assert alternatives["alternatives"] == 0 or in_unit(alternatives["verified_share"]), (group, key)
-        assert summary["decision"]["items"] == summary["items"]
+        assert summary["decision"]["items"] == summary["claims"]["items"] == summary["items"]
     overall = document["summary"]["overall"]
     assert all(in_unit(overall["dependency"][m]["distractor_wins"]) for m in methods)
-    assert overall["items"] == 4 and len(document["goals"]) == 6
+    assert overall["items"] == 4 and len(document["goals"]) == 12
     assert all(len(document["items"][t]) == 1 for t in intro.TASKS)

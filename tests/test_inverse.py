@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from conftest import copy_example, make_hf_model, make_sage
+from conftest import copy_example, make_hf_model, make_sage, train_copier
 from sagenano.decoding import Chain
 from sagenano.inverse import Report, explain, validate_and_refine
 from sagenano.inverse.alternatives import (
@@ -22,13 +22,17 @@ from sagenano.inverse.alternatives import (
 )
 from sagenano.inverse.answers import expected_calibration_error, extract_answer, outcome
 from sagenano.inverse.calibration import (
+    TOKEN_TEMPERATURES,
     AnswerRecord,
+    StepRecord,
     fit_calibration,
     fit_temperature,
     load_calibration,
     save_calibration,
 )
-from sagenano.inverse.confidence import AnswerCalibration
+from sagenano.inverse.claims import make_claims
+from sagenano.inverse.confidence import Calibration
+from sagenano.inverse.decisions import default_decision_score
 from sagenano.inverse.engine import check_question
 from sagenano.inverse.measure import (
     ablate,
@@ -52,7 +56,9 @@ def tiny(family: str, tokenizer):
 @pytest.fixture(scope="module", params=FAMILIES)
 def explained(request, tokenizer):
     model = tiny(request.param, tokenizer)
-    report = explain(model, tokenizer, QUESTION, max_new_tokens=16, chat=False, max_decision_points=3, alternatives=3)
+    # A random model spreads its probability over the whole vocabulary: no alternative reaches the default floor.
+    report = explain(model, tokenizer, QUESTION, max_new_tokens=16, chat=False, max_decision_points=3, alternatives=3,
+                     min_alternative_prob=0.0)  # fmt: skip
     return request.param, model, report
 
 
@@ -79,11 +85,15 @@ def test_a_report_of_another_version_or_shape_is_refused(explained):
 
 def test_every_claim_was_checked_and_the_score_counts_them(explained):
     _, _, report = explained
-    assert all(c.status in ("verified", "refuted") and c.check for c in report.claims)
+    assert all(c.status == "verified" and c.check for c in report.claims), "refuted claims leave the explanation"
     validation = report.validation
-    assert validation.total == len(report.claims)
-    assert validation.score == pytest.approx(validation.verified / validation.total)
-    assert validation.score >= validation.threshold or validation.score_before_refinement is None
+    causal = [c for c in report.claims if c.category == "causal"]
+    assert validation.total == len(causal) and validation.verified == len(causal)
+    checked = [*report.claims, *validation.removed_claims]
+    assert validation.consistency_total == sum(c.category == "consistency" for c in checked)
+    assert all(c.status == "refuted" for c in validation.removed_claims)
+    assert {c.kind for c in causal} <= {"decision", "alternative", "dependency"}
+    assert all(c.category == "consistency" for c in report.claims if c.kind == "confidence")
 
 
 # --- decision points and alternatives ---------------------------------------------------------------------
@@ -91,13 +101,20 @@ def test_every_claim_was_checked_and_the_score_counts_them(explained):
 
 def test_random_models_are_uncertain_so_decision_points_are_found(explained):
     _, _, report = explained
-    assert 1 <= len(report.decision_points) <= 3
-    for point in report.decision_points:
+    assert report.hesitations or report.decision_points
+    assert len(report.decision_points) <= 3
+    for point in [*report.decision_points, *report.hesitations]:
         assert point.score >= report.options.threshold
         assert report.tokens[point.position].token == point.token
         chosen = report.tokens[point.position].id
-        assert len(point.alternatives) == 3 and all(a.token_id != chosen for a in point.alternatives)
-    assert report.top_decision_score == pytest.approx(max(p.score for p in report.decision_points))
+        assert 1 <= len(point.alternatives) <= 3 and all(a.token_id != chosen for a in point.alternatives)
+        assert all(a.prob >= 0 and a.calibrated_prob is None for a in point.alternatives)  # no calibration given
+    for point in report.decision_points:  # shown: going another way changes where the chain ends
+        assert point.changes_answer and any(a.answer != report.answer for a in point.alternatives)
+    for point in report.hesitations:
+        assert point.changes_answer is False and all(a.answer == report.answer for a in point.alternatives)
+    candidates = [*report.decision_points, *report.hesitations]
+    assert report.top_decision_score == pytest.approx(max(p.score for p in candidates))
 
 
 def test_above_the_closest_call_there_are_no_decision_points_and_the_text_says_how_close(explained, tokenizer):
@@ -113,7 +130,7 @@ def test_alternative_outcomes_equal_a_separate_forced_greedy_generation(explaine
     _, model, report = explained
     chain_ids = [t.id for t in report.tokens]
     eos = {model.generation_config.eos_token_id}
-    for point in report.decision_points:
+    for point in [*report.decision_points, *report.hesitations]:
         for alternative in point.alternatives:
             forced = report.prompt_ids + chain_ids[: point.position] + [alternative.token_id]
             budget = report.options.max_new_tokens - point.position - 1
@@ -129,8 +146,10 @@ def test_alternative_outcomes_equal_a_separate_forced_greedy_generation(explaine
             assert alternative.chain == text
             assert alternative.answer == extract_answer(text)
             assert alternative.outcome == outcome(extract_answer(text), report.answer)
-    alternative_claims = [c for c in report.claims if c.kind == "alternative"]
-    assert alternative_claims and all(c.status == "verified" and c.evidence["greedy"] for c in alternative_claims)
+    claims = [c for c in [*report.claims, *report.validation.removed_claims] if c.kind == "alternative"]
+    assert len(claims) == sum(len(p.alternatives) for p in report.decision_points)  # shown points only
+    assert all(c.evidence["greedy"] and c.evidence["ended"] for c in claims), "the greedy replay agrees"
+    assert all(len(c.evidence["sampled_answers"]) == report.options.samples for c in claims)
 
 
 # --- dependencies ------------------------------------------------------------------------------------------
@@ -150,7 +169,7 @@ def test_the_number_the_answer_copies_ranks_first_and_its_ablation_is_verified(c
         answer_step = next(s for s in report.steps if s.is_answer)
         top = answer_step.dependencies[0].span
         assert (top.source, top.kind, top.text) == ("question", "number", report.answer)
-        claim = report.claim(f"dependency-{answer_step.index}-0")
+        claim = report.claim(f"dependency-{answer_step.index}-at-{top.positions[0]}")
         assert claim.status == "verified"
         assert claim.evidence["effect"] > claim.evidence["random_median"]
 
@@ -173,7 +192,7 @@ def test_attention_aggregates_and_options_are_recorded(tokenizer):
         explain(model, tokenizer, QUESTION, max_new_tokens=4, attention_aggregate="group:nope", validate=False)
     with pytest.raises(ValueError, match="options are"):
         explain(model, tokenizer, QUESTION, no_such_option=1)
-    with pytest.raises(ValueError, match="AnswerCalibration"):  # a bare temperature is not a calibration
+    with pytest.raises(ValueError, match="Calibration"):  # a bare temperature is not a calibration
         explain(model, tokenizer, QUESTION, calibration=2.0)
 
 
@@ -204,10 +223,10 @@ def test_batched_step_gradients_equal_one_backward_pass_per_step(family, layer, 
 def test_false_claims_are_refuted_and_removed_by_refinement(tokenizer):
     model = make_hf_model("gpt2", len(tokenizer))
     report = explain(model, tokenizer, QUESTION, max_new_tokens=10, chat=False, validate=False, max_decision_points=1,
-                     alternatives=2)  # fmt: skip
+                     alternatives=2, min_alternative_prob=0.0)  # fmt: skip
     true_claims = [c for c in report.claims if c.kind == "confidence"][:2]
     assert true_claims
-    point = report.decision_points[0]
+    point = (report.decision_points or report.hesitations)[0]
     wrong_outcome = "no_answer" if point.alternatives[0].outcome != "no_answer" else "same_answer"
     false_claims = [
         Claim(id="false-confidence", kind="confidence", step=0, statement="made up",
@@ -220,16 +239,62 @@ def test_false_claims_are_refuted_and_removed_by_refinement(tokenizer):
     false_claims = [c.model_copy(update={"id": f"{c.id}-{i}"}) for i, c in enumerate(false_claims)]
     report.claims = true_claims + false_claims
     validation = validate_and_refine(report, model, tokenizer)
-    assert validation.score_before_refinement == pytest.approx(len(true_claims) / len(report.claims + false_claims))
+    assert validation.score_before_refinement == 0.0  # the two false alternatives are the only causal claims
     assert {c.id for c in validation.removed_claims} == {c.id for c in false_claims}
     assert all(c.status == "refuted" for c in validation.removed_claims)
     assert [c.id for c in report.claims] == [c.id for c in true_claims]
+    # The false confidences stay counted among the consistency checks: as checks that disagreed.
+    assert (validation.total, validation.consistency_total, validation.consistency_passed) == (
+        0,
+        len(true_claims) + 2,
+        len(true_claims),
+    )
     assert validation.score == 1.0 and report.validation is validation
+
+
+def hesitant_example(rng: random.Random, answer_prefix: str) -> tuple[str, str]:
+    """The copier's question, answered with its number or the next one, half the time each: a two-way choice."""
+    question, answer = copy_example(rng, answer_prefix)
+    n = int(answer.split()[-1])
+    return question, f"{answer_prefix}{n + rng.randint(0, 1)}"
+
+
+def test_a_model_that_hesitates_between_two_answers_shows_the_decision_and_a_sure_one_none(copier, tokenizer):
+    hesitant = train_copier(tokenizer, " Answer: ", steps=200, batch_size=32, example=hesitant_example)
+    calibration = Calibration(1.0, token_temperature=1.2)  # tokens read at a calibrated temperature
+    question, _ = copy_example(random.Random(101), " Answer: ")
+    options = dict(max_new_tokens=8, chat=False, calibration=calibration, validate=False, reliance=False)
+    unsure = explain(hesitant, tokenizer, question, **options)
+    point = next(d for d in unsure.decision_points if d.step == next(s.index for s in unsure.steps if s.is_answer))
+    assert point.changes_answer and 0.2 < point.calibrated_prob < 0.8
+    other = next(a for a in point.alternatives if a.outcome == "different_answer")
+    assert other.calibrated_prob > 0.2 and abs(int(other.answer) - int(unsure.answer)) == 1
+    assert unsure.token_temperature == 1.2 and all(t.calibrated_prob is not None for t in unsure.tokens)
+    sure = explain(copier, tokenizer, question, **options)
+    assert sure.decision_points == []
+
+
+def test_refinement_replaces_a_refuted_dependency_with_the_next_span_that_holds(copier, tokenizer):
+    question, _ = copy_example(random.Random(100), " Answer: ")
+    report = explain(copier, tokenizer, question, max_new_tokens=8, chat=False, validate=False, rollouts=False)
+    step = next(s for s in report.steps if s.is_answer)
+    number = step.dependencies[0]
+    assert number.span.kind == "number"
+    # The least significant span is put first, by construction: the claim made about it is false.
+    step.dependencies = [step.dependencies[-1], *step.dependencies[:-1]]
+    report.claims = make_claims(report, report.options)
+    false_id = f"dependency-{step.index}-at-{step.dependencies[0].span.positions[0]}"
+    validation = validate_and_refine(report, copier, tokenizer)
+    assert [c.id for c in validation.removed_claims if c.kind == "dependency"] == [false_id]
+    repaired = next(c for c in report.claims if c.replaces == false_id)
+    assert repaired.status == "verified" and repaired.stated["positions"] == number.span.positions
+    assert step.dependencies[0].status == "refuted" and step.dependencies[1].status == "verified"
+    assert validation.score_before_refinement < validation.score
 
 
 def test_a_sage_model_gets_meta_head_scores(tokenizer):
     report = explain(make_sage(tokenizer), tokenizer, QUESTION, max_new_tokens=8, validate=False, rollouts=False)
-    assert report.options.decision_score == "combined"
+    assert report.options.decision_score == default_decision_score(make_sage(tokenizer))
     assert all(s.meta_confidence is not None and 0 <= s.meta_confidence <= 1 for s in report.steps)
 
 
@@ -279,6 +344,23 @@ def test_temperature_fit_softens_an_overconfident_model(tmp_path):
         load_calibration(tmp_path)
 
 
+def test_steps_tokens_and_questions_are_calibrated_too(tmp_path):
+    answers, steps = [], []
+    for i in range(200):  # answers and steps ~99 % sure and right half of the time (steps: a third)
+        logits = torch.zeros(2, 10)
+        logits[:, 3] = 8.0
+        answers.append(AnswerRecord(logits[:1], torch.tensor([3]), correct=i % 2 == 0))
+        steps.append(StepRecord(logits, torch.tensor([3, 3]), correct=i % 3 == 0))
+    reference_nll = (TOKEN_TEMPERATURES - 1.5).abs()  # a curve whose minimum is at the grid point nearest 1.5
+    calibration = fit_calibration(answers, True, steps, [1.0, 2.0, 3.0], {5, 7}, reference_nll)
+    assert calibration.step_temperature > 2 and calibration.step_curve_x
+    assert calibration.recalibrate_step(steps[0].prob(calibration.step_temperature)) == pytest.approx(1 / 3, abs=0.02)
+    assert calibration.token_temperature == pytest.approx(1.5, rel=0.1)
+    assert 2.9 < calibration.question_nll_bound <= 3.0 and calibration.question_token_ids == (5, 7)
+    save_calibration(tmp_path, calibration.to_dict(), "test")
+    assert load_calibration(tmp_path) == calibration
+
+
 def _mixture_records() -> list[AnswerRecord]:
     """Two tasks the temperature cannot tell apart: both answer with the same ~99.97 % probability, one is right
     90 % of the time, the other 10 %; a third group answers at ~73 % and is right 30 % of the time."""
@@ -306,8 +388,8 @@ def test_the_isotonic_curve_calibrates_what_one_temperature_cannot(tmp_path):
 
 
 def test_a_calibration_curve_must_be_monotone_and_inside_the_unit_interval(tmp_path):
-    assert AnswerCalibration(2.0, (0.1, 0.9), (0.2, 0.8)).recalibrate(0.5) == pytest.approx(0.5)
-    assert AnswerCalibration(2.0, (0.1, 0.9), (0.2, 0.8)).recalibrate(0.99) == pytest.approx(0.8)  # flat beyond
+    assert Calibration(2.0, (0.1, 0.9), (0.2, 0.8)).recalibrate(0.5) == pytest.approx(0.5)
+    assert Calibration(2.0, (0.1, 0.9), (0.2, 0.8)).recalibrate(0.99) == pytest.approx(0.8)  # flat beyond
     for bad in ({"temperature": 0.0}, {"temperature": 1.0, "curve_x": [0.9, 0.1], "curve_y": [0.1, 0.2]},
                 {"temperature": 1.0, "curve_x": [0.1, 0.9], "curve_y": [0.2, 1.5]},
                 {"temperature": 1.0, "curve_x": [0.1], "curve_y": []}):  # fmt: skip

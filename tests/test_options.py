@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sagenano.inverse import ExplainOptions, Report
-from sagenano.inverse.confidence import AnswerCalibration
-from sagenano.inverse.decisions import DECISION_SCORES, decision_scores
+from sagenano.inverse.confidence import Calibration
+from sagenano.inverse.decisions import DECISION_SCORES, TokenUncertainty, decision_scores
 from sagenano.inverse.significance import ATTENTION_AGGREGATES, SPAN_AGGREGATES, significance, span_score
 
 
@@ -26,7 +26,7 @@ def test_bad_options_are_refused_with_the_option_named():
 
 
 def test_options_round_trip_through_a_report_typed():
-    calibration = AnswerCalibration(2.0, (0.1, 0.9), (0.2, 0.8))
+    calibration = Calibration(2.0, (0.1, 0.9), (0.2, 0.8))
     options = ExplainOptions.of(threshold=0.1, calibration=calibration, chain="3x = 12")
     report = Report(
         model="m",
@@ -51,15 +51,32 @@ def test_options_round_trip_through_a_report_typed():
 
 
 def test_decision_score_registry_is_the_one_rule():
-    entropies, margins, meta = torch.tensor([0.2, 0.9]), torch.tensor([0.5, 0.1]), torch.tensor([0.6, 0.0])
-    assert torch.equal(decision_scores("entropy", entropies, margins, None), entropies)
-    assert torch.allclose(decision_scores("margin", entropies, margins, None), torch.tensor([0.5, 0.9]))
-    assert torch.equal(decision_scores("meta", entropies, margins, meta), meta)
-    assert torch.equal(decision_scores("combined", entropies, margins, meta), torch.tensor([0.6, 0.9]))
+    # Two tokens: a 50/50 choice between two tokens, and a near-certain one.
+    top = torch.tensor([[0.5, 0.5, 0.0], [0.9, 0.05, 0.05]])
+    u = TokenUncertainty(
+        entropies=torch.tensor([0.08, 0.04]), top_probs=top, chosen_probs=top[:, 0], meta=torch.tensor([0.6, 0.0])
+    )
+    assert torch.allclose(decision_scores("margin", u), torch.tensor([1.0, 0.15]))
+    assert torch.allclose(decision_scores("alternatives", u), torch.tensor([0.5, 0.1]))
+    assert torch.equal(decision_scores("entropy", u), u.entropies)
+    assert torch.equal(decision_scores("meta", u), u.meta)
+    assert torch.allclose(decision_scores("combined", u), torch.tensor([1.0, 0.15]))
+    u.meta = None
     with pytest.raises(ValueError, match="needs a SAGE model"):
-        decision_scores("combined", entropies, margins, None)
+        decision_scores("combined", u)
     with pytest.raises(ValueError, match=str(sorted(DECISION_SCORES)).replace("[", r"\[").replace("]", r"\]")):
-        decision_scores("auto", entropies, margins, meta)  # "auto" is resolved before scoring
+        decision_scores("auto", u)  # "auto" is resolved before scoring
+
+
+def test_a_two_way_choice_scores_the_same_on_any_vocabulary():
+    for vocabulary in (8, 4096, 150_000):
+        logits = torch.full((1, vocabulary), -1e4)
+        logits[0, :2] = 0.0  # a 50/50 choice between two tokens
+        probs = logits.softmax(-1)
+        top = probs.topk(2, -1).values
+        u = TokenUncertainty(entropies=torch.zeros(1), top_probs=top, chosen_probs=top[:, 0], meta=None)
+        assert float(decision_scores("margin", u)) == pytest.approx(1.0)
+        assert float(decision_scores("alternatives", u)) == pytest.approx(0.5)
 
 
 def test_eq7_and_span_aggregates():

@@ -46,7 +46,7 @@ def recorded(request, tokenizer):
     model = make_sage(tokenizer) if family == "sage" else make_hf_model(family, len(tokenizer))
     report = explain(
         model, tokenizer, QUESTION, max_new_tokens=MAX_NEW_TOKENS, chat=False, validate=False, rollouts=False,
-        max_decision_points=3, alternatives=3,
+        max_decision_points=3, alternatives=3, min_alternative_prob=0.0,
     )  # fmt: skip
     report = recut(report)
     records = [record_step(model, tokenizer, report, i) for i in range(len(report.steps))]

@@ -17,7 +17,7 @@ from .model import SageForCausalLM
 from .tokenizer import load_tokenizer, step_token_id, with_sage_prompt
 
 if TYPE_CHECKING:
-    from .inverse.confidence import AnswerCalibration
+    from .inverse.confidence import Calibration
 
 SHIPPED_MODEL_DIR = "assets/model"
 
@@ -30,7 +30,7 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     source: str
     trained: bool
-    calibration: AnswerCalibration | None = None  # answer-confidence calibration stored with the model
+    calibration: Calibration | None = None  # answer-confidence calibration stored with the model
 
     @property
     def temperature(self) -> float | None:

@@ -119,8 +119,9 @@ def calibrate(
         int, typer.Option(help="Seed of the calibration items (held-out style, not the evaluation seed).")
     ] = 2_000_003,  # = inverse.calibration.CALIBRATION_SEED (kept literal so `--help` needs no torch import)
 ) -> None:
-    """Fit the answer-confidence calibration (a temperature, then an isotonic curve) on held-out-style items and
-    store it beside the weights (calibration.json)."""
+    """Fit the calibration on held-out-style items and store it beside the weights (calibration.json): the answer's
+    and the steps' confidence (a temperature, then an isotonic curve each; tokens are read at the steps'
+    temperature), and the bound above which a question is unlike the model's training."""
     from ..data import generate_items
     from ..eval.task_accuracy import EVAL_SEED, TASKS
     from ..inverse.calibration import calibrate as fit

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -38,11 +40,14 @@ Chat = Annotated[bool | None, typer.Option(help="Use the tokenizer's chat templa
 
 
 DEFAULTS = ExplainOptions()  # explain's flags default to the engine's options (no torch import: --help is fast)
+MAX_QUESTION_CHARS = 4000  # = inverse.engine.MAX_QUESTION_CHARS, here without importing torch (a test keeps them equal)
+INTERRUPTED = 130  # the shell's exit status for a command stopped by Ctrl-C (128 + SIGINT)
+Progress = Callable[[str, dict[str, Any]], None]
 
 
 def fail(message: str) -> None:
     """Prints the error for the user and exits with status 2 (no traceback)."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however narrow the terminal
     raise typer.Exit(code=2)
 
 
@@ -55,3 +60,54 @@ def untrained_panel() -> Panel:
         title="untrained model",
         border_style="yellow",
     )
+
+
+def check_question(question: str) -> None:
+    """Fails with a one-line error, before any model loads, for a question `explain` would refuse (the same checks
+    as `inverse.engine.check_question`, which imports torch)."""
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError:
+        fail("the question is not valid UTF-8 text; re-encode it as UTF-8")
+    if not question.strip():
+        fail("the question is empty; ask something, e.g. 'If 3x + 2 = 14, what is x?'")
+    if len(question) > MAX_QUESTION_CHARS:
+        fail(f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+
+
+def check_options(**options: Any) -> dict[str, Any]:
+    """The options that differ from the defaults, checked before any model loads (a bad one fails with one line).
+    Only those are validated, so that the defaults' names do not load the registries (and torch) behind them."""
+    changed = {name: value for name, value in options.items() if value != getattr(DEFAULTS, name)}
+    try:
+        ExplainOptions.of(**changed)
+    except ValueError as error:
+        fail(str(error))
+    return changed
+
+
+@contextlib.contextmanager
+def phase_line(enabled: bool) -> Iterator[Progress | None]:
+    """A progress line on stderr while a command works ("loading the model…", then each phase `explain` reports);
+    it disappears when the work ends. Yields the callback for `explain(progress=...)`, or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    status_console = Console(stderr=True)
+    with status_console.status("loading the model…") as status:
+
+        def progress(event: str, data: dict[str, Any]) -> None:
+            if event == "phase":
+                status.update(f"{str(data.get('name', '')).replace('_', ' ')}…")
+
+        yield progress
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C ends the command with "interrupted" on stderr and exit status 130, not a traceback or silence."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        raise typer.Exit(code=INTERRUPTED) from None

@@ -11,7 +11,21 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from .common import DEFAULTS, Chat, ModelPath, Question, Steps, app, console, fail, untrained_panel
+from .common import (
+    DEFAULTS,
+    Chat,
+    ModelPath,
+    Question,
+    Steps,
+    app,
+    check_options,
+    check_question,
+    console,
+    fail,
+    interruptible,
+    phase_line,
+    untrained_panel,
+)
 
 
 @app.command()
@@ -63,41 +77,58 @@ def explain(
 ) -> None:
     """Answer QUESTION with a reasoning chain and explain it: decision points, the alternatives and where they
     lead, confidence, the spans each step rests on, and every claim checked by intervention on the model."""
-    from ..inverse import DEPTHS
-    from ..inverse import explain as run_explain
-    from ..loading import load_model
+    from ..inverse.render.words import DEPTHS
 
+    # Everything the user typed is checked before the model loads (seconds): a mistake fails at once.
     if depth not in DEPTHS:
         fail(f"unknown depth {depth!r}; choose one of {', '.join(DEPTHS)}")
-    try:
-        loaded = load_model(model)
-        report = run_explain(
-            loaded.model,
-            loaded.tokenizer,
-            question,
-            model_name=loaded.source,
-            max_new_tokens=max_new_tokens,
-            threshold=threshold,
-            decision_score=decision_score,
-            alternatives=alternatives,
-            rollouts=rollouts,
-            attention_aggregate=attention,
-            validate=validate,
-            step_strategy=steps,
-            chat=chat,
-            calibration=loaded.calibration,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        fail(str(error))
+    check_question(question)
+    options = check_options(
+        max_new_tokens=max_new_tokens,
+        threshold=threshold,
+        decision_score=decision_score,
+        alternatives=alternatives,
+        rollouts=rollouts,
+        attention_aggregate=attention,
+        validate=validate,
+        step_strategy=steps,
+        chat=chat,
+    )
+    to_stdout = json_out is not None and str(json_out) == "-"
+    with interruptible():
+        loaded, report = _run_explain(model, question, options, progress_shown=not to_stdout)
     if record_step is not None:
         _check_record_step(record_step, len(report.steps))
-    if json_out is not None and str(json_out) == "-":
+    if to_stdout:
         print(report.to_json())
     else:
         _show_explained(loaded, report, depth, json_out, html_out)
     if record_step is not None:
         path = record_out or Path(f"step-{record_step}.safetensors")
-        _write_record(loaded, report, record_step, path, quiet=json_out is not None and str(json_out) == "-")
+        with interruptible():
+            _write_record(loaded, report, record_step, path, quiet=to_stdout)
+
+
+def _run_explain(model: str | None, question: str, options: dict, progress_shown: bool):
+    """Loads the model and explains, with a phase line on stderr while it works (not when stdout is the report)."""
+    from ..inverse import explain as run_explain
+    from ..loading import load_model
+
+    with phase_line(progress_shown) as progress:
+        try:
+            loaded = load_model(model)
+            report = run_explain(
+                loaded.model,
+                loaded.tokenizer,
+                question,
+                model_name=loaded.source,
+                calibration=loaded.calibration,
+                progress=progress,
+                **options,
+            )
+        except (ValueError, FileNotFoundError) as error:
+            fail(str(error))
+    return loaded, report
 
 
 def _show_explained(loaded, report, depth: str, json_out: Path | None, html_out: Path | None) -> None:

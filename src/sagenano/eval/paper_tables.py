@@ -31,7 +31,7 @@ from ..data import generate_items, parse_answer
 from ..generation import render_prompt
 from ..inverse import explain
 from ..inverse.answers import expected_calibration_error
-from ..inverse.confidence import AnswerCalibration
+from ..inverse.confidence import Calibration
 from ..inverse.measure import ablate, replacement_id
 from ..inverse.render import render_text
 from .baselines import BASELINES
@@ -93,7 +93,7 @@ def build_report(
     model_name: str,
     out_dir: Path,
     settings: ReportSettings,
-    calibration: AnswerCalibration | None = None,
+    calibration: Calibration | None = None,
     progress: bool = True,
 ) -> Path:
     """Measures every part and writes `report.md`, `results.json` and the figures; returns the report's path."""
@@ -131,7 +131,7 @@ def build_report(
 
 
 def setup_facts(
-    model: PreTrainedModel, model_name: str, settings: ReportSettings, calibration: AnswerCalibration | None
+    model: PreTrainedModel, model_name: str, settings: ReportSettings, calibration: Calibration | None
 ) -> dict:
     return {
         "model": model_name,
@@ -156,7 +156,7 @@ def measure_accuracy(
     tokenizer: PreTrainedTokenizerBase,
     eval_dir: Path,
     settings: ReportSettings,
-    calibration: AnswerCalibration | None,
+    calibration: Calibration | None,
     progress: bool,
 ) -> dict:
     """`sage-nano eval` on every benchmark (resumable: items already in `eval_dir` are not answered again)."""
@@ -205,7 +205,7 @@ def measure_quality(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     settings: ReportSettings,
-    calibration: AnswerCalibration | None,
+    calibration: Calibration | None,
     progress: bool,
 ) -> dict:
     """Explains `quality_items` held-out items per synthetic task with the engine's defaults and measures the

@@ -30,7 +30,7 @@ from .benchmarks import BenchItem, Task, get_task, load_items, shot_items
 from .task_accuracy import rescore_answer
 
 if TYPE_CHECKING:
-    from ..inverse.confidence import AnswerCalibration
+    from ..inverse.confidence import Calibration
 
 SCORINGS = ("generate", "loglik")
 MIN_NEW_TOKENS = 16  # an item whose prompt leaves less room than this is recorded as skipped, not cut short
@@ -48,7 +48,7 @@ class EvalSettings:
     max_new_tokens: int = 256
     data_path: Path | None = None  # a user's file instead of the registry's default
     source: str = "file"  # or "hub" (Hugging Face datasets, needs a network)
-    calibration: AnswerCalibration | None = None  # the model's answer-confidence calibration, when it has one
+    calibration: Calibration | None = None  # the model's answer-confidence calibration, when it has one
 
 
 def is_sage_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:

@@ -17,7 +17,7 @@ from ..generation import trace_generate
 from ..inverse.answers import expected_calibration_error, marked_answer_tokens
 
 if TYPE_CHECKING:
-    from ..inverse.confidence import AnswerCalibration
+    from ..inverse.confidence import Calibration
 
 TASKS = ("arithmetic", "linear_equation", "multiple_choice", "logic")
 EVAL_SEED = 1_000_003  # never a training seed: recipes use small seeds
@@ -32,7 +32,7 @@ class Outcome:
     correct: bool
     answer_prob: float  # P(answer tokens | question, chain), from the generation itself
     meta_confidence: float | None  # SAGE meta-cognitive head's confidence on the answer tokens
-    calibrated_prob: float | None = None  # answer_prob through the model's calibration (AnswerCalibration)
+    calibrated_prob: float | None = None  # answer_prob through the model's calibration (Calibration)
 
 
 def bucket(item: ReasoningItem) -> str:
@@ -51,7 +51,7 @@ def answer_items(
     items: list[ReasoningItem],
     batch_size: int = 32,
     max_new_tokens: int = 200,
-    calibration: AnswerCalibration | None = None,
+    calibration: Calibration | None = None,
 ) -> list[Outcome]:
     """Greedy answers to `items`, with the probability the model gave its answer (and, given the model's
     calibration, the calibrated probability)."""
@@ -74,9 +74,7 @@ def _answer_prob(trace) -> float:
     return float(trace.logprobs[span[0] : span[1]].sum().exp()) if span else 0.0
 
 
-def rescore_answer(
-    model: PreTrainedModel, trace, calibration: AnswerCalibration | None
-) -> tuple[float | None, float | None]:
+def rescore_answer(model: PreTrainedModel, trace, calibration: Calibration | None) -> tuple[float | None, float | None]:
     """One forward pass over the chain: the meta head's confidence on the answer tokens (SAGE models) and the
     answer's calibrated probability (when the model has a calibration)."""
     sage = is_sage(model)
@@ -103,7 +101,7 @@ def evaluate_synthetic(
     seed: int = EVAL_SEED,
     tasks: tuple[str, ...] = TASKS,
     batch_size: int = 32,
-    calibration: AnswerCalibration | None = None,
+    calibration: Calibration | None = None,
     split: str = "heldout",
     task_options: dict[str, dict] | None = None,
 ) -> dict:

@@ -48,8 +48,10 @@ def branch_rollouts(
     end: int,
     reuse_cache: bool = True,
     states: Cache | None = None,
+    sampler: torch.Generator | None = None,
 ) -> list[list[int]]:
-    """Greedy continuations of many branches of one sequence, generated as one left-padded batch.
+    """Greedy continuations of many branches of one sequence, generated as one left-padded batch (`sampler`: sampled
+    from the model's distribution with this generator instead; a branch may then be listed several times).
 
     Branch (k, token) keeps `sequence[:k]` and forces `token` at position k; generation runs until the
     end-of-sequence token or position `end`. Every branch prefix is a prefix of `sequence`, so one forward
@@ -64,7 +66,7 @@ def branch_rollouts(
     if len(groups) > 1:
         results: list[list[int]] = [[] for _ in branches]
         for group in groups:
-            rolled = branch_rollouts(model, sequence, [branches[i] for i in group], end, reuse_cache, states)
+            rolled = branch_rollouts(model, sequence, [branches[i] for i in group], end, reuse_cache, states, sampler)
             for i, rollout in zip(group, rolled, strict=True):
                 results[i] = rollout
         return results
@@ -78,12 +80,12 @@ def branch_rollouts(
     if reuse_cache and min(lengths) > 0 and branch_attention_applies(model):
         cache = branch_cache(_prefix_states(model, sequence[:longest], states), lengths, max(budgets))
         with branch_attention(model, cache):
-            generated = greedy_rows(model, rows, mask, cache, budgets, eos_ids(model))
+            generated = greedy_rows(model, rows, mask, cache, budgets, eos_ids(model), sampler)
     else:
         cache = None
         if reuse_cache and min(lengths) > 0:
             cache = _left_padded_cache(model, sequence[:longest], lengths, longest + max(budgets), states)
-        generated = greedy_rows(model, rows, mask, cache, budgets, eos_ids(model))
+        generated = greedy_rows(model, rows, mask, cache, budgets, eos_ids(model), sampler)
     return [_until_eos(model, [token, *new]) for (_, token), new in zip(branches, generated, strict=True)]
 
 
@@ -107,19 +109,35 @@ def greedy_rows(
     cache: Cache | None,
     budgets: list[int],
     stop_ids: set[int],
+    sampler: torch.Generator | None = None,
 ) -> list[list[int]]:
     """Greedy continuations of left-padded `rows`, row r up to a token in `stop_ids` (kept) or `budgets[r]` tokens:
     `generate(do_sample=False)` without logits processors (the most likely token, as validation checks it), except
-    that rows that have ended leave the batch. Rollouts end at very different lengths (docs/measurements.md), and an
+    that rows that have ended leave the batch (`sampler`: each token sampled from the model's distribution at
+    temperature 1 with this generator). Rollouts end at very different lengths (docs/measurements.md), and an
     ended row costs as much as a running one. Ended rows are dropped once they are a quarter of the batch, so the cache
     is copied a few times, not at every end."""
     cache = cache if cache is not None else DynamicCache(config=model.config)
     with decoding_block(model):
-        return _decode_rows(model, rows.to(model.device), mask.to(model.device), cache, budgets, stop_ids)
+        return _decode_rows(model, rows.to(model.device), mask.to(model.device), cache, budgets, stop_ids, sampler)
+
+
+def _next_tokens(logits: torch.Tensor, sampler: torch.Generator | None) -> torch.Tensor:
+    """(R,) the most likely token of each row's logits (R, V), or one sampled at temperature 1."""
+    if sampler is None:
+        return logits.argmax(-1)
+    probs = logits.float().softmax(-1).cpu()
+    return torch.multinomial(probs, 1, generator=sampler)[:, 0].to(logits.device)
 
 
 def _decode_rows(
-    model, ids: torch.Tensor, mask: torch.Tensor, cache: Cache, budgets: list[int], stop_ids: set[int]
+    model,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    cache: Cache,
+    budgets: list[int],
+    stop_ids: set[int],
+    sampler: torch.Generator | None = None,
 ) -> list[list[int]]:
     owner = list(range(len(ids)))  # batch row -> its row in the input
     generated: list[list[int]] = [[] for _ in owner]
@@ -127,7 +145,7 @@ def _decode_rows(
     while not all(ended):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens, as generate's do
         inputs = inputs_after_cache(model, ids, cache, mask, position_ids=positions)
-        chosen = model(**inputs, logits_to_keep=1).logits[:, -1].argmax(-1)
+        chosen = _next_tokens(model(**inputs, logits_to_keep=1).logits[:, -1], sampler)
         for row, token in enumerate(chosen.tolist()):
             if not ended[row]:
                 mine = generated[owner[row]]

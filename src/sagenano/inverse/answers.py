@@ -39,6 +39,11 @@ def outcome(answer: str | None, original: str | None) -> str:
     return "same_answer" if original is not None and answer.strip() == original.strip() else "different_answer"
 
 
+def changes_answer(answer: str | None, original: str | None) -> bool:
+    """Whether a rollout ends somewhere else than the chain: another answer, or none where the chain had one."""
+    return (answer or "").strip() != (original or "").strip()
+
+
 @dataclass
 class AnswerSpan:
     """Where a traced chain states its answer."""

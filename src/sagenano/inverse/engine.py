@@ -1,8 +1,9 @@
 """Algorithm 1 of the paper: explain a reasoning chain, then check the explanation against the model.
 
 trace = forward pass with tracking            (traced generation, KV cache)
-D = ExtractDecisionPoints(trace, threshold)   (normalised entropy, top-2 margin or SAGE's meta head)
-for d in D: GenerateAlternatives(d, top_k)    (each alternative rolled out to its own answer)
+D = ExtractDecisionPoints(trace, threshold)   (calibrated top-2 margin, alternatives' mass, or SAGE's meta head)
+for d in D: GenerateAlternatives(d, top_k)    (each plausible alternative rolled out to its own answer; a candidate
+                                               is shown when one of them changes the answer, else kept as a hesitation)
 confidences, dependencies (eq. 7)             (per token / step / answer; spans of the input)
 E = claims built only from those measurements
 ValidateConsistency(E) by intervention; RefineExplanation if the score is below the threshold
@@ -20,13 +21,15 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.format import EXPLANATION, explanation_pool
-from ..decoding import Chain, context_length, eos_ids, is_sage, token_char_ends
+from ..decoding import Chain, context_length, decode_each, eos_ids, is_sage, token_char_ends
 from ..generation import ReasoningTrace, trace_generate
 from ..lookup_decoding import lookup_applies, lookup_greedy
 from .alternatives import branch_rollouts, chain_end, decode_chain, rollout_batch
-from .answers import extract_answer, locate_answer, outcome
+from .answers import changes_answer, extract_answer, locate_answer, outcome
 from .claims import make_claims, own_explanation_claims
-from .decisions import decision_scores, meta_at_step_starts, step_separators, top2_margins
+from .decisions import TokenUncertainty, decision_scores, margin_score, meta_at_step_starts, step_separators
+from .faithfulness import measure_reliance
+from .familiarity import measure_familiarity
 from .measure import Scores, score_chain, step_gradient_norms
 from .options import ExplainOptions
 from .report import Alternative, DecisionPoint, DependencyScore, OwnExplanation, Report, SpanRef, Step, TokenRecord
@@ -36,6 +39,7 @@ from .spans import question_units, step_units
 from .validation import validate_and_refine
 
 MAX_QUESTION_CHARS = 4000
+CANDIDATES_PER_SHOWN = 3  # candidates rolled out per decision point that may be shown (most are hesitations)
 
 
 def check_question(question: Any) -> str:
@@ -120,13 +124,23 @@ def explain(
         # Rollouts, and the model's own explanation when it will be asked for, start from the chain's keys and values.
         writes_explanation = opts.own_explanation and is_sage(model) and answer is not None
         asked = writes_explanation and EXPLANATION not in trace.text
-        scores = score_chain(model, chain, answer_tokens, keep_cache=asked or opts.rollouts)
-    steps = _steps(trace, scores, chain, answer_step)
+        token_temperature = opts.calibration.token_temperature if opts.calibration else None
+        scores = score_chain(
+            model,
+            chain,
+            answer_tokens,
+            keep_cache=asked or opts.rollouts,
+            temperature=token_temperature,
+            top_k=opts.alternatives + 1,
+            step_temperature=opts.calibration.step_temperature if opts.calibration else None,
+        )
+    steps = _steps(trace, scores, chain, answer_step, opts)
     with timer("decision_points"):
-        decisions, top_score = _decision_points(trace, scores, chain, steps, opts, model, tokenizer)
+        candidates, top_score = _decision_points(trace, scores, chain, steps, opts, model, tokenizer)
     with timer("alternatives"):
         if opts.rollouts:
-            _roll_out(model, tokenizer, chain, decisions, answer, opts, scores.cache)
+            _roll_out(model, tokenizer, chain, candidates, answer, opts, scores.cache)
+        decisions, hesitations = _shown_and_hesitations(candidates, opts.max_decision_points)
     with timer("dependencies"):
         _dependencies(model, tokenizer, question, trace, chain, steps, decisions, opts)
     answer_confidence = math.exp(float(trace.logprobs[answer_tokens].sum())) if answer_tokens else None
@@ -138,19 +152,26 @@ def explain(
         chain=trace.text,
         finish_reason=trace.finish_reason,
         answer=answer,
+        answer_tokens=answer_tokens,
         answer_confidence=answer_confidence,
         calibrated_answer_confidence=None
         if opts.calibration is None or not answer_tokens
         else opts.calibration.confidence(scores.answer_logits, trace.token_ids[answer_tokens]),
         temperature=opts.calibration.temperature if opts.calibration else None,
         calibration=opts.calibration.method if opts.calibration else None,
-        tokens=_tokens(trace),
+        tokens=_tokens(trace, scores),
         steps=steps,
         decision_points=decisions,
+        hesitations=hesitations,
         top_decision_score=top_score,
+        token_temperature=token_temperature,
         claims=[],
         options=opts,
     )
+    report.familiarity = measure_familiarity(model, tokenizer, report, opts.calibration)
+    if opts.reliance:
+        with timer("reliance"):
+            report.reliance = measure_reliance(model, tokenizer, report)
     with timer("claims"):
         report.claims = make_claims(report, opts)
     if writes_explanation:
@@ -167,12 +188,19 @@ def explain(
 # --- the answer and the steps -------------------------------------------------------------------------
 
 
-def _steps(trace: ReasoningTrace, scores: Scores, chain: Chain, answer_step: int | None) -> list[Step]:
+def _steps(
+    trace: ReasoningTrace, scores: Scores, chain: Chain, answer_step: int | None, opts: ExplainOptions
+) -> list[Step]:
     probs = trace.logprobs.exp()
+    at_step_temperature = None if scores.step_logprobs is None else scores.step_logprobs.exp()
     entropies = trace.normalized_entropies
     steps = []
     for span in trace.steps:
         tokens = range(span.token_start, span.token_end)
+        step_confidence = None
+        if at_step_temperature is not None and len(tokens):
+            mean = float(at_step_temperature[span.token_start : span.token_end].mean())
+            step_confidence = opts.calibration.recalibrate_step(mean)
         meta = None
         if scores.meta_confidence is not None:
             meta = float(scores.meta_confidence[chain.predicting(tokens)].mean())
@@ -183,6 +211,7 @@ def _steps(trace: ReasoningTrace, scores: Scores, chain: Chain, answer_step: int
                 token_start=span.token_start,
                 token_end=span.token_end,
                 confidence=float(probs[span.token_start : span.token_end].mean()),
+                calibrated_confidence=step_confidence,
                 min_prob=float(probs[span.token_start : span.token_end].min()),
                 entropy=float(entropies[span.token_start : span.token_end].mean()),
                 meta_confidence=meta,
@@ -192,15 +221,17 @@ def _steps(trace: ReasoningTrace, scores: Scores, chain: Chain, answer_step: int
     return steps
 
 
-def _tokens(trace: ReasoningTrace) -> list[TokenRecord]:
+def _tokens(trace: ReasoningTrace, scores: Scores) -> list[TokenRecord]:
     owner = {t: s.index for s in trace.steps for t in range(s.token_start, s.token_end)}
     entropies = trace.normalized_entropies
+    calibrated = scores.calibrated_logprobs.exp().tolist() if scores.calibrated else [None] * trace.num_tokens
     return [
         TokenRecord(
             index=t,
             id=int(trace.token_ids[t]),
             token=trace.tokens[t],
             prob=math.exp(float(trace.logprobs[t])),
+            calibrated_prob=calibrated[t],
             entropy=float(entropies[t]),
             step=owner.get(t),
         )
@@ -214,39 +245,75 @@ def _tokens(trace: ReasoningTrace) -> list[TokenRecord]:
 def _decision_points(
     trace: ReasoningTrace, scores: Scores, chain: Chain, steps: list[Step], opts: ExplainOptions, model, tokenizer
 ) -> tuple[list[DecisionPoint], float | None]:
-    """The decision points, and the highest decision score of any token in a step (for a report that has none:
-    how close the closest call came)."""
+    """The candidate decision points (score at the threshold, a plausible alternative, at most
+    `CANDIDATES_PER_SHOWN` × `max_decision_points` of the highest scores), and the highest decision score of any token
+    in a step (for a report that has none: how close the closest call came)."""
     meta = meta_at_step_starts(scores, chain, step_separators(model))
-    margins = top2_margins(trace.topk_logprobs.exp())
-    score = decision_scores(opts.decision_score, trace.normalized_entropies, margins, meta)  # resolved: not "auto"
+    uncertainty = TokenUncertainty.of(scores, meta, calibrated=opts.decision_temperature == "calibrated")
+    score = decision_scores(opts.decision_score, uncertainty)  # resolved: not "auto"
     owner = {t: s.index for s in steps for t in range(s.token_start, s.token_end)}
     in_steps = [t for t in range(trace.num_tokens) if t in owner]
     top_score = max((float(score[t]) for t in in_steps), default=None)
-    candidates = [t for t in in_steps if float(score[t]) >= opts.threshold]
-    chosen = sorted(sorted(candidates, key=lambda t: -float(score[t]))[: opts.max_decision_points])
+    ranked = sorted((t for t in in_steps if float(score[t]) >= opts.threshold), key=lambda t: -float(score[t]))
     points = []
-    for t in chosen:
-        alternatives = [
-            Alternative(
-                token=tok, token_id=int(tid), prob=math.exp(float(lp)), chain="", answer=None, outcome="no_answer"
-            )
-            for tid, tok, lp in zip(trace.topk_ids[t], trace.topk_tokens[t], trace.topk_logprobs[t], strict=True)
-            if int(tid) != int(trace.token_ids[t])
-        ][: opts.alternatives]
+    for t in ranked:
+        alternatives = _plausible_alternatives(scores, t, int(trace.token_ids[t]), opts, tokenizer)
+        if not alternatives:
+            continue
         points.append(
             DecisionPoint(
                 position=t,
                 step=owner[t],
                 token=trace.tokens[t],
                 prob=math.exp(float(trace.logprobs[t])),
+                calibrated_prob=float(scores.calibrated_logprobs[t].exp()) if scores.calibrated else None,
                 score=float(score[t]),
                 entropy=float(trace.normalized_entropies[t]),
-                margin=float(margins[t]),
+                margin=float(1 - margin_score(uncertainty.at(slice(t, t + 1)))[0]),
                 meta_score=None if meta is None else float(meta[t]),
                 alternatives=alternatives,
             )
         )
-    return points, top_score
+        if len(points) >= CANDIDATES_PER_SHOWN * opts.max_decision_points:
+            break
+    return sorted(points, key=lambda d: d.position), top_score
+
+
+def _plausible_alternatives(scores: Scores, t: int, chosen: int, opts: ExplainOptions, tokenizer) -> list[Alternative]:
+    """The most likely other tokens at generated position t whose probability (on the decision score's scale,
+    `decision_temperature`) reaches `min_alternative_prob` (never a 1e-7 token), at most `alternatives` of them."""
+    found = []
+    by_calibrated = opts.decision_temperature == "calibrated" and scores.calibrated
+    for tid, raw, calibrated in zip(
+        scores.top_ids[t].tolist(),
+        scores.top_raw_logprobs[t].exp().tolist(),
+        scores.top_logprobs[t].exp().tolist(),
+        strict=True,
+    ):
+        if tid != chosen and (calibrated if by_calibrated else raw) >= opts.min_alternative_prob:
+            found.append(
+                Alternative(
+                    token=decode_each(tokenizer, torch.tensor([tid]))[0],
+                    token_id=tid,
+                    prob=raw,
+                    calibrated_prob=calibrated if scores.calibrated else None,
+                    chain="",
+                    answer=None,
+                    outcome="no_answer",
+                )
+            )
+    return found[: opts.alternatives]
+
+
+def _shown_and_hesitations(
+    candidates: list[DecisionPoint], most: int
+) -> tuple[list[DecisionPoint], list[DecisionPoint]]:
+    """The decision points shown (an alternative changes the answer, or nothing was rolled out), highest scores
+    first up to `most`, in chain order; the other candidates are hesitations that did not matter."""
+    by_score = sorted(candidates, key=lambda d: -d.score)
+    shown = [d for d in by_score if d.changes_answer is not False][:most]
+    rest = [d for d in candidates if d not in shown]
+    return sorted(shown, key=lambda d: d.position), rest
 
 
 def _roll_out(model, tokenizer, chain: Chain, decisions, answer, opts, states=None) -> None:
@@ -270,6 +337,8 @@ def _roll_out(model, tokenizer, chain: Chain, decisions, answer, opts, states=No
         alternative.chain = text
         alternative.answer = extract_answer(text)
         alternative.outcome = outcome(alternative.answer, answer)
+    for point in decisions:
+        point.changes_answer = any(changes_answer(a.answer, answer) for a in point.alternatives)
 
 
 # --- dependencies (eq. 7) -----------------------------------------------------------------------------

@@ -91,10 +91,12 @@ class Comparison(StrictModel):
 
 
 def decision_point(report: Report, position: int) -> DecisionPoint:
-    for point in report.decision_points:
+    """The decision point, or hesitation (a candidate whose alternatives kept the answer), at `position`."""
+    candidates = [*report.decision_points, *report.hesitations]
+    for point in candidates:
         if point.position == position:
             return point
-    known = [p.position for p in report.decision_points]
+    known = sorted(p.position for p in candidates)
     raise ValueError(f"no decision point at position {position}; the report has decision points at {known}")
 
 

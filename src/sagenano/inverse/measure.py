@@ -26,11 +26,20 @@ class Scores:
 
     logprobs: torch.Tensor  # (T,) log P(token t | prefix)
     entropies: torch.Tensor  # (T,) normalised entropy 0..1
-    top2_margin: torch.Tensor  # (T,) p(top-1) - p(top-2)
+    calibrated_logprobs: torch.Tensor  # (T,) log P(token t | prefix) at the token temperature (1: not calibrated)
+    top_ids: torch.Tensor  # (T, k) the k most likely tokens at each position, most likely first
+    top_logprobs: torch.Tensor  # (T, k) their log-probabilities at the token temperature
+    top_raw_logprobs: torch.Tensor  # (T, k) their raw log-probabilities
+    step_logprobs: torch.Tensor | None  # (T,) log P(token t | prefix) at the step temperature (None: not asked)
     answer_logits: torch.Tensor | None  # (A, V) logits at the answer tokens, for calibration
     meta_decision: torch.Tensor | None  # (N,) SAGE meta-cognitive decision probability per position
     meta_confidence: torch.Tensor | None  # (N,) SAGE meta-cognitive P(correct) per position
     cache: Cache | None = None  # the keys and values of the chain's inputs, when asked for (`keep_cache`)
+    temperature: float | None = None  # the token temperature the calibrated numbers were read at (None: raw)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.temperature is not None
 
 
 def _forward(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, **kwargs):
@@ -41,32 +50,53 @@ def _forward(model: PreTrainedModel, rows: torch.Tensor, chain: Chain, **kwargs)
 
 
 @torch.no_grad()
-def score_chain(model: PreTrainedModel, chain: Chain, answer_tokens: list[int], keep_cache: bool = False) -> Scores:
+def score_chain(
+    model: PreTrainedModel,
+    chain: Chain,
+    answer_tokens: list[int],
+    keep_cache: bool = False,
+    temperature: float | None = None,
+    top_k: int = 2,
+    step_temperature: float | None = None,
+) -> Scores:
     """Scores every generated token of the chain in one forward pass that reads no earlier cache. `keep_cache`: also
-    return the keys and values it computed (what comes after the chain can start from them)."""
+    return the keys and values it computed (what comes after the chain can start from them). `temperature`: the
+    calibration's token temperature, at which the calibrated log-probabilities and the `top_k` tokens are read (None: at
+    temperature 1, not calibrated). `step_temperature`: also read each token's log-probability at the steps' calibration
+    temperature (what a step's calibrated confidence is made of)."""
     extra = {"run_inverse": True} if is_sage(model) else {}
     if keep_cache:
         extra |= {"use_cache": True, "cache": DynamicCache(config=model.config)}
     out = _forward(model, chain.inputs[None], chain, **extra)
     logits = out.logits[0].float()  # (T, V): row t predicts generated token t
     logp = logits.log_softmax(-1)
-    top2 = logp.topk(min(2, logp.shape[-1]), dim=-1).values.exp()
-    margin = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0)
     normalized_entropy = entropy(logp) / torch.log(torch.tensor(float(logp.shape[-1])))
     chosen = logp.gather(1, chain.token_ids[:, None].to(logp.device))[:, 0]
+    calibrated = logp if temperature is None else (logits / temperature).log_softmax(-1)
+    top = calibrated.topk(min(top_k, logp.shape[-1]), dim=-1)
     meta_decision = meta_confidence = None
     if getattr(out, "decision_logits", None) is not None:
         meta_decision = out.decision_logits[0].float().sigmoid().cpu()
         meta_confidence = out.confidence_logits[0].float().sigmoid().cpu()
     answer_logits = logits[answer_tokens].cpu() if answer_tokens else None
     return Scores(
-        chosen.cpu(),
-        normalized_entropy.cpu(),
-        margin.cpu(),
-        answer_logits,
-        meta_decision,
-        meta_confidence,
-        extra.get("cache"),
+        logprobs=chosen.cpu(),
+        entropies=normalized_entropy.cpu(),
+        calibrated_logprobs=calibrated.gather(1, chain.token_ids[:, None].to(logp.device))[:, 0].cpu(),
+        top_ids=top.indices.cpu(),
+        top_logprobs=top.values.cpu(),
+        top_raw_logprobs=logp.gather(1, top.indices).cpu(),
+        step_logprobs=None
+        if step_temperature is None
+        else (logits / step_temperature)
+        .log_softmax(-1)
+        .gather(1, chain.token_ids[:, None].to(logp.device))[:, 0]
+        .cpu(),
+        answer_logits=answer_logits,
+        meta_decision=meta_decision,
+        meta_confidence=meta_confidence,
+        cache=extra.get("cache"),
+        temperature=temperature,
     )
 
 

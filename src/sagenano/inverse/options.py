@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .confidence import AnswerCalibration
+from .confidence import Calibration
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -26,13 +26,23 @@ with warnings.catch_warnings():
 
         Attributes:
             max_new_tokens: bound on the generated chain.
-            threshold: a token is a decision point when its decision score reaches this.
-            decision_score: a key of `decisions.DECISION_SCORES` — "entropy" (normalised entropy), "margin"
-                (1 − top-1/top-2 margin), "meta" (SAGE's meta-cognitive head, at step starts), "combined" (the larger
-                of entropy and meta) — or "auto" (combined on SAGE models, entropy otherwise).
-            max_decision_points: keep at most this many, the highest-scoring.
-            alternatives: top-k alternative tokens per decision point.
-            rollouts: roll every alternative out to its own answer.
+            threshold: a token is a candidate decision point when its decision score reaches this.
+            decision_score: a key of `decisions.DECISION_SCORES` — "margin" (1 − the calibrated top-1/top-2
+                margin), "alternatives" (the calibrated probability of the other tokens), "entropy" (the raw
+                distribution's entropy over log(vocabulary size)), "meta" (SAGE's meta-cognitive head, at step
+                starts), "combined" (the larger of margin and meta) — or "auto" (what measured best on development
+                items: `decisions.default_decision_score`).
+            max_decision_points: show at most this many, the highest-scoring.
+            decision_temperature: the distribution the decision score and `min_alternative_prob` read: "model" (the
+                model's own, temperature 1: where sampling from it goes another way; it tracked the measured
+                resampling effect better on development items, docs/measurements.md) or "calibrated" (the
+                calibration's token temperature). The report shows calibrated probabilities either way.
+            alternatives: at most this many alternative tokens per decision point.
+            min_alternative_prob: an alternative's probability must reach this (no 1e-7 tokens).
+            rollouts: roll every alternative out to its own answer; a candidate is shown as a decision point only
+                when one of its alternatives changes the answer (else it is listed as a hesitation).
+            samples: sampled continuations per branch (the chosen token and each alternative) that test the
+                decision and alternative claims.
             rollout_memory_mb: bound on the rollouts' KV caches: each branch is counted as holding a cache as long as
                 the chain (an upper bound where shared-prefix attention keeps the chain's keys and values once and a
                 row only its own positions), and as many branches are generated together as fit (at least one).
@@ -54,9 +64,10 @@ with warnings.catch_warnings():
             validate: check every claim by intervention (ValidateConsistency) and refine below `refine_below`.
             random_controls: random spans ablated per dependency claim as its control.
             refine_below: the validation score under which unverified claims are removed and validation reruns.
-            calibration: the model's answer-confidence calibration (`load_model(...).calibration`: a temperature and
-                an isotonic curve); None: not calibrated.
+            calibration: the model's calibration (`load_model(...).calibration`: the answer's and the steps'
+                temperatures and isotonic curves, and the question bound); None: raw probabilities only.
             own_explanation: on SAGE models, let the model write its own explanation and check it.
+            reliance: test whether the answer rests on the chain (early answering, a mistake, filler).
             chain: explain this chain (the text that follows the prompt, e.g. a reference solution) instead of
                 generating one; the model's own probabilities, alternatives and attention are measured along it.
             step_strategy / chat: how the chain is cut into steps; whether to use the chat template.
@@ -70,7 +81,10 @@ with warnings.catch_warnings():
         decision_score: str = AUTO
         max_decision_points: int = Field(6, ge=0)
         alternatives: int = Field(5, ge=1)
+        decision_temperature: Literal["model", "calibrated"] = "model"
+        min_alternative_prob: float = Field(0.02, ge=0, le=1)
         rollouts: bool = True
+        samples: int = Field(4, ge=1, le=64)
         rollout_memory_mb: float = Field(512.0, gt=0)
         attention_aggregate: str = AUTO
         gradient_layer: int | None = None
@@ -81,8 +95,9 @@ with warnings.catch_warnings():
         validate: bool = True
         random_controls: int = Field(4, ge=1)
         refine_below: float = Field(0.8, ge=0, le=1)
-        calibration: AnswerCalibration | None = None
+        calibration: Calibration | None = None
         own_explanation: bool = True
+        reliance: bool = True
         chain: str | None = None
         step_strategy: str = "auto"
         chat: bool | None = None

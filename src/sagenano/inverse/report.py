@@ -10,13 +10,18 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .options import ExplainOptions
 from .render.words import Depth
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ClaimStatus = Literal["unchecked", "verified", "refuted"]
+# Causal claims say what an intervention on the model would change, and one could refute them; consistency checks
+# read a reported number again by another code path (they catch bugs, not wrong explanations).
+ClaimCategory = Literal["causal", "consistency"]
+# The category of each kind of claim; a decision claim is causal once rolled out (its alternatives change the answer).
+KIND_CATEGORY: dict[str, ClaimCategory] = {"alternative": "causal", "dependency": "causal", "confidence": "consistency"}
 Outcome = Literal["same_answer", "different_answer", "no_answer"]
 
 
@@ -32,7 +37,10 @@ class TokenRecord(StrictModel):
     index: int
     id: int
     token: str
-    prob: float = Field(description="P(token | prefix) under the model")
+    prob: float = Field(description="P(token | prefix) under the model (raw)")
+    calibrated_prob: float | None = Field(
+        default=None, description="P(token | prefix) at the calibration's token temperature (None: not calibrated)"
+    )
     entropy: float = Field(description="entropy of the next-token distribution / log(vocabulary size), 0..1")
     step: int | None = Field(description="index of the step the token belongs to (None: outside every step)")
 
@@ -42,7 +50,8 @@ class Alternative(StrictModel):
 
     token: str
     token_id: int
-    prob: float
+    prob: float = Field(description="raw probability")
+    calibrated_prob: float | None = Field(default=None, description="probability at the token temperature")
     chain: str = Field(description="the whole chain with this token forced in, continued greedily")
     ids: list[int] = Field(default_factory=list, description="the forced token and its greedy continuation")
     answer: str | None
@@ -50,17 +59,23 @@ class Alternative(StrictModel):
 
 
 class DecisionPoint(StrictModel):
-    """A generated token where the model's choice was uncertain enough to matter (score ≥ threshold)."""
+    """A generated token where the model could plausibly have gone another way (score ≥ threshold). It is shown as a
+    decision point when going another way changes where the chain ends (`changes_answer`); otherwise it is kept as a
+    hesitation that did not matter."""
 
     position: int = Field(description="index of the token in the generated chain")
     step: int | None
     token: str
-    prob: float
+    prob: float = Field(description="raw probability of the chosen token")
+    calibrated_prob: float | None = Field(default=None, description="its probability at the token temperature")
     score: float = Field(description="the decision score that crossed the threshold (see `Report.options`)")
     entropy: float = Field(description="normalised entropy of the next-token distribution, 0..1")
     margin: float = Field(description="top-1 minus top-2 probability")
     meta_score: float | None = Field(default=None, description="SAGE meta-cognitive head's decision probability")
     alternatives: list[Alternative] = Field(default_factory=list)
+    changes_answer: bool | None = Field(
+        default=None, description="an alternative's rollout ends in another answer or none (None: not rolled out)"
+    )
 
 
 class SpanRef(StrictModel):
@@ -83,6 +98,9 @@ class DependencyScore(StrictModel):
     share: float = Field(description="significance / the step's total over all spans")
     attention: float
     gradient: float
+    status: ClaimStatus = Field(
+        default="unchecked", description="the masking test's verdict when a claim was made about this span"
+    )
 
 
 class Step(StrictModel):
@@ -92,7 +110,10 @@ class Step(StrictModel):
     text: str
     token_start: int
     token_end: int
-    confidence: float = Field(description="mean probability of the step's tokens")
+    confidence: float = Field(description="mean raw probability of the step's tokens")
+    calibrated_confidence: float | None = Field(
+        default=None, description="the calibrated probability that the step is right (None: not calibrated)"
+    )
     min_prob: float
     entropy: float = Field(description="mean normalised entropy of the step's tokens")
     meta_confidence: float | None = Field(default=None, description="SAGE meta-cognitive head's P(step correct)")
@@ -105,26 +126,97 @@ class Claim(StrictModel):
 
     id: str
     kind: Literal["decision", "alternative", "confidence", "dependency"]
+    category: ClaimCategory = Field(
+        default=None,
+        validate_default=True,
+        description="causal: an intervention could refute it; consistency: a "
+        "number read again by another path (default: by kind; a decision claim is causal once rolled out)",
+    )
     step: int | None
     statement: str = Field(description="the claim in plain words, built only from measured numbers")
     stated: dict[str, Any] = Field(description="the numbers the claim states")
     check: str = Field(default="", description="how the claim was checked")
     evidence: dict[str, Any] = Field(default_factory=dict, description="what the check measured")
     status: ClaimStatus = "unchecked"
+    replaces: str | None = Field(default=None, description="the refuted claim this one replaced in refinement")
+
+    @field_validator("category", mode="before")
+    @classmethod
+    def _category_of_kind(cls, category: str | None, info: ValidationInfo) -> str:
+        by_kind = KIND_CATEGORY.get(info.data.get("kind", ""))
+        if category is None:
+            return by_kind or "consistency"
+        if by_kind is not None and category != by_kind:
+            raise ValueError(f"a {info.data['kind']} claim is {by_kind}, not {category}")
+        return category
 
 
 class Validation(StrictModel):
-    """ValidateConsistency's result: the share of claims that the interventions verified."""
+    """ValidateConsistency's result: the share of causal claims that held under intervention, and apart from it how
+    many consistency checks (numbers read again by another path) agreed."""
 
-    score: float
-    verified: int
-    refuted: int
-    total: int
+    score: float = Field(description="verified / total over causal claims (1.0 when there are none)")
+    verified: int = Field(description="causal claims that held")
+    refuted: int = Field(description="causal claims the interventions refuted")
+    total: int = Field(description="causal claims")
+    consistency_passed: int = 0
+    consistency_total: int = 0
     score_before_refinement: float | None = Field(
         default=None, description="the first score, when it fell below the threshold and the claims were refined"
     )
-    removed_claims: list[Claim] = Field(default_factory=list, description="claims refuted and dropped by refinement")
+    removed_claims: list[Claim] = Field(
+        default_factory=list, description="refuted claims taken out of the explanation (never shown as facts)"
+    )
     threshold: float
+
+
+class Familiarity(StrictModel):
+    """How much the question looks like what the model was trained on (measured, not guessed)."""
+
+    unusual: bool = Field(description="True when any reason below holds: the report says so at the top")
+    reasons: list[str] = Field(default_factory=list, description="what was measured, in words")
+    question_nll: float | None = Field(default=None, description="mean negative log-likelihood per question token")
+    typical_nll: float | None = Field(
+        default=None, description="the calibration's bound: held-out questions' 99th percentile (None: unknown)"
+    )
+    untrained_tokens: list[str] = Field(default_factory=list, description="question tokens the tokenizer does not know")
+    unseen_tokens: list[str] = Field(
+        default_factory=list, description="question tokens that no calibration question (the training tasks) has"
+    )
+
+
+class EarlyAnswer(StrictModel):
+    """The answer read when the chain is cut after `steps` steps (0: no chain at all)."""
+
+    steps: int
+    answer: str | None
+
+
+class Intervention(StrictModel):
+    """The chain changed on purpose and the answer read again."""
+
+    step: int | None = Field(description="the changed step (None: the whole chain)")
+    change: str = Field(description="what was changed, in words")
+    answer: str | None
+    changed_answer: bool
+
+
+class Reliance(StrictModel):
+    """Does the answer rest on the chain it shows? The tests of Lanham et al. 2023: early answering (cut the chain
+    after each step and ask for the answer), a mistake inserted in a step (the rest regenerated), filler in place of
+    the chain."""
+
+    early_answers: list[EarlyAnswer] = Field(default_factory=list)
+    settled_after: int | None = Field(
+        default=None,
+        description="the fewest steps after which cutting the chain gives the final answer, and every "
+        "longer cut too (0: the answer does not need the chain; None: never before the end)",
+    )
+    mistakes: list[Intervention] = Field(default_factory=list)
+    filler: Intervention | None = None
+    rests_on_chain: bool | None = Field(
+        default=None, description="the answer changes when the chain is cut or replaced"
+    )
 
 
 class OwnExplanation(StrictModel):
@@ -145,6 +237,7 @@ class Report(StrictModel):
     chain: str
     finish_reason: str
     answer: str | None
+    answer_tokens: list[int] = Field(default_factory=list, description="the generated tokens that spell the answer")
     answer_confidence: float | None = Field(description="probability of the answer's tokens together")
     calibrated_answer_confidence: float | None = None
     temperature: float | None = Field(default=None, description="the fitted calibration temperature, when known")
@@ -154,9 +247,19 @@ class Report(StrictModel):
     tokens: list[TokenRecord]
     steps: list[Step]
     decision_points: list[DecisionPoint]
+    hesitations: list[DecisionPoint] = Field(
+        default_factory=list,
+        description="tokens whose score reached the threshold but whose alternatives all led to "
+        "the same answer: the model hesitated there, and it did not matter",
+    )
     top_decision_score: float | None = Field(
         default=None, description="the highest decision score of any token in a step (None: no such token)"
     )
+    token_temperature: float | None = Field(
+        default=None, description="the temperature calibrated token and step probabilities were read at"
+    )
+    familiarity: Familiarity | None = None
+    reliance: Reliance | None = None
     claims: list[Claim]
     validation: Validation | None = None
     own_explanation: OwnExplanation | None = None

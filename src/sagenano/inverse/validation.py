@@ -1,14 +1,21 @@
-"""ValidateConsistency and RefineExplanation: every claim re-measured by intervention on the model.
+"""ValidateConsistency and RefineExplanation: every claim checked on the model.
 
-- confidence and decision claims: the stated probability must match an independent, uncached
-  teacher-forced pass over the chain (the report's numbers come from cached generation);
-- alternative claims: a teacher-forced pass must confirm that the rolled-out chain is a greedy
-  continuation of the forced token, every token a most likely one (the engine generated it token by token, in a
-  batch of branches; the check feeds each rollout at once and reads the keys and values of the chain's prefix from
-  a forward pass of its own), and the answer read from it must give the stated outcome;
-- dependency claims: replacing the claimed span's tokens (masking) must raise the step's negative
-  log-likelihood more than replacing random spans of the same number of tokens typically does (their
-  median: one random span that happens to hit the step's own cue must not decide the verdict).
+Causal claims (an intervention could refute them; the headline score counts only these):
+- decision claims (a rolled-out decision point: "the answer depends on this choice"): continuations sampled from the
+  model after the chosen token must mostly keep the answer, and after one of the alternatives that changed it mostly
+  change it;
+- alternative claims: continuations sampled after the forced token must mostly end as stated (same answer, another
+  answer, none), and a teacher-forced pass must confirm that the greedy rollout is what greedy decoding gives, every
+  token a most likely one (the engine generated it in a batch of branches; the check feeds each rollout at once);
+- dependency claims: replacing the claimed span's tokens (masking) must raise the step's negative log-likelihood more
+  than replacing random spans of the same number of tokens typically does (their median: one random span that
+  happens to hit the step's own cue must not decide the verdict).
+
+Consistency checks (a number read again by another path): confidences, and a decision point that was not rolled out
+(its probability and score from an independent, uncached teacher-forced pass).
+
+RefineExplanation: refuted claims leave the explanation (they are listed as refuted, never shown as facts), and a
+refuted dependency is replaced by the next-ranked span of the same step that passes the masking test.
 """
 
 from __future__ import annotations
@@ -32,13 +39,16 @@ from ..decoding import (
     padded_batch,
     plain_cache,
 )
-from .alternatives import chain_end, decode_chain
-from .answers import extract_answer, outcome
-from .decisions import decision_scores
+from .alternatives import branch_rollouts, chain_end, decode_chain, rollout_batch
+from .answers import changes_answer, extract_answer, outcome
+from .claims import dependency_claim
+from .decisions import TokenUncertainty, decision_scores
 from .measure import ROWS_PER_PASS, Scores, masked_step_losses, replacement_id, score_chain
 from .report import Claim, Report, Validation
 
 PROB_TOLERANCE = 0.02  # stated probabilities are rounded to 3 decimals; cached vs uncached passes differ ~1e-6
+REPAIR_CANDIDATES = 3  # next-ranked spans tested for a refuted dependency
+DECISION_SHIFT = 0.5  # how much more often the answer must change after an alternative than after the chosen token
 
 
 def validate(
@@ -51,42 +61,164 @@ def validate(
     model.eval()
     chain = Chain.from_report(report)
     if scores is None:
-        scores = score_chain(model, chain, [])
+        scores = score_chain(model, chain, [], temperature=report.token_temperature)
     for claim in report.claims:
-        check = {"confidence": _check_confidence, "decision": _check_decision}.get(claim.kind)
-        if check is not None:
-            check(claim, report, scores)
-    _check_alternatives([c for c in report.claims if c.kind == "alternative"], report, model, tokenizer, chain)
+        if claim.kind == "confidence":
+            _check_confidence(claim, report, scores)
+        elif claim.kind == "decision" and claim.category == "consistency":
+            _check_decision_score(claim, report, scores)
+    sampled = [c for c in report.claims if c.kind in ("decision", "alternative") and c.category == "causal"]
+    answers = _sampled_answers(sampled, report, model, tokenizer, chain)
+    for claim in sampled:
+        if claim.kind == "decision":
+            _check_decision(claim, report, answers)
+    _check_alternatives([c for c in report.claims if c.kind == "alternative"], report, model, tokenizer, chain, answers)
     _check_dependencies([c for c in report.claims if c.kind == "dependency"], report, model, tokenizer, chain, scores)
-    return _score(report)
+    return _score(report.claims, report.options.refine_below)
 
 
-def _score(report: Report) -> Validation:
-    verified = sum(c.status == "verified" for c in report.claims)
-    refuted = sum(c.status == "refuted" for c in report.claims)
-    total = len(report.claims)
-    threshold = report.options.refine_below
+def _score(claims: list[Claim], threshold: float) -> Validation:
+    causal = [c for c in claims if c.category == "causal"]
+    consistency = [c for c in claims if c.category == "consistency"]
+    verified = sum(c.status == "verified" for c in causal)
     return Validation(
-        score=verified / total if total else 1.0, verified=verified, refuted=refuted, total=total, threshold=threshold
+        score=verified / len(causal) if causal else 1.0,
+        verified=verified,
+        refuted=sum(c.status == "refuted" for c in causal),
+        total=len(causal),
+        consistency_passed=sum(c.status == "verified" for c in consistency),
+        consistency_total=len(consistency),
+        threshold=threshold,
     )
 
 
 def validate_and_refine(
     report: Report, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, scores: Scores | None = None
 ) -> Validation:
-    """Validates; below the threshold, drops the refuted claims and validates what is left again. `scores`: as in
-    `validate`."""
+    """Validates, then refines: refuted claims leave `report.claims` (kept in `validation.removed_claims`), and each
+    refuted dependency is replaced by the next-ranked span of its step that passes the masking test, when one of the
+    next `REPAIR_CANDIDATES` does. `scores`: as in `validate`."""
     first = validate(report, model, tokenizer, scores)
-    if first.score >= first.threshold:
+    _mark_dependencies(report, report.claims)
+    removed = [c for c in report.claims if c.status == "refuted"]
+    if not removed:
         report.validation = first
         return first
-    removed = [c for c in report.claims if c.status == "refuted"]
-    report.claims = [c for c in report.claims if c.status != "refuted"]
-    second = validate(report, model, tokenizer, scores)
-    second.score_before_refinement = first.score
-    second.removed_claims = removed
-    report.validation = second
-    return second
+    repairs = _repair_dependencies([c for c in removed if c.kind == "dependency"], report, model, tokenizer, scores)
+    report.claims = [c for c in report.claims if c.status != "refuted"] + repairs
+    refined = _score(report.claims, first.threshold)
+    # A refuted consistency check has no replacement; it still counts as a check that disagreed.
+    refined.consistency_passed, refined.consistency_total = first.consistency_passed, first.consistency_total
+    refined.score_before_refinement = first.score
+    refined.removed_claims = removed
+    report.validation = refined
+    return refined
+
+
+def _repair_dependencies(refuted: list[Claim], report: Report, model, tokenizer, scores: Scores | None) -> list[Claim]:
+    """For each refuted dependency, the first of its step's next-ranked spans (not claimed already) whose claim the
+    masking test verifies; the spans tested and refuted on the way are marked refuted too."""
+    if not refuted:
+        return []
+    chain = Chain.from_report(report)
+    if scores is None:
+        scores = score_chain(model, chain, [], temperature=report.token_temperature)
+    claimed = {(c.step, tuple(c.stated["positions"])) for c in report.claims if c.kind == "dependency"}
+    steps = {s.index: s for s in report.steps}
+    tried = []
+    for claim in refuted:
+        spare = [d for d in steps[claim.step].dependencies if (claim.step, tuple(d.span.positions)) not in claimed]
+        for dependency in spare[:REPAIR_CANDIDATES]:
+            candidate = dependency_claim(claim.step, dependency)
+            candidate.replaces = claim.id
+            claimed.add((claim.step, tuple(dependency.span.positions)))
+            tried.append(candidate)
+    _check_dependencies(tried, report, model, tokenizer, chain, scores)
+    _mark_dependencies(report, tried)
+    repairs, repaired = [], set()
+    for candidate in tried:
+        if candidate.status == "verified" and candidate.replaces not in repaired:
+            repaired.add(candidate.replaces)
+            repairs.append(candidate)
+    return repairs
+
+
+def _mark_dependencies(report: Report, claims: list[Claim]) -> None:
+    """Each checked dependency claim's verdict on the span it names (`DependencyScore.status`), so that no view
+    shows a refuted span as one the step rests on."""
+    verdicts = {(c.step, tuple(c.stated["positions"])): c.status for c in claims if c.kind == "dependency"}
+    for step in report.steps:
+        for dependency in step.dependencies:
+            verdict = verdicts.get((step.index, tuple(dependency.span.positions)))
+            if verdict is not None:
+                dependency.status = verdict
+
+
+def _sampled_answers(
+    claims: list[Claim], report: Report, model, tokenizer, chain: Chain
+) -> dict[tuple[int, int], list[str | None]]:
+    """For each branch (position, token) the causal decision and alternative claims name: the answers of
+    `options.samples` continuations sampled from the model (temperature 1) after that token, seeded by the options."""
+    branches = sorted(
+        {
+            (c.stated["position"], token)
+            for c in claims
+            for token in (
+                [c.stated["token_id"]]
+                if c.kind == "alternative"
+                else [int(chain.token_ids[c.stated["position"]]), *c.stated["changing_token_ids"]]
+            )
+        }
+    )
+    if not branches:
+        return {}
+    n = report.options.samples
+    rows = [(chain.prompt_len + position, token) for position, token in branches for _ in range(n)]
+    sequence = torch.cat([chain.prompt_ids, chain.token_ids])
+    end = chain_end(model, chain, report.options.max_new_tokens)
+    size = rollout_batch(model, end, report.options.rollout_memory_mb)
+    sampler = torch.Generator().manual_seed(report.options.seed)
+    eos = eos_ids(model)
+    continuations = [
+        c
+        for at in range(0, len(rows), size)
+        for c in branch_rollouts(model, sequence, rows[at : at + size], end, sampler=sampler)
+    ]
+    answers: dict[tuple[int, int], list[str | None]] = {b: [] for b in branches}
+    for (k, token), continuation in zip(rows, continuations, strict=True):
+        text = decode_chain(tokenizer, sequence[chain.prompt_len : k].tolist() + continuation, eos)
+        answers[(k - chain.prompt_len, token)].append(extract_answer(text))
+    return answers
+
+
+def _share(answers: list[str | None], result: str, original: str | None) -> float:
+    """The share of sampled answers whose outcome against `original` is `result`."""
+    return sum(outcome(a, original) == result for a in answers) / len(answers) if answers else 0.0
+
+
+def _changed_share(answers: list[str | None], original: str | None) -> float:
+    """The share of sampled answers that end somewhere else than the chain (`answers.changes_answer`)."""
+    return sum(changes_answer(a, original) for a in answers) / len(answers) if answers else 0.0
+
+
+def _check_decision(claim: Claim, report: Report, answers: dict) -> None:
+    """Checks "the answer depends on this choice": after one of the alternatives that changed the answer in its
+    rollout, continuations sampled from the model end elsewhere (another answer, or none) in a share at least
+    `DECISION_SHIFT` larger than after the chosen token."""
+    position = claim.stated["position"]
+    chosen = int(report.tokens[position].id)
+    after_chosen = _changed_share(answers[(position, chosen)], report.answer)
+    changed = {t: _changed_share(answers[(position, t)], report.answer) for t in claim.stated["changing_token_ids"]}
+    _settle(
+        claim,
+        max(changed.values(), default=0.0) - after_chosen >= DECISION_SHIFT,
+        f"{report.options.samples} continuations sampled after the chosen token and after each alternative that "
+        f"changed the answer: the share that ends elsewhere must be at least {DECISION_SHIFT:.0%} larger after an "
+        "alternative",
+        changed_after_chosen=round(after_chosen, 3),
+        changed_after={str(t): round(x, 3) for t, x in changed.items()},
+        chosen_answers=answers[(position, chosen)],
+    )
 
 
 def _settle(claim: Claim, ok: bool, check: str, **evidence) -> None:
@@ -114,7 +246,7 @@ def _check_confidence(claim: Claim, report: Report, scores) -> None:
         )
         return
     if claim.id == "confidence-answer":
-        tokens = [t for s in report.steps if s.is_answer for t in range(s.token_start, s.token_end)]
+        tokens = claim.stated["tokens"]
         measured = float(scores.logprobs[tokens].sum().exp()) if tokens else float("nan")
     else:
         start, end = claim.stated["tokens"]
@@ -123,7 +255,8 @@ def _check_confidence(claim: Claim, report: Report, scores) -> None:
     _settle(claim, ok, f"uncached teacher-forced pass, tolerance {PROB_TOLERANCE}", measured_prob=measured)
 
 
-def _check_decision(claim: Claim, report: Report, scores) -> None:
+def _check_decision_score(claim: Claim, report: Report, scores: Scores) -> None:
+    """A decision point that was not rolled out: its probability and score read again from the uncached pass."""
     position = claim.stated["position"]
     prob = float(scores.logprobs[position].exp())
     point = next((d for d in report.decision_points if d.position == position), None)
@@ -132,8 +265,10 @@ def _check_decision(claim: Claim, report: Report, scores) -> None:
         return
     meta = None if point.meta_score is None else torch.tensor([point.meta_score])  # the head's score, as reported
     here = slice(position, position + 1)
-    mode = report.options.decision_score
-    score = float(decision_scores(mode, scores.entropies[here], scores.top2_margin[here], meta))
+    calibrated = report.options.decision_temperature == "calibrated"
+    uncertainty = TokenUncertainty.of(scores, None, calibrated).at(here)
+    uncertainty.meta = meta
+    score = float(decision_scores(report.options.decision_score, uncertainty)[0])
     threshold = report.options.threshold
     ok = abs(prob - claim.stated["prob"]) <= PROB_TOLERANCE and score >= threshold - PROB_TOLERANCE
     _settle(
@@ -145,10 +280,14 @@ def _check_decision(claim: Claim, report: Report, scores) -> None:
     )
 
 
-def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, chain: Chain) -> None:
+def _check_alternatives(
+    claims: list[Claim], report: Report, model, tokenizer, chain: Chain, answers: dict | None = None
+) -> None:
     """Each claimed rollout must be what greedy decoding gives: a teacher-forced pass over every rolled-out chain
     (`_greedy_agreement`) must pick each of its tokens as a most likely one (a tie counts), and the chain must end
-    (end-of-sequence or the token budget) where the rollout ended; then its answer and outcome are re-read."""
+    (end-of-sequence or the token budget) where the rollout ended; its answer and outcome are re-read. Then most of
+    the continuations sampled after the forced token (`answers`, by branch) must end with the stated outcome."""
+    answers = answers or {}
     eos = eos_ids(model)
     rolled = {(d.position, a.token_id): a.ids for d in report.decision_points for a in d.alternatives}
     end = chain_end(model, chain, report.options.max_new_tokens)
@@ -176,16 +315,21 @@ def _check_alternatives(claims: list[Claim], report: Report, model, tokenizer, c
         text = decode_chain(tokenizer, chain.token_ids[:position].tolist() + ids, eos)
         answer = extract_answer(text)
         result = outcome(answer, report.answer)
-        ok = greedy and ended and result == claim.stated["outcome"] and answer == claim.stated["answer"]
+        replayed = greedy and ended and result == claim.stated["outcome"] and answer == claim.stated["answer"]
+        sampled = answers.get((position, claim.stated["token_id"]), [])
+        agree = _share(sampled, claim.stated["outcome"], report.answer)
         _settle(
             claim,
-            ok,
-            "teacher-forced pass from the forced token on: every rolled-out token is a most likely "
-            "one, the chain ends where the rollout ended, and its answer is re-read",
+            replayed and agree > 0.5,
+            "the greedy rollout replayed by a teacher-forced pass (every token a most likely one, the chain ends "
+            f"where it ended, its answer re-read), and {len(sampled)} continuations sampled after the forced token: "
+            "most must end as stated",
             greedy=greedy,
             ended=ended,
             measured_answer=answer,
             measured_outcome=result,
+            sampled_answers=sampled,
+            sampled_agreement=round(agree, 3),
         )
 
 

@@ -1,4 +1,5 @@
-"""Pure metrics of the introspection measurement: span matching, rankings, faithfulness scores, shares and ECE."""
+"""Pure metrics of the introspection measurement: span matching, rankings, faithfulness scores, shares, ECE and
+AUROC."""
 
 from __future__ import annotations
 
@@ -106,6 +107,16 @@ def sufficiency(nll_full: float, nll_only_kept: float) -> float:
 def ece(confidences: Sequence[float], correct: Sequence[bool]) -> float:
     """ECE with `ECE_BINS` equal-width bins; NaN when there is nothing to calibrate."""
     return expected_calibration_error(list(confidences), list(correct), ECE_BINS) if confidences else math.nan
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """The area under the ROC curve of `scores` for `labels` (scikit-learn's; ties count half); NaN when one class
+    is empty."""
+    if len(set(labels)) < 2:
+        return math.nan
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score([bool(x) for x in labels], list(scores)))
 
 
 def mean(values: Sequence[float]) -> float:

@@ -12,7 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...data import generate_items, prompt_text
 from ...generation import render_prompt
-from ...inverse.confidence import AnswerCalibration
+from ...inverse.confidence import Calibration
 from ..task_accuracy import TASKS
 from .calibration import calibrate_run
 from .measure import measure_item
@@ -21,19 +21,27 @@ from .settings import PARTS, IntrospectionSettings
 from .summary import goals, summarise
 
 WARM_ITEMS = 2  # the first items of every task, measured first and timed for the projection
+ISSUE_ITEMS = 200  # own and decision items per task that issue 26 asks a run to measure
 
 
 def part_counts(settings: IntrospectionSettings) -> dict[str, int]:
-    """Items per task that each part measures (the first ones of the task)."""
-    n, decision = settings.n, min(settings.decision_items, settings.n)
+    """Items per task that each part measures (the first ones of the task). Decision items are own items too (their
+    default report is the own report); faithfulness reads the gold chains of the dependency items."""
+    n, decision = settings.n, settings.decision_items
+    own = max(settings.own_items, decision)
     return {
         "dependency": n,
         "baselines": n if settings.baselines else 0,
         "faithfulness": min(settings.faithfulness_items, n),
-        "own": min(settings.own_items, n),
+        "own": own,
+        "claims": own,
         "alternatives_low": decision,
         "decision": decision,
     }
+
+
+def items_per_task(settings: IntrospectionSettings) -> int:
+    return max(part_counts(settings).values())
 
 
 def projected_seconds(seconds: dict[str, dict[str, list[float]]], counts: dict[str, int]) -> float:
@@ -44,16 +52,23 @@ def projected_seconds(seconds: dict[str, dict[str, list[float]]], counts: dict[s
 def projection(
     seconds: dict[str, dict[str, list[float]]], settings: IntrospectionSettings, calibration: dict, tasks: Sequence[str]
 ) -> dict:
-    """This run's projected minutes of items, and those of a default run (all tasks, default counts, this run's
-    baselines), at the measured speeds."""
-    defaults = part_counts(replace(IntrospectionSettings(), baselines=settings.baselines))
+    """This run's projected minutes of items, and those of a default run and of an issue-scale run (default counts
+    but `ISSUE_ITEMS` own and decision items per task; all tasks, this run's baselines), at the measured speeds. The
+    calibration set is counted at the default size at this run's speed (0 when this run did not build one)."""
+    default = replace(IntrospectionSettings(), baselines=settings.baselines)
+    issue = replace(default, own_items=ISSUE_ITEMS, decision_items=ISSUE_ITEMS)
     per_calibration_item = calibration.get("seconds", 0.0) / max(1, calibration.get("n_items", 0))
-    default_calibration = per_calibration_item * IntrospectionSettings.calibration_items * len(TASKS)
-    default_items = projected_seconds(seconds, defaults) * len(TASKS) / len(tasks)
+    needs_set = calibration.get("source") != "stored"  # the stored calibration, when complete, needs no set
+    calibration_seconds = per_calibration_item * default.calibration_items * len(TASKS) if needs_set else 0.0
+
+    def minutes(counts: dict[str, int]) -> float:
+        return (projected_seconds(seconds, counts) * len(TASKS) / len(tasks) + calibration_seconds) / 60
+
     return {
         "this_run_minutes": projected_seconds(seconds, part_counts(settings)) / 60,
-        "default_run_minutes": (default_items + default_calibration) / 60,
-        "default_calibration_minutes": default_calibration / 60,
+        "default_run_minutes": minutes(part_counts(default)),
+        "issue_run_minutes": minutes(part_counts(issue)),
+        "default_calibration_minutes": calibration_seconds / 60,
     }
 
 
@@ -62,8 +77,10 @@ def describe_projection(projected: dict) -> str:
     return (
         f"projected: this run {projected['this_run_minutes']:.1f} min of items; a default run (n {d.n}, own "
         f"{d.own_items}, decision {d.decision_items}, faithfulness {d.faithfulness_items}, calibration "
-        f"{d.calibration_items} items per task, {len(TASKS)} tasks) {projected['default_run_minutes']:.1f} min "
-        f"({projected['default_calibration_minutes']:.1f} of them the calibration set)"
+        f"{d.calibration_items} items per task, {len(TASKS)} tasks) {projected['default_run_minutes']:.1f} min; "
+        f"with {ISSUE_ITEMS} own and decision items per task (issue 26's scale) "
+        f"{projected['issue_run_minutes']:.1f} min (each with {projected['default_calibration_minutes']:.1f} min "
+        "of calibration set)"
     )
 
 
@@ -92,7 +109,7 @@ def measure_introspection(
     settings: IntrospectionSettings | None = None,
     tasks: Sequence[str] = TASKS,
     progress: bool = True,
-    loaded_calibration: AnswerCalibration | None = None,
+    loaded_calibration: Calibration | None = None,
 ) -> dict:
     """Introspection accuracy of the engine, and of the baselines, on held-out items (`docs/introspection.md`).
 
@@ -100,8 +117,8 @@ def measure_introspection(
         settings: item counts, seeds and baselines (default `IntrospectionSettings()`: a run of hours on a CPU).
         tasks: synthetic tasks to measure, each summarised alone and all together as "overall".
         progress: show progress bars and print the projected time once the first items are measured.
-        loaded_calibration: the model's stored answer calibration (`load_model(...).calibration`); without it
-            one is fitted on the calibration set.
+        loaded_calibration: the model's stored calibration (`load_model(...).calibration`); used when it calibrates
+            steps too, else the whole calibration is fitted on the calibration set (`calibrate_run`).
 
     Returns:
         A JSON-ready dict (NaN as None): "settings" (with the run's calibration), "tasks", "methods" (the
@@ -117,11 +134,12 @@ def measure_introspection(
         raise ValueError(f"unknown or no tasks {unknown or tasks}; choose from {', '.join(TASKS)}")
     check_prompt_format(tokenizer)
     started = time.perf_counter()
-    calibration, settings = calibrate_run(model, tokenizer, loaded_calibration, tasks, settings, progress)
+    calibration, settings = calibrate_run(model, tokenizer, loaded_calibration, tasks, settings)
     counts = part_counts(settings)
-    items = {t: generate_items(t, settings.n, settings.seed, "heldout") for t in tasks}
-    warm = min(WARM_ITEMS, settings.n)
-    order = [(t, i) for i in range(warm) for t in tasks] + [(t, i) for t in tasks for i in range(warm, settings.n)]
+    total = items_per_task(settings)
+    items = {t: generate_items(t, total, settings.seed, "heldout") for t in tasks}
+    warm = min(WARM_ITEMS, total)
+    order = [(t, i) for i in range(warm) for t in tasks] + [(t, i) for t in tasks for i in range(warm, total)]
     seconds: dict[str, dict[str, list[float]]] = {t: {p: [] for p in PARTS} for t in tasks}
     results: dict[str, list[dict]] = {t: [] for t in tasks}
     bar = tqdm(order, desc="items", unit="item", disable=not progress)
@@ -134,6 +152,7 @@ def measure_introspection(
             own=i < counts["own"],
             decision=i < counts["decision"],
             faithfulness=i < counts["faithfulness"],
+            dependency=i < counts["dependency"],
         )
         results[task].append(result)
         for part, value in result["seconds"].items():

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from itertools import groupby
 from typing import TYPE_CHECKING, TypeVar
 
+from .checks import shown_dependencies
+
 if TYPE_CHECKING:  # types only: the report's views import this package
     from ..report import DecisionPoint, Report, Step
 
@@ -53,10 +55,11 @@ def decision_ranges(report: Report, step: Step) -> list[tuple[int, int, Decision
 
 
 def heat_ranges(report: Report) -> list[tuple[int, int, float]]:
-    """Runs of question characters inside dependency spans, each with its highest share over all steps."""
+    """Runs of question characters inside dependency spans that were not refuted, each with its highest share over
+    all steps."""
     best: list[float | None] = [None] * len(report.question)
     for step in report.steps:
-        for dep in step.dependencies:
+        for dep in shown_dependencies(report, step):
             if dep.span.source != "question":
                 continue
             for i in range(max(0, dep.span.start), min(len(best), dep.span.end)):

@@ -3,76 +3,112 @@
 - novice: plain words, short; the only numbers it writes are percentages. Text quoted from the report between
   “ ” (the answer, a span of the question, the model's own explanation) is shown as it is, digits included.
 - intermediate: a paragraph per step, with step numbers, percentages and the top 3 dependencies.
-- expert: every measured number, the report's options, and each claim with its status and evidence.
+- expert: every measured number (raw ones labelled raw), the report's options, and each claim with its check and
+  evidence.
+
+Every depth opens with the unfamiliar-question notice when there is one, then the answer and the headline (causal
+claims that held, apart from the consistency checks), and lists refuted claims only under "Refuted (not facts)".
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .checks import (
+    REFUTED_TITLE,
+    alternative_claim,
+    claim_for,
+    claim_label,
+    claim_note,
+    decision_claim,
+    dependency_claim,
+    headline,
+    hidden_alternatives,
+    refuted_claims,
+    refuted_lines,
+    replacement,
+    shown_alternatives,
+    shown_dependencies,
+    tag,
+)
+from .notices import familiarity_notice, hesitation_line, reliance_text
 from .words import (
     TOP_SPANS,
     answer_confidence,
+    answer_scale,
     check_depth,
-    claim_for,
-    claim_note,
+    count_word,
     in_step,
     num,
     pairs,
     pct,
-    plural,
     quote,
     span_source,
     step_confidence,
     step_name,
+    steps_calibrated,
+    token_prob,
+    tokens_calibrated,
 )
 
 if TYPE_CHECKING:  # types only: the report's views import this package
-    from ..report import Alternative, Claim, DecisionPoint, DependencyScore, Report, Step, Validation
+    from ..report import Alternative, Claim, DecisionPoint, DependencyScore, Report, Step
 
 CONFIDENT = 0.9  # a decision point above this token probability was flagged by the meta head
+# Sections the terminal and HTML views draw in their own way (a panel, a table) rather than as prose.
+DRAWN_APART = ("notice", "headline")
 
 
 def render_text(report: Report, depth: str) -> str:
     """The explanation in natural language at a depth: novice, intermediate or expert."""
+    return "\n\n".join(text for _, text in text_sections(report, depth))
+
+
+def text_sections(report: Report, depth: str) -> list[tuple[str, str]]:
+    """The explanation's sections at a depth, as (name, text), empty ones left out."""
     check_depth(depth)
     sections = [
-        _answer_text(report, depth),
-        _decisions_text(report, depth),
-        _steps_text(report, depth),
-        _confidence_text(report, depth),
-        _own_explanation_text(report, depth),
-        _verification_text(report, depth),
+        ("notice", familiarity_notice(report)),
+        ("answer", _answer_text(report, depth)),
+        ("headline", ("\n" if depth != "novice" else " ").join(headline(report, depth))),
+        ("decisions", _decisions_text(report, depth)),
+        ("steps", _steps_text(report, depth)),
+        ("confidence", _confidence_text(report, depth)),
+        ("reliance", reliance_text(report, depth)),
+        ("own_explanation", _own_explanation_text(report, depth)),
+        ("refuted", _refuted_text(report, depth)),
     ]
     if depth == "expert":
-        sections += [_claims_text(report), _options_text(report)]
-    return "\n\n".join(section for section in sections if section)
+        sections += [("claims", _claims_text(report)), ("options", _options_text(report))]
+    return [(name, text) for name, text in sections if text]
 
 
 def _answer_text(report: Report, depth: str) -> str:
-    """The answer and how confident the model was in it."""
+    """The answer and how confident the model was in it (calibrated where it can be)."""
     confidence = answer_confidence(report)
     if report.answer is None:
         if depth == "novice":
             return "The model did not reach an answer."
         return f"The model gave no answer (finish reason: {report.finish_reason})."
     answer = quote(report.answer)
-    answer_step = next((step.index for step in report.steps if step.is_answer), None)
-    note = claim_note(claim_for(report, "confidence", answer_step, answer=report.answer), depth)
+    raw = answer_scale(report) == "raw"
     if depth == "novice":
-        sure = f", and it was about {pct(confidence)} sure{note}" if confidence is not None else ""
+        scale = " (by its raw, uncalibrated score)" if raw else ""
+        sure = f", and it was about {pct(confidence)} sure{scale}" if confidence is not None else ""
         return f"The model answered {answer}{sure}."
     if depth == "intermediate":
-        sure = f" with {pct(confidence)} confidence{note}" if confidence is not None else ""
+        scale = "raw, uncalibrated" if raw else "calibrated"
+        sure = f" with {pct(confidence)} confidence ({scale})" if confidence is not None else ""
         return f"The model's answer is {answer}{sure}, reached in {len(report.steps)} steps."
     numbers = {
-        "answer confidence": report.answer_confidence,
-        f"calibrated ({report.calibration or 'temperature'})": report.calibrated_answer_confidence,
-        "temperature": report.temperature,
+        f"calibrated confidence ({report.calibration or 'temperature'})": report.calibrated_answer_confidence,
+        "raw answer probability": report.answer_confidence,
+        "answer temperature": report.temperature,
+        "token temperature": report.token_temperature,
     }
     measured = "; ".join(f"{name} {num(value)}" for name, value in numbers.items() if value is not None)
     return (
-        f"Answer {answer} from model {report.model}: {measured or 'no confidence measured'}{note}; "
+        f"Answer {answer} from model {report.model}: {measured or 'no confidence measured'}; "
         f"finish reason {report.finish_reason}; {len(report.steps)} steps, {len(report.tokens)} generated tokens."
     )
 
@@ -80,6 +116,8 @@ def _answer_text(report: Report, depth: str) -> str:
 def no_decisions_text(report: Report) -> str:
     """Why a report has no decision points, with the closest call's score when it was measured."""
     threshold = report.options.threshold
+    if report.hesitations:
+        return "No decision point: where the model hesitated, every alternative led to the same answer."
     if report.top_decision_score is None:
         return "No token crossed the decision threshold."
     return (
@@ -88,57 +126,77 @@ def no_decisions_text(report: Report) -> str:
     )
 
 
-def validation_line(report: Report) -> str:
-    validation = report.validation
-    if validation is None:
-        return "Validation: not run."
-    line = (
-        f"Validation: {validation.verified} of {validation.total} claims verified by intervention "
-        f"(score {validation.score:.2f}, threshold {validation.threshold:.2f})"
-    )
-    if validation.score_before_refinement is not None:
-        line += f"; before refinement {validation.score_before_refinement:.2f}, "
-        line += f"{plural(len(validation.removed_claims), 'refuted claim')} removed"
-    return line + "."
+NOVICE_POINTS = 3  # decision points (and alternatives per point) the novice text describes
 
 
 def _decisions_text(report: Report, depth: str) -> str:
-    """Decision points: the uncertain choices and what each alternative led to."""
+    """Decision points (only those shown: going another way changes the answer), then one line for hesitations."""
     points = report.decision_points
+    hesitated = hesitation_line(report, depth)
     if not points:
         if depth == "novice":
-            return "The model never hesitated enough for a choice to matter."
-        return no_decisions_text(report)
+            none = "The model never hesitated where a different choice would have changed the answer."
+        else:
+            none = no_decisions_text(report)
+        return " ".join(filter(None, [none, hesitated]))
     intro = {
-        "novice": "The model hesitated where a different choice could have mattered.",
-        "intermediate": "Decision points (tokens whose decision score crossed the threshold):",
+        "novice": "The model hesitated where a different choice could have changed the answer.",
+        "intermediate": "Decision points (where going another way changes the answer):",
         "expert": "Decision points:",
     }[depth]
+    if depth == "novice":
+        more = len(points) - NOVICE_POINTS
+        sentences = [_decision_sentence(report, point, depth) for point in points[:NOVICE_POINTS]]
+        if more > 0:
+            sentences.append(f"It hesitated like this at {count_word(more, 'more place')}.")
+        return " ".join([intro, *sentences, *filter(None, [hesitated])])
     sentences = [_decision_sentence(report, point, depth) for point in points]
-    return (" " if depth == "novice" else "\n").join([intro, *sentences])
+    return "\n".join([intro, *sentences, *filter(None, [hesitated])])
+
+
+def _decision_note(report: Report, point: DecisionPoint, depth: str) -> str:
+    """The decision claim's check: that going another way here changes the answer (held or refuted)."""
+    claim = decision_claim(report, point)
+    if claim is None or claim.category != "causal" or claim.status != "refuted" or depth == "expert":
+        return claim_note(report, claim, depth)
+    if depth == "novice":
+        return " (but a test did not confirm that this choice changes the answer)"
+    return f" (that this choice changes the answer was refuted, see {REFUTED_TITLE})"
 
 
 def _decision_sentence(report: Report, point: DecisionPoint, depth: str) -> str:
-    note = claim_note(claim_for(report, "decision", point.step, position=point.position), depth)
+    note = _decision_note(report, point, depth)
+    prob = token_prob(point)
+    raw = "" if tokens_calibrated(report) else "raw "
+    alternatives = shown_alternatives(report, point)
     if depth == "novice":
         head = f"{in_step(point.step, depth).capitalize()} it wrote {quote(point.token)}"
-        if point.prob < CONFIDENT:
-            head += f" but was only about {pct(point.prob)} sure{note}."
+        if prob < CONFIDENT:
+            head += f" but was only about {pct(prob)} sure{note}."
         else:  # flagged by the meta-cognitive head, not by the token's own probability
-            head += f", about {pct(point.prob)} sure of that word, where its own uncertainty signal said the "
+            head += f", about {pct(prob)} sure of that word, where its own uncertainty signal said the "
             head += f"reasoning could turn{note}."
-    elif depth == "intermediate":
+        changing = [alt for alt in alternatives if alt.outcome != "same_answer"][:2]
+        return " ".join([head, *(_alternative_sentence(report, point, alt, depth) for alt in changing)])
+    if depth == "intermediate":
         head = f"- {in_step(point.step, depth).capitalize()} the model chose {quote(point.token)} with "
-        head += f"probability {pct(point.prob)}{note}."
+        head += f"{raw}probability {pct(prob)}{note}."
     else:
         meta = f", meta_score {num(point.meta_score)}" if point.meta_score is not None else ""
+        p = f"p {num(point.calibrated_prob)} (raw {num(point.prob)})" if point.calibrated_prob is not None else ""
+        p = p or f"raw p {num(point.prob)}"
         head = (
             f"- position {point.position} ({step_name(point.step, depth)}) token {quote(point.token)}: "
-            f"p {num(point.prob)}, score {num(point.score)}, entropy {num(point.entropy)}, "
+            f"{p}, score {num(point.score)}, entropy {num(point.entropy)}, "
             f"margin {num(point.margin)}{meta}{note}."
         )
-    alternatives = [_alternative_sentence(report, point, alt, depth) for alt in point.alternatives]
-    return " ".join([head, *alternatives])
+    sentences = [_alternative_sentence(report, point, alt, depth) for alt in alternatives]
+    hidden = hidden_alternatives(report, point)
+    if hidden == 1:
+        sentences.append(f"One more alternative's stated outcome was refuted (see {REFUTED_TITLE}).")
+    elif hidden:
+        sentences.append(f"{hidden} more alternatives' stated outcomes were refuted (see {REFUTED_TITLE}).")
+    return " ".join([head, *sentences])
 
 
 def _outcome(alt: Alternative) -> str:
@@ -152,55 +210,67 @@ def _outcome(alt: Alternative) -> str:
 
 
 def _alternative_sentence(report: Report, point: DecisionPoint, alt: Alternative, depth: str) -> str:
-    note = claim_note(
-        claim_for(report, "alternative", point.step, position=point.position, token_id=alt.token_id), depth
-    )
+    note = claim_note(report, alternative_claim(report, point, alt), depth)
     if depth == "novice":
         return f"Had it written {quote(alt.token)} instead, it would have reached {_outcome(alt)}{note}."
     if depth == "intermediate":
-        return f"The alternative {quote(alt.token)} ({pct(alt.prob)}) led to {_outcome(alt)}{note}."
-    return f"Alternative {quote(alt.token)} (id {alt.token_id}, p {num(alt.prob)}) -> {alt.outcome}{note}."
+        return f"The alternative {quote(alt.token)} ({pct(token_prob(alt))}) led to {_outcome(alt)}{note}."
+    p = f"p {num(alt.calibrated_prob)} (raw {num(alt.prob)})" if alt.calibrated_prob is not None else ""
+    p = p or f"raw p {num(alt.prob)}"
+    return f"Alternative {quote(alt.token)} (id {alt.token_id}, {p}) -> {alt.outcome}{note}."
 
 
 def _steps_text(report: Report, depth: str) -> str:
-    """Critical dependencies per step (and each step's numbers above novice)."""
+    """Critical dependencies per step (and each step's numbers above novice); refuted spans are left out."""
     if depth == "novice":
         return " ".join(filter(None, (_novice_dependency(report, step) for step in report.steps)))
     return "\n\n".join(_step_paragraph(report, step, depth) for step in report.steps)
 
 
 def _novice_dependency(report: Report, step: Step) -> str:
-    if not step.dependencies:
+    shown = shown_dependencies(report, step)
+    if not shown:
         return ""
-    top = step.dependencies[0]
-    note = claim_note(claim_for(report, "dependency", step.index, text=top.span.text), "novice")
+    top = shown[0]
+    claim = dependency_claim(report, step, top)
+    note = claim_note(report, claim, "novice")
+    replaced = replacement(report, claim, "novice") if claim is not None else ""
     where = in_step(step.index, "novice").capitalize()
-    return f"{where} it relied most on {quote(top.span.text)} {span_source(top.span, 'novice')}{note}."
+    text = f"{where} it relied most on {quote(top.span.text)} {span_source(top.span, 'novice')}{note}"
+    return text + (f"; {replaced}." if replaced else ".")
 
 
 def _step_paragraph(report: Report, step: Step, depth: str) -> str:
     """One step: its text, confidence and top dependencies (intermediate or expert)."""
-    note = claim_note(claim_for(report, "confidence", step.index, tokens=[step.token_start, step.token_end]), depth)
     answer = " (the answer)" if step.is_answer else ""
     if depth == "intermediate":
-        head = f"Step {step.index + 1}{answer}: {quote(step.text)}, confidence {pct(step_confidence(step))}{note}."
+        scale = "confidence" if step.calibrated_confidence is not None else "raw token probability"
+        head = f"Step {step.index + 1}{answer}: {quote(step.text)}, {scale} {pct(step_confidence(step))}."
     else:
+        note = claim_note(report, _confidence_claim(report, step), depth)
         tokens = f"tokens {step.token_start}-{step.token_end}"
         head = f"Step {step.index + 1}{answer} {quote(step.text)}, {tokens}: {_expert_step_numbers(step)}{note}."
-    top = step.dependencies[: TOP_SPANS[depth]]
+    top = shown_dependencies(report, step)[: TOP_SPANS[depth]]
     if not top:
-        return head + " No dependency was measured."
+        none = " No dependency was measured." if not step.dependencies else " Every measured dependency was refuted."
+        return head + none
     items = [_dependency_item(report, step, dep, depth) for dep in top]
     if depth == "intermediate":
         return f"{head} It rests most on: {'; '.join(items)}."
-    return "\n".join([head, f"Top {len(top)} dependencies (eq. 7):", *items])
+    title = f"Top {len(top)} dependencies" if len(top) > 1 else "Top dependency"
+    return "\n".join([head, f"{title} (eq. 7; refuted spans left out):", *items])
+
+
+def _confidence_claim(report: Report, step: Step) -> Claim | None:
+    return claim_for(report, "confidence", step.index, tokens=[step.token_start, step.token_end])
 
 
 def _expert_step_numbers(step: Step) -> str:
     numbers = {
-        "confidence": step.confidence,
+        "calibrated confidence": step.calibrated_confidence,
+        "raw mean token probability": step.confidence,
         "meta_confidence": step.meta_confidence,
-        "min prob": step.min_prob,
+        "raw min prob": step.min_prob,
         "entropy": step.entropy,
     }
     return ", ".join(f"{name} {num(value)}" for name, value in numbers.items() if value is not None)
@@ -208,42 +278,68 @@ def _expert_step_numbers(step: Step) -> str:
 
 def _dependency_item(report: Report, step: Step, dep: DependencyScore, depth: str) -> str:
     span = dep.span
-    note = claim_note(claim_for(report, "dependency", step.index, text=span.text), depth)
+    claim = dependency_claim(report, step, dep)
+    replaced = replacement(report, claim, depth) if claim is not None else ""
     if depth == "intermediate":
-        return f"{quote(span.text)} {span_source(span, depth)} ({pct(dep.share)} of the step's significance){note}"
-    return (
+        notes = [f"{pct(dep.share)} of the step's significance", claim_label(report, claim, depth), replaced]
+        return f"{quote(span.text)} {span_source(span, depth)} ({'; '.join(filter(None, notes))})"
+    text = (
         f"- {quote(span.text)} {span_source(span, depth)} [{span.start}:{span.end}], {span.kind}: "
-        f"significance {num(dep.significance)}, share {num(dep.share)}, attention {num(dep.attention)}, "
-        f"gradient {num(dep.gradient)}{note}"
+        f"share {pct(dep.share)}, significance {num(dep.significance)}, attention {num(dep.attention)}, "
+        f"gradient {num(dep.gradient)}{claim_note(report, claim, depth)}"
     )
+    return text + (f"; {replaced}" if replaced else "")
 
 
 def _confidence_text(report: Report, depth: str) -> str:
-    """Confidence assessment: the least and the most confident steps."""
+    """Confidence assessment: the least and the most confident steps, on the calibrated scale where there is one
+    (else the steps' raw token probabilities, said to be raw)."""
     if not report.steps:
         return ""
     low = min(report.steps, key=step_confidence)
     high = max(report.steps, key=step_confidence)
+    if depth == "expert":
+        return (
+            f"Confidence assessment: least confident {step_name(low.index, depth)} ({_expert_step_numbers(low)}); "
+            f"most confident {step_name(high.index, depth)} ({_expert_step_numbers(high)})."
+        )
+    if not steps_calibrated(report):
+        return _raw_confidence_text(report, low, high, depth)
     if step_confidence(low) == step_confidence(high):
         every = "its only step" if len(report.steps) == 1 else "every step"
         if depth == "novice":
             return f"It was about {pct(step_confidence(low))} sure of {every}."
-        level = pct(step_confidence(low)) if depth == "intermediate" else f"confidence {num(low.confidence)}"
-        return f"Confidence assessment: {level} in {every}."
+        return f"Confidence assessment: {pct(step_confidence(low))} in {every}."
     if depth == "novice":
         return (
             f"It was least sure {in_step(low.index, depth)} (about {pct(step_confidence(low))}) "
             f"and most sure {in_step(high.index, depth)} (about {pct(step_confidence(high))})."
         )
-    if depth == "intermediate":
-        return (
-            f"Confidence assessment: lowest in {step_name(low.index, depth)} ({pct(step_confidence(low))}), "
-            f"highest in {step_name(high.index, depth)} ({pct(step_confidence(high))})."
-        )
     return (
-        f"Confidence assessment: least confident {step_name(low.index, depth)} ({_expert_step_numbers(low)}); "
-        f"most confident {step_name(high.index, depth)} ({_expert_step_numbers(high)})."
+        f"Confidence assessment: lowest in {step_name(low.index, depth)} ({pct(step_confidence(low))}), "
+        f"highest in {step_name(high.index, depth)} ({pct(step_confidence(high))})."
     )
+
+
+def _raw_confidence_text(report: Report, low: Step, high: Step, depth: str) -> str:
+    """Steps without a calibrated confidence: their raw token probabilities are not shown as confidences."""
+    if depth == "novice":
+        if report.calibrated_answer_confidence is None:
+            return "None of these numbers is calibrated, so treat the percentages as rough."
+        return "Only its confidence in the answer is calibrated; how sure it looked within each step is not."
+    if report.calibrated_answer_confidence is not None:
+        lead = f"only the answer's confidence is calibrated ({pct(report.calibrated_answer_confidence)}); the steps "
+        lead += "have none, and their raw token probability"
+    else:
+        lead = "nothing is calibrated; the steps' raw token probability"
+    if step_confidence(low) == step_confidence(high):
+        spread = f"is {pct(low.confidence)} in every step"
+    else:
+        spread = (
+            f"is lowest in {step_name(low.index, depth)} ({pct(low.confidence)}) and highest in "
+            f"{step_name(high.index, depth)} ({pct(high.confidence)})"
+        )
+    return f"Confidence assessment: {lead} {spread}; raw probabilities overstate how sure the model is."
 
 
 def _own_explanation_text(report: Report, depth: str) -> str:
@@ -251,72 +347,44 @@ def _own_explanation_text(report: Report, depth: str) -> str:
     if own is None:
         return ""
     text = f"The model's own explanation: {quote(own.text)}"
+    refuted = [c for c in refuted_claims(report) if c.id.startswith("own-")]
+    failed = f" Its checkable statement did not hold (see {REFUTED_TITLE})." if refuted else ""
     if depth == "novice":
-        return text
+        return text + (" A test showed part of it is wrong." if refuted else "")
     mean = pct(own.mean_prob) if depth == "intermediate" else num(own.mean_prob)
-    return f"{text} (mean token probability {mean})."
+    return f"{text} (mean raw token probability {mean}).{failed}"
 
 
-def _verification_text(report: Report, depth: str) -> str:
-    """How many claims the interventions verified, and what refinement removed."""
-    validation = report.validation
-    refuted = [claim for claim in report.claims if claim.status == "refuted"]
-    if validation is None:
-        if not report.claims:
-            return ""
-        return {
-            "novice": "The statements of this explanation were not tested on the model.",
-            "intermediate": "The claims were not checked by intervention.",
-            "expert": f"Verification: not run; {len(report.claims)} claims unchecked.",
-        }[depth]
+def _refuted_text(report: Report, depth: str) -> str:
+    """Every refuted claim, only here: what it said and why it failed (a count at novice)."""
+    refuted = refuted_claims(report)
+    if not refuted:
+        return ""
     if depth == "novice":
-        return _novice_verification(validation, bool(refuted))
-    removed = validation.removed_claims if validation.score_before_refinement is not None else []
-    if depth == "intermediate":
-        text = f"{validation.verified} of {validation.total} claims verified by intervention ({pct(validation.score)})."
-        if validation.score_before_refinement is not None:
-            text += (
-                f" The first check scored {pct(validation.score_before_refinement)}, below the "
-                f"{pct(validation.threshold)} threshold, so {plural(len(removed), 'refuted claim')} "
-                f"{'was' if len(removed) == 1 else 'were'} removed."
-            )
-        lines = [f"- {quote(claim.statement)}: refuted by intervention and removed." for claim in removed]
-        lines += [f"- {quote(claim.statement)}: refuted by intervention, not a fact." for claim in refuted]
-        return "\n".join([text, *lines])
-    text = (
-        f"Verification: {validation.verified} of {validation.total} claims verified by intervention, "
-        f"{validation.refuted} refuted; score {num(validation.score)} (threshold {num(validation.threshold)})."
-    )
-    if validation.score_before_refinement is not None:
-        ids = ", ".join(claim.id for claim in removed) or "none"
-        text += f" Score before refinement {num(validation.score_before_refinement)}; removed refuted claims: {ids}."
-    return text
-
-
-def _novice_verification(validation: Validation, refuted_left: bool) -> str:
-    text = f"These statements were checked by experiments on the model: about {pct(validation.score)} held up."
-    if validation.score_before_refinement is not None and validation.removed_claims:
-        text += " Statements that failed the experiments were removed."
-    if refuted_left:
-        text += " Some statements about this answer failed the experiments and should not be trusted."
-    return text
+        failed = count_word(len(refuted), "statement").capitalize()
+        verb = "was" if len(refuted) == 1 else "were"
+        return f"{REFUTED_TITLE}: {failed} {verb} tested on the model, failed, and {verb} left out of this explanation."
+    return "\n".join([f"{REFUTED_TITLE}:", *refuted_lines(report, depth)])
 
 
 def _claims_text(report: Report) -> str:
-    """Every claim with its id, status, check and evidence (expert)."""
-    removed = report.validation.removed_claims if report.validation else []
-    lines = [_claim_line(claim) for claim in report.claims]
-    if lines:
-        lines.insert(0, "Claims:")
-    if removed:
-        lines += ["Removed claims (refuted by intervention, not facts):", *map(_claim_line, removed)]
+    """Every claim that stands with its tag, check and evidence (expert): causal claims, then consistency checks."""
+    causal = [c for c in report.claims if c.category == "causal" and c.status != "refuted"]
+    consistency = [c for c in report.claims if c.category == "consistency" and c.status != "refuted"]
+    lines = []
+    if causal:
+        lines += ["Causal claims:", *(_claim_line(report, claim) for claim in causal)]
+    if consistency:
+        lines += ["Consistency checks (numbers read twice):", *(_claim_line(report, claim) for claim in consistency)]
     return "\n".join(lines)
 
 
-def _claim_line(claim: Claim) -> str:
-    status = "REFUTED, not a fact" if claim.status == "refuted" else claim.status
+def _claim_line(report: Report, claim: Claim) -> str:
+    status = {"verified": "held" if claim.category == "causal" else "agreed", "unchecked": "not tested"}
     where = f", {step_name(claim.step, 'expert')}" if claim.step is not None else ""
-    line = f"- {claim.id} [{status}] {claim.kind}{where}: {claim.statement}"
+    line = f"- {tag(report, claim)} [{status.get(claim.status, claim.status)}] {claim.kind}{where}: {claim.statement}"
+    if claim.replaces:
+        line += f" ({replacement(report, claim, 'expert')})"
     if claim.check:
         line += f" Check: {claim.check}."
     if claim.evidence:

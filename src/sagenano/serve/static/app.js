@@ -7,6 +7,9 @@ const state = { reportId: null, report: null, texts: {}, comparison: null, diff:
 const OUTCOMES = { same_answer: "same answer", different_answer: "different answer", no_answer: "no answer" };
 
 const pct = (p) => `${Math.round(p * 100)}%`;
+// One calibrated scale: a calibrated value where the report has one, else the raw one (said to be raw).
+const prob = (item) => item.calibrated_prob ?? item.prob;
+const stepConfidence = (step) => step.calibrated_confidence ?? step.confidence;
 const depth = () => document.querySelector("input[name=depth]:checked").value;
 
 function element(tag, attributes = {}, ...children) {
@@ -115,18 +118,58 @@ function showReport(id, report, texts) {
   $("result").hidden = false;
   $("interact").hidden = false;
   $("decision").hidden = true;
+  showNotice(report);
   $("steps").replaceChildren(...report.steps.map(stepItem));
   const confidence = report.calibrated_answer_confidence ?? report.answer_confidence;
+  const scale = report.calibrated_answer_confidence === null ? "raw" : "calibrated";
   $("answer").textContent = report.answer === null ? "The chain states no answer."
-    : `Answer: ${report.answer}` + (confidence === null ? "" : ` (confidence ${pct(confidence)})`);
+    : `Answer: ${report.answer}` + (confidence === null ? "" : ` (confidence ${pct(confidence)}, ${scale})`);
+  $("headline").replaceChildren(...headline(report).map((line) => element("p", {}, line)));
   showHeatmap(report);
   $("download").href = `/v1/reports/${id}/json`;
   $("whatif-question").value = report.question;
   $("no-decisions").hidden = report.decision_points.length > 0;
-  $("no-decisions").textContent = report.top_decision_score === null ? "No token crossed the decision threshold."
+  const hesitations = (report.hesitations ?? []).length;
+  $("no-decisions").textContent = hesitations ? "No decision point: where the model hesitated "
+      + `(${hesitations} ${hesitations === 1 ? "place" : "places"}), every alternative led to the same answer.`
+    : report.top_decision_score === null ? "No token crossed the decision threshold."
     : `No token's decision score reached the threshold (${report.options.threshold}); the closest call scored `
       + `${report.top_decision_score.toFixed(2)}. Lower the decision threshold and explain again to see it.`;
   showTexts();
+}
+
+// The notice every view opens with when the question is unlike the model's training (render/notices.py).
+function showNotice(report) {
+  const familiarity = report.familiarity;
+  const unusual = Boolean(familiarity && familiarity.unusual);
+  $("notice").hidden = !unusual;
+  if (unusual) {
+    const reasons = familiarity.reasons.join("; ");
+    $("notice").textContent = "This question is unlike what the model was trained on" + (reasons ? `: ${reasons}` : "")
+      + ". Treat the answer and the explanation with caution.";
+  }
+}
+
+// Causal claims that held, apart from the consistency checks (render/checks.py words them the same way).
+function headline(report) {
+  const v = report.validation;
+  if (!v) return ["Validation: not run; no claim was tested on the model."];
+  const lines = [`${v.verified} of ${v.total} causal claims held under intervention (these are claims about the `
+    + "model's computation; they do not say the answer is right)."];
+  if (v.consistency_total) {
+    lines.push(`${v.consistency_passed} of ${v.consistency_total} consistency checks agreed (numbers read twice).`);
+  }
+  if (v.score_before_refinement !== null) {
+    lines.push(`Before refinement ${pct(v.score_before_refinement)} of the causal claims held; `
+      + `${v.removed_claims.length} refuted claims were removed (see the explanation's “Refuted (not facts)”).`);
+  }
+  return lines;
+}
+
+// Whether the checks refuted a claim about this item (refuted claims are never shown as facts).
+function refuted(kind, matches) {
+  const claims = [...state.report.claims, ...(state.report.validation?.removed_claims ?? [])];
+  return claims.some((c) => c.kind === kind && c.status === "refuted" && matches(c.stated));
 }
 
 function stepItem(step) {
@@ -137,14 +180,15 @@ function stepItem(step) {
     if (!point) { text.append(token.token); continue; }
     text.append(element("button", {
       class: "decision-token", type: "button", "aria-pressed": "false", "data-position": point.position,
-      "aria-label": `decision point: ${token.token.trim() || "space"}, ${pct(point.prob)} likely; show alternatives`,
+      "aria-label": `decision point: ${token.token.trim() || "space"}, ${pct(prob(point))} likely; show alternatives`,
       onclick: (event) => showDecision(point, event.currentTarget),
     }, token.token));
   }
-  const label = `step ${step.index + 1} confidence`;
+  const calibrated = step.calibrated_confidence !== null && step.calibrated_confidence !== undefined;
+  const label = `step ${step.index + 1} ${calibrated ? "confidence" : "raw token probability"}`;
   const bar = element("span", { class: "bar" },
-    element("meter", { min: "0", max: "1", value: String(step.confidence), "aria-label": label }),
-    `${pct(step.confidence)}${step.is_answer ? " · answer" : ""}`);
+    element("meter", { min: "0", max: "1", value: String(stepConfidence(step)), "aria-label": label }),
+    `${pct(stepConfidence(step))}${calibrated ? "" : " raw"}${step.is_answer ? " · answer" : ""}`);
   return element("li", {}, text, " ", bar);
 }
 
@@ -152,7 +196,7 @@ function showHeatmap(report) {
   const shares = new Map();
   for (const step of report.steps) {
     for (const dep of step.dependencies) {
-      if (dep.span.source !== "question") continue;
+      if (dep.span.source !== "question" || dep.status === "refuted") continue;
       const key = `${dep.span.start}:${dep.span.end}`;
       shares.set(key, Math.max(shares.get(key) || 0, dep.share));
     }
@@ -192,10 +236,12 @@ function showDecision(point, button) {
   $("comparison").hidden = true;
   const where = point.step === null ? "outside the steps" : `in step ${point.step + 1}`;
   $("decision-heading").textContent =
-    `Decision point ${where}: the model chose “${point.token}” (${pct(point.prob)} likely)`;
-  const rows = point.alternatives.map((alt) => element("tr", {},
+    `Decision point ${where}: the model chose “${point.token}” (${pct(prob(point))} likely)`;
+  const shown = point.alternatives.filter((alt) => !refuted("alternative",
+    (stated) => stated.position === point.position && stated.token_id === alt.token_id));
+  const rows = shown.map((alt) => element("tr", {},
     element("td", {}, element("code", {}, alt.token)),
-    element("td", {}, pct(alt.prob)),
+    element("td", {}, pct(prob(alt))),
     element("td", {}, OUTCOMES[alt.outcome] || alt.outcome),
     element("td", {}, alt.answer ?? "—"),
     element("td", {}, element("button", { type: "button", class: "link",
