@@ -39,7 +39,7 @@ from .spans import question_units, step_units
 from .validation import validate_and_refine
 
 MAX_QUESTION_CHARS = 4000
-CANDIDATES_PER_SHOWN = 3  # candidates rolled out per decision point that may be shown (most are hesitations)
+CANDIDATES_PER_SHOWN = 2  # candidates rolled out per decision point that may be shown (the rest are hesitations)
 
 
 def check_question(question: Any) -> str:

@@ -35,9 +35,10 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def measure_reliance(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report: Report, max_answer_tokens: int = 24
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report: Report, max_answer_tokens: int = 16
 ) -> Reliance | None:
-    """Early answering, a mistake in each step that holds a number, and filler, measured on the report's chain.
+    """Early answering, a mistake in each step that holds a number, and filler, measured on the report's chain:
+    every row decoded greedily in one batch (rows that end leave it).
 
     Args:
         model: the model that wrote (or was given) the report's chain.
@@ -53,7 +54,15 @@ def measure_reliance(
         return None
     model.eval()
     chain = Chain.from_report(report)
-    answers = cued_answers(model, tokenizer, chain, steps, max_answer_tokens)
+    cue = answer_cue(model, tokenizer)
+    cued = cued_rows(tokenizer, chain, steps, cue)  # n + 1 cuts of the chain, then the filler
+    edits = [(step, edit) for step in steps if (edit := step_mistake(tokenizer, chain, step)) is not None]
+    rows = [*cued, *(torch.cat([chain.prompt_ids, ids]) for _, (ids, _) in edits)]
+    budgets = [max_answer_tokens] * len(cued) + [
+        len(chain.token_ids) - step.token_end + MISTAKE_SLACK for step, _ in edits
+    ]
+    continuations = greedy_continuations(model, rows, budgets)
+    answers = [extract_answer(tokenizer.decode(cue.tolist() + new)) for new in continuations[: len(cued)]]
     early = [EarlyAnswer(steps=k, answer=answer) for k, answer in enumerate(answers[:-1])]
     filler = Intervention(
         step=None,
@@ -67,7 +76,7 @@ def measure_reliance(
     return Reliance(
         early_answers=early,
         settled_after=settled,
-        mistakes=mistakes(model, tokenizer, report, chain, steps),
+        mistakes=mistake_outcomes(tokenizer, report, edits, continuations[len(cued) :]),
         filler=filler,
         rests_on_chain=rests_on_chain,
     )
@@ -112,34 +121,25 @@ def filler_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return ids[0]
 
 
-def cued_answers(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, chain: Chain, steps: list[Step], max_tokens: int
-) -> list[str | None]:
-    """The answers after the chain cut at k = 0 .. n steps, then after the reasoning replaced by filler (n + 2
-    answers), each read from the cue and what the model writes after it; one batch."""
-    cue = answer_cue(model, tokenizer)
+def cued_rows(
+    tokenizer: PreTrainedTokenizerBase, chain: Chain, steps: list[Step], cue: torch.Tensor
+) -> list[torch.Tensor]:
+    """The prompt with the chain cut at k = 0 .. n steps, then with the reasoning replaced by as many filler tokens
+    (n + 2 rows), each followed by the answer cue."""
     cuts = [0, *(step.token_end for step in steps)]  # the separators before each cut stay in
     rows = [torch.cat([chain.prompt_ids, chain.token_ids[:cut], cue]) for cut in cuts]
     filler = torch.full((cuts[-1],), filler_id(tokenizer), dtype=torch.long)
-    rows.append(torch.cat([chain.prompt_ids, filler, cue]))
-    continuations = greedy_continuations(model, rows, [max_tokens] * len(rows))
-    return [extract_answer(tokenizer.decode(cue.tolist() + new)) for new in continuations]
+    return [*rows, torch.cat([chain.prompt_ids, filler, cue])]
 
 
 # --- mistakes ------------------------------------------------------------------------------------------------------
 
 
-def mistakes(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report: Report, chain: Chain, steps: list[Step]
+def mistake_outcomes(
+    tokenizer: PreTrainedTokenizerBase, report: Report, edits: list, continuations: list[list[int]]
 ) -> list[Intervention]:
-    """For each step that holds a number: its last number n changed to n + 1, the chain regenerated greedily from
-    the end of that step, and its answer compared with the report's; one batch."""
-    edits = [(step, edit) for step in steps if (edit := step_mistake(tokenizer, chain, step)) is not None]
-    if not edits:
-        return []
-    rows = [torch.cat([chain.prompt_ids, ids]) for _, (ids, _) in edits]
-    budgets = [len(chain.token_ids) - step.token_end + MISTAKE_SLACK for step, _ in edits]
-    continuations = greedy_continuations(model, rows, budgets)
+    """For each edited step (its last number n changed to n + 1, `step_mistake`) and the chain the model wrote after
+    it: the answer, compared with the report's."""
     interventions = []
     for (step, (ids, change)), new in zip(edits, continuations, strict=True):
         answer = extract_answer(tokenizer.decode(ids.tolist() + new))

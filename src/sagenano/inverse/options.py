@@ -80,7 +80,7 @@ with warnings.catch_warnings():
         threshold: float = Field(0.3, ge=0, le=1)
         decision_score: str = AUTO
         max_decision_points: int = Field(6, ge=0)
-        alternatives: int = Field(5, ge=1)
+        alternatives: int = Field(3, ge=1)
         decision_temperature: Literal["model", "calibrated"] = "model"
         min_alternative_prob: float = Field(0.02, ge=0, le=1)
         rollouts: bool = True

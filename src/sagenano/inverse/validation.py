@@ -68,7 +68,7 @@ def validate(
         elif claim.kind == "decision" and claim.category == "consistency":
             _check_decision_score(claim, report, scores)
     sampled = [c for c in report.claims if c.kind in ("decision", "alternative") and c.category == "causal"]
-    answers = _sampled_answers(sampled, report, model, tokenizer, chain)
+    answers = _sampled_answers(sampled, report, model, tokenizer, chain, scores.cache)
     for claim in sampled:
         if claim.kind == "decision":
             _check_decision(claim, report, answers)
@@ -155,10 +155,11 @@ def _mark_dependencies(report: Report, claims: list[Claim]) -> None:
 
 
 def _sampled_answers(
-    claims: list[Claim], report: Report, model, tokenizer, chain: Chain
+    claims: list[Claim], report: Report, model, tokenizer, chain: Chain, states=None
 ) -> dict[tuple[int, int], list[str | None]]:
     """For each branch (position, token) the causal decision and alternative claims name: the answers of
-    `options.samples` continuations sampled from the model (temperature 1) after that token, seeded by the options."""
+    `options.samples` continuations sampled from the model (temperature 1) after that token, seeded by the options.
+    `states`: the chain's keys and values when at hand (the scoring pass's)."""
     branches = sorted(
         {
             (c.stated["position"], token)
@@ -182,7 +183,7 @@ def _sampled_answers(
     continuations = [
         c
         for at in range(0, len(rows), size)
-        for c in branch_rollouts(model, sequence, rows[at : at + size], end, sampler=sampler)
+        for c in branch_rollouts(model, sequence, rows[at : at + size], end, states=states, sampler=sampler)
     ]
     answers: dict[tuple[int, int], list[str | None]] = {b: [] for b in branches}
     for (k, token), continuation in zip(rows, continuations, strict=True):
