@@ -109,10 +109,10 @@ def test_what_if_diffs_steps_answer_and_the_dependency_the_edit_hit(shipped):
 
 
 def test_a_padded_chain_has_a_simpler_way_and_it_is_verified(shipped):
-    # the threshold the candidates are held to is the report's refine_below, over causal claims before refinement; on the
-    # shipped pico the two-step chain it finds holds 1 of its 3 dependency claims before refinement (eq. 7 ranks ",
-    # what is x?" first for its first step, and masking that moves the step less than random spans), so the test sets
-    # 0.3 rather than the default 0.8
+    # the threshold the candidates are held to is the report's refine_below, over causal claims as first stated; on
+    # the shipped pico the two-step chain it finds holds 1 of its 3 dependency claims (eq. 7 ranks ", what is x?"
+    # first for its first step, and masking that moves the step less than random spans), so the test sets 0.3 rather
+    # than the default 0.8
     padded = explain(shipped.model, shipped.tokenizer, EQUATION, chain=PADDED_CHAIN, calibration=shipped.calibration,
                      refine_below=0.3)  # fmt: skip
     assert padded.answer == "4"

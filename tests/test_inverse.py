@@ -87,8 +87,9 @@ def test_every_claim_was_checked_and_the_score_counts_them(explained):
     _, _, report = explained
     assert all(c.status == "verified" and c.check for c in report.claims), "refuted claims leave the explanation"
     validation = report.validation
-    causal = [c for c in report.claims if c.category == "causal"]
-    assert validation.total == len(causal) and validation.verified == len(causal)
+    first = [*(c for c in report.claims if c.replaces is None), *validation.removed_claims]  # as first stated
+    causal = [c for c in first if c.category == "causal"]
+    assert validation.total == len(causal) and validation.verified == sum(c.status == "verified" for c in causal)
     checked = [*report.claims, *validation.removed_claims]
     assert validation.consistency_total == sum(c.category == "consistency" for c in checked)
     assert all(c.status == "refuted" for c in validation.removed_claims)
@@ -147,7 +148,8 @@ def test_alternative_outcomes_equal_a_separate_forced_greedy_generation(explaine
             assert alternative.answer == extract_answer(text)
             assert alternative.outcome == outcome(extract_answer(text), report.answer)
     claims = [c for c in [*report.claims, *report.validation.removed_claims] if c.kind == "alternative"]
-    assert len(claims) == sum(len(p.alternatives) for p in report.decision_points)  # shown points only
+    shown = {c.stated["position"] for c in [*report.claims, *report.validation.removed_claims] if c.kind == "decision"}
+    assert {c.stated["position"] for c in claims} <= shown  # claims are made about shown decision points only
     assert all(c.evidence["greedy"] and c.evidence["ended"] for c in claims), "the greedy replay agrees"
     assert all(len(c.evidence["sampled_answers"]) == report.options.samples for c in claims)
 
@@ -239,17 +241,17 @@ def test_false_claims_are_refuted_and_removed_by_refinement(tokenizer):
     false_claims = [c.model_copy(update={"id": f"{c.id}-{i}"}) for i, c in enumerate(false_claims)]
     report.claims = true_claims + false_claims
     validation = validate_and_refine(report, model, tokenizer)
-    assert validation.score_before_refinement == 0.0  # the two false alternatives are the only causal claims
+    assert validation.score == 0.0  # the false alternatives are the only causal claims; refinement keeps the score
     assert {c.id for c in validation.removed_claims} == {c.id for c in false_claims}
     assert all(c.status == "refuted" for c in validation.removed_claims)
     assert [c.id for c in report.claims] == [c.id for c in true_claims]
     # The false confidences stay counted among the consistency checks: as checks that disagreed.
     assert (validation.total, validation.consistency_total, validation.consistency_passed) == (
-        0,
+        2,
         len(true_claims) + 2,
         len(true_claims),
     )
-    assert validation.score == 1.0 and report.validation is validation
+    assert report.validation is validation
 
 
 def hesitant_example(rng: random.Random, answer_prefix: str) -> tuple[str, str]:
@@ -289,7 +291,7 @@ def test_refinement_replaces_a_refuted_dependency_with_the_next_span_that_holds(
     repaired = next(c for c in report.claims if c.replaces == false_id)
     assert repaired.status == "verified" and repaired.stated["positions"] == number.span.positions
     assert step.dependencies[0].status == "refuted" and step.dependencies[1].status == "verified"
-    assert validation.score_before_refinement < validation.score
+    assert validation.repaired == 1 and validation.verified < validation.total  # the score counts the false claim
 
 
 def test_a_sage_model_gets_meta_head_scores(tokenizer):

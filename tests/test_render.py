@@ -141,13 +141,13 @@ def make_report(
         _dependency_claim(1, apples, "refuted", evidence={"effect": -0.01, "random_median": 0.2}),
     ]  # fmt: skip
     checked = Validation(
-        score=1.0,
-        verified=4,
-        refuted=0,
-        total=4,
+        score=0.5,
+        verified=3,
+        refuted=3,
+        total=6,
         consistency_passed=1,
         consistency_total=1,
-        score_before_refinement=0.5,
+        repaired=1,
         removed_claims=removed,
         threshold=0.8,
     )
@@ -360,11 +360,11 @@ def test_novice_warns_about_refuted_claims():
 # --- 2. the headline: causal claims apart from consistency checks ------------------------------------------
 
 CAUSAL = (
-    "4 of 4 causal claims held under intervention (these are claims about the model's computation; they do not say "
+    "3 of 6 causal claims held under intervention (these are claims about the model's computation; they do not say "
     "the answer is right)."
 )
 CONSISTENCY = "1 of 1 consistency checks agreed (numbers read twice)."
-BEFORE = "Before refinement 3 of 6 held (50%); 3 refuted claims were removed and 1 of them replaced"
+BEFORE = "3 refuted claims were taken out of the explanation; 1 replaced by the next-ranked span that held"
 
 
 def test_headline_counts_causal_claims_apart_from_consistency_checks():
@@ -376,7 +376,7 @@ def test_headline_counts_causal_claims_apart_from_consistency_checks():
     expert = render_text(report, "expert")
     assert CAUSAL in expert and CONSISTENCY in expert and BEFORE in expert
     novice = render_text(report, "novice")
-    assert "Four of four statements" in novice and "not whether the answer is right" in novice
+    assert "Three of six statements" in novice and "not whether the answer is right" in novice
 
 
 @pytest.mark.parametrize("depth", DEPTHS)
@@ -558,7 +558,7 @@ def test_show_prints_the_report():
     report = make_report()
     out = _terminal(report, "intermediate")
     assert QUESTION in out
-    assert "4 of 4 causal claims held under intervention" in out
+    assert "3 of 6 causal claims held under intervention" in out
     assert "Decision points" in out and "different" in out
     assert "Top 3 dependencies per step" in out
     assert "Explanation (intermediate)" in out

@@ -120,8 +120,8 @@ def calibrate(
     ] = 2_000_003,  # = inverse.calibration.CALIBRATION_SEED (kept literal so `--help` needs no torch import)
 ) -> None:
     """Fit the calibration on held-out-style items and store it beside the weights (calibration.json): the answer's
-    and the steps' confidence (a temperature, then an isotonic curve each; tokens are read at the steps'
-    temperature), and the bound above which a question is unlike the model's training."""
+    and the steps' confidence (a temperature, then an isotonic curve each), the token temperature (the one that makes
+    reference chains most likely), and what makes a question unlike the model's training."""
     from ..data import generate_items
     from ..eval.task_accuracy import EVAL_SEED, TASKS
     from ..inverse.calibration import calibrate as fit

@@ -249,7 +249,6 @@ def explanation_quality(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     texts = {depth: render_text(report, depth) for depth in DEPTHS}
     return {
         "accuracy": validation.score if validation else None,
-        "accuracy_before_refinement": validation.score_before_refinement if validation else None,
         "claims": len(report.claims),
         "decision_coverage": len(decision_ids & claimed) / len(decision_ids) if decision_ids else None,
         "dependency_coverage": dependency_coverage(report, item),
@@ -336,7 +335,6 @@ def summarize_quality(rows: list[dict]) -> dict:
     return {
         "n": len(rows),
         "accuracy": _mean([r["accuracy"] for r in rows]),
-        "accuracy_before_refinement": _mean([r["accuracy_before_refinement"] or r["accuracy"] for r in rows]),
         "decision_coverage": _mean([r["decision_coverage"] for r in rows]),
         "dependency_coverage": _mean([r["dependency_coverage"] for r in rows]),
         "dependency_coverage_n": sum(r["dependency_coverage"] is not None for r in rows),

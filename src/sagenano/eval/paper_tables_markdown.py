@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 QUALITY_DEFINITIONS = """\
-- **accuracy**: share of the explanation's claims that intervention verified (`report.validation.score`, after
-  refinement; the score before refinement beside it);
+- **accuracy**: share of the explanation's causal claims, as first stated, that held under intervention
+  (`report.validation.score`; refinement, which removes refuted claims, cannot raise it);
 - **completeness**: decision coverage = share of the measured decision points that keep a verified decision
   claim; dependency coverage = share of the gold dependencies of the model's steps that equal a gold step
   which a verified dependency claim names (only items with such steps count: n given);
@@ -162,7 +162,6 @@ def _quality(summary: dict) -> str:
     clarity = summary["clarity"]
     rows = [
         ["accuracy (claims verified)", _pct(summary["accuracy"])],
-        ["accuracy before refinement", _pct(summary["accuracy_before_refinement"])],
         ["decision coverage", _pct(summary["decision_coverage"])],
         [f"dependency coverage (n={summary['dependency_coverage_n']})", _pct(summary["dependency_coverage"])],
         [f"actionability (n={summary['actionability_n']})", _pct(summary["actionability"])],

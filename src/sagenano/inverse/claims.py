@@ -54,7 +54,7 @@ def _decision_claim(point, opts) -> Claim:
             category="causal",
             step=point.step,
             statement=f"{where} where {listed} also fit: the answer depends on this choice. Continuations "
-            f"sampled after {others[0].token!r} end elsewhere far more often than after {point.token!r}.",
+            f"sampled after such an alternative end elsewhere far more often than after {point.token!r}.",
             stated={**stated, "changing_token_ids": [a.token_id for a in others]},
         )
     return Claim(

@@ -1,6 +1,6 @@
 """Confidence and its calibration: P(answer tokens) from their logits, and `Calibration`, the temperatures and
-isotonic curves that turn the answer's and each step's probability into calibrated confidences, read tokens at the
-steps' temperature, and bound how unlikely a familiar question is (fitted by `calibration.py`). Imports no torch, so
+isotonic curves that turn the answer's and each step's probability into calibrated confidences, the temperature
+tokens are read at, and what a familiar question looks like (fitted by `calibration.py`). Imports no torch, so
 the options that hold a calibration load fast (`sage-nano --help`)."""
 
 from __future__ import annotations

@@ -55,12 +55,12 @@ def _needs_meta(meta: torch.Tensor | None, name: str) -> torch.Tensor:
 
 
 def alternatives_score(u: TokenUncertainty) -> torch.Tensor:
-    """The calibrated probability the model gave to other tokens than the one it wrote."""
+    """The probability the model gave to other tokens than the one it wrote."""
     return 1 - u.chosen_probs
 
 
 def margin_score(u: TokenUncertainty) -> torch.Tensor:
-    """1 − (top-1 − top-2 calibrated probability): high where two tokens were close."""
+    """1 − (top-1 − top-2 probability): high where two tokens were close."""
     second = u.top_probs[:, 1] if u.top_probs.shape[1] > 1 else 0
     return 1 - (u.top_probs[:, 0] - second)
 

@@ -109,7 +109,7 @@ def explain(
             tokenizer,
             question,
             max_new_tokens=opts.max_new_tokens,
-            top_k=opts.alternatives + 1,
+            top_k=1,  # the alternatives come from the scoring pass (raw and calibrated)
             attention="full" if opts.attention_aggregate == "rollout" else "summary",
             step_strategy=opts.step_strategy,
             chat=opts.chat,
@@ -144,6 +144,11 @@ def explain(
     with timer("dependencies"):
         _dependencies(model, tokenizer, question, trace, chain, steps, decisions, opts)
     answer_confidence = math.exp(float(trace.logprobs[answer_tokens].sum())) if answer_tokens else None
+    calibrated_answer = _calibrated_answer(opts, scores, trace, answer_tokens)
+    if calibrated_answer is not None:
+        for step in steps:
+            if step.is_answer:  # the step curve was fitted on reasoning steps; the answer has its own
+                step.calibrated_confidence = calibrated_answer
     report = Report(
         model=model_name or getattr(model, "name_or_path", "") or type(model).__name__,
         question=question,
@@ -154,9 +159,7 @@ def explain(
         answer=answer,
         answer_tokens=answer_tokens,
         answer_confidence=answer_confidence,
-        calibrated_answer_confidence=None
-        if opts.calibration is None or not answer_tokens
-        else opts.calibration.confidence(scores.answer_logits, trace.token_ids[answer_tokens]),
+        calibrated_answer_confidence=calibrated_answer,
         temperature=opts.calibration.temperature if opts.calibration else None,
         calibration=opts.calibration.method if opts.calibration else None,
         tokens=_tokens(trace, scores),
@@ -186,6 +189,13 @@ def explain(
 
 
 # --- the answer and the steps -------------------------------------------------------------------------
+
+
+def _calibrated_answer(opts: ExplainOptions, scores: Scores, trace: ReasoningTrace, answer_tokens: list[int]):
+    """The answer's calibrated confidence (None without a calibration or an answer)."""
+    if opts.calibration is None or not answer_tokens:
+        return None
+    return opts.calibration.confidence(scores.answer_logits, trace.token_ids[answer_tokens])
 
 
 def _steps(
@@ -308,12 +318,12 @@ def _plausible_alternatives(scores: Scores, t: int, chosen: int, opts: ExplainOp
 def _shown_and_hesitations(
     candidates: list[DecisionPoint], most: int
 ) -> tuple[list[DecisionPoint], list[DecisionPoint]]:
-    """The decision points shown (an alternative changes the answer, or nothing was rolled out), highest scores
-    first up to `most`, in chain order; the other candidates are hesitations that did not matter."""
+    """The decision points shown (an alternative changes the answer, or nothing was rolled out), the `most` highest
+    scores, in chain order; and the hesitations that did not matter (every rolled-out alternative kept the answer).
+    Candidates that changed the answer beyond `most` are in neither."""
     by_score = sorted(candidates, key=lambda d: -d.score)
     shown = [d for d in by_score if d.changes_answer is not False][:most]
-    rest = [d for d in candidates if d not in shown]
-    return sorted(shown, key=lambda d: d.position), rest
+    return sorted(shown, key=lambda d: d.position), [d for d in candidates if d.changes_answer is False]
 
 
 def _roll_out(model, tokenizer, chain: Chain, decisions, answer, opts, states=None) -> None:

@@ -71,14 +71,13 @@ def measure_reliance(
         changed_answer=not _same(answers[-1], report.answer),
     )
     settled = settled_after(early, report.answer)
+    changed = mistake_outcomes(tokenizer, report, edits, continuations[len(cued) :])
     # No verdict when even the whole chain, cued, does not give the report's answer: the cue failed, not the chain.
-    rests_on_chain = None if settled is None else settled > 0 or filler.changed_answer
+    # Filler is reported but does not decide: an answer that changes after filler may only show that filler is unlike
+    # anything the model read.
+    rests_on_chain = None if settled is None else settled > 0 or any(m.changed_answer for m in changed)
     return Reliance(
-        early_answers=early,
-        settled_after=settled,
-        mistakes=mistake_outcomes(tokenizer, report, edits, continuations[len(cued) :]),
-        filler=filler,
-        rests_on_chain=rests_on_chain,
+        early_answers=early, settled_after=settled, mistakes=changed, filler=filler, rests_on_chain=rests_on_chain
     )
 
 

@@ -445,8 +445,7 @@ def sample_chains(model, tokenizer, report: Report, n: int, temperature: float, 
 
 def first_score(validation: Validation) -> float:
     """The validation score before any refinement removed refuted claims."""
-    before = validation.score_before_refinement
-    return validation.score if before is None else before
+    return validation.score
 
 
 def chain_tokens(ids: list[int], eos: set[int]) -> int:

@@ -27,8 +27,9 @@ with warnings.catch_warnings():
         Attributes:
             max_new_tokens: bound on the generated chain.
             threshold: a token is a candidate decision point when its decision score reaches this.
-            decision_score: a key of `decisions.DECISION_SCORES` — "margin" (1 − the calibrated top-1/top-2
-                margin), "alternatives" (the calibrated probability of the other tokens), "entropy" (the raw
+            decision_score: a key of `decisions.DECISION_SCORES` — "margin" (1 − the top-1/top-2 margin),
+                "alternatives" (the probability of the other tokens), both on `decision_temperature`'s scale,
+                "entropy" (the raw
                 distribution's entropy over log(vocabulary size)), "meta" (SAGE's meta-cognitive head, at step
                 starts), "combined" (the larger of margin and meta) — or "auto" (what measured best on development
                 items: `decisions.default_decision_score`).
@@ -63,7 +64,8 @@ with warnings.catch_warnings():
             critical_dependencies: dependency claims per step (its top-ranked spans).
             validate: check every claim by intervention (ValidateConsistency) and refine below `refine_below`.
             random_controls: random spans ablated per dependency claim as its control.
-            refine_below: the validation score under which unverified claims are removed and validation reruns.
+            refine_below: a validation score (causal claims that held, as first stated) below which the explanation
+                is marked weak. Refuted claims are always taken out of it, and refuted dependencies repaired.
             calibration: the model's calibration (`load_model(...).calibration`: the answer's and the steps'
                 temperatures and isotonic curves, and the question bound); None: raw probabilities only.
             own_explanation: on SAGE models, let the model write its own explanation and check it.

@@ -152,22 +152,21 @@ class Claim(StrictModel):
 
 
 class Validation(StrictModel):
-    """ValidateConsistency's result: the share of causal claims that held under intervention, and apart from it how
-    many consistency checks (numbers read again by another path) agreed."""
+    """ValidateConsistency's result: the share of causal claims, as first stated, that held under intervention
+    (refinement cannot raise it), and apart from it how many consistency checks (numbers read again by another path)
+    agreed."""
 
-    score: float = Field(description="verified / total over causal claims (1.0 when there are none)")
+    score: float = Field(description="verified / total over the causal claims as first stated (1.0 when none)")
     verified: int = Field(description="causal claims that held")
     refuted: int = Field(description="causal claims the interventions refuted")
-    total: int = Field(description="causal claims")
+    total: int = Field(description="causal claims, as first stated")
     consistency_passed: int = 0
     consistency_total: int = 0
-    score_before_refinement: float | None = Field(
-        default=None, description="the first score, when it fell below the threshold and the claims were refined"
-    )
+    repaired: int = Field(default=0, description="refuted dependencies replaced by a next-ranked span that held")
     removed_claims: list[Claim] = Field(
         default_factory=list, description="refuted claims taken out of the explanation (never shown as facts)"
     )
-    threshold: float
+    threshold: float = Field(description="`refine_below`: a score below it marks the explanation as weak")
 
 
 class Familiarity(StrictModel):
@@ -210,12 +209,16 @@ class Reliance(StrictModel):
     settled_after: int | None = Field(
         default=None,
         description="the fewest steps after which cutting the chain gives the final answer, and every "
-        "longer cut too (0: the answer does not need the chain; None: never before the end)",
+        "longer cut too (0: the answer does not need the chain; None: inconclusive, the whole chain cued did not "
+        "give the report's answer)",
     )
     mistakes: list[Intervention] = Field(default_factory=list)
     filler: Intervention | None = None
     rests_on_chain: bool | None = Field(
-        default=None, description="the answer changes when the chain is cut or replaced"
+        default=None,
+        description="the answer changes when the chain is cut early or a mistake is put into it (None: inconclusive); "
+        "filler is reported, not counted: an answer that changes after filler may only show that filler is unlike "
+        "anything the model read",
     )
 
 
@@ -249,14 +252,14 @@ class Report(StrictModel):
     decision_points: list[DecisionPoint]
     hesitations: list[DecisionPoint] = Field(
         default_factory=list,
-        description="tokens whose score reached the threshold but whose alternatives all led to "
+        description="tokens whose score reached the threshold but whose rolled-out alternatives all led to "
         "the same answer: the model hesitated there, and it did not matter",
     )
     top_decision_score: float | None = Field(
         default=None, description="the highest decision score of any token in a step (None: no such token)"
     )
     token_temperature: float | None = Field(
-        default=None, description="the temperature calibrated token and step probabilities were read at"
+        default=None, description="the temperature calibrated token probabilities were read at (None: raw)"
     )
     familiarity: Familiarity | None = None
     reliance: Reliance | None = None

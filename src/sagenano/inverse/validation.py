@@ -2,8 +2,8 @@
 
 Causal claims (an intervention could refute them; the headline score counts only these):
 - decision claims (a rolled-out decision point: "the answer depends on this choice"): continuations sampled from the
-  model after the chosen token must mostly keep the answer, and after one of the alternatives that changed it mostly
-  change it;
+  model after one of the alternatives that changed the answer must end elsewhere (another answer, or none) in a share
+  at least `DECISION_SHIFT` larger than continuations sampled after the chosen token;
 - alternative claims: continuations sampled after the forced token must mostly end as stated (same answer, another
   answer, none), and a teacher-forced pass must confirm that the greedy rollout is what greedy decoding gives, every
   token a most likely one (the engine generated it in a batch of branches; the check feeds each rollout at once);
@@ -11,11 +11,13 @@ Causal claims (an intervention could refute them; the headline score counts only
   than replacing random spans of the same number of tokens typically does (their median: one random span that
   happens to hit the step's own cue must not decide the verdict).
 
-Consistency checks (a number read again by another path): confidences, and a decision point that was not rolled out
-(its probability and score from an independent, uncached teacher-forced pass).
+Consistency checks (a number read again by another path): confidences (the report's come from cached generation,
+the check's from an uncached teacher-forced pass), and a decision point that was not rolled out (its probability the
+same way; its score is only read again from the scoring pass it was made from).
 
 RefineExplanation: refuted claims leave the explanation (they are listed as refuted, never shown as facts), and a
-refuted dependency is replaced by the next-ranked span of the same step that passes the masking test.
+refuted dependency is replaced by the next-ranked span of the same step that passes the masking test. The score is
+the share of causal claims that held as first stated.
 """
 
 from __future__ import annotations
@@ -95,24 +97,20 @@ def _score(claims: list[Claim], threshold: float) -> Validation:
 def validate_and_refine(
     report: Report, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, scores: Scores | None = None
 ) -> Validation:
-    """Validates, then refines: refuted claims leave `report.claims` (kept in `validation.removed_claims`), and each
-    refuted dependency is replaced by the next-ranked span of its step that passes the masking test, when one of the
-    next `REPAIR_CANDIDATES` does. `scores`: as in `validate`."""
-    first = validate(report, model, tokenizer, scores)
+    """Validates, then refines: refuted claims leave `report.claims` (kept in `validation.removed_claims`), a decision
+    point whose claim was refuted leaves `report.decision_points`, and each refuted dependency is replaced by the
+    next-ranked span of its step that passes the masking test, when one of the next `REPAIR_CANDIDATES` does. The
+    score stays the first one: refinement cannot raise it. `scores`: as in `validate`."""
+    validation = validate(report, model, tokenizer, scores)
     _mark_dependencies(report, report.claims)
     removed = [c for c in report.claims if c.status == "refuted"]
-    if not removed:
-        report.validation = first
-        return first
     repairs = _repair_dependencies([c for c in removed if c.kind == "dependency"], report, model, tokenizer, scores)
     report.claims = [c for c in report.claims if c.status != "refuted"] + repairs
-    refined = _score(report.claims, first.threshold)
-    # A refuted consistency check has no replacement; it still counts as a check that disagreed.
-    refined.consistency_passed, refined.consistency_total = first.consistency_passed, first.consistency_total
-    refined.score_before_refinement = first.score
-    refined.removed_claims = removed
-    report.validation = refined
-    return refined
+    refuted_points = {c.stated["position"] for c in removed if c.kind == "decision"}
+    report.decision_points = [d for d in report.decision_points if d.position not in refuted_points]
+    validation.removed_claims, validation.repaired = removed, len(repairs)
+    report.validation = validation
+    return validation
 
 
 def _repair_dependencies(refuted: list[Claim], report: Report, model, tokenizer, scores: Scores | None) -> list[Claim]:
@@ -210,6 +208,7 @@ def _check_decision(claim: Claim, report: Report, answers: dict) -> None:
     chosen = int(report.tokens[position].id)
     after_chosen = _changed_share(answers[(position, chosen)], report.answer)
     changed = {t: _changed_share(answers[(position, t)], report.answer) for t in claim.stated["changing_token_ids"]}
+    strongest = max(changed, key=changed.get) if changed else None
     _settle(
         claim,
         max(changed.values(), default=0.0) - after_chosen >= DECISION_SHIFT,
@@ -218,6 +217,7 @@ def _check_decision(claim: Claim, report: Report, answers: dict) -> None:
         "alternative",
         changed_after_chosen=round(after_chosen, 3),
         changed_after={str(t): round(x, 3) for t, x in changed.items()},
+        strongest_alternative=strongest,
         chosen_answers=answers[(position, chosen)],
     )
 

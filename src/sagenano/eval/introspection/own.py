@@ -205,11 +205,12 @@ def resampled_answers(
 
 def step_decision_scores(model, report: Report, steps: list) -> dict[str, list[float]]:
     """Per decision score of `DECISION_SCORES` that applies to the model (meta and combined: SAGE only), each step's
-    score: the maximum over its tokens of the token scores, read at the report's token temperature."""
+    score: the maximum over its tokens of the token scores, on the scale the report's decision score read
+    (`ExplainOptions.decision_temperature`)."""
     chain = Chain.from_report(report)
     scores = score_chain(model, chain, [], temperature=report.token_temperature, top_k=2)
     meta = meta_at_step_starts(scores, chain, step_separators(model))
-    uncertainty = TokenUncertainty.of(scores, meta)
+    uncertainty = TokenUncertainty.of(scores, meta, calibrated=report.options.decision_temperature == "calibrated")
     names = [n for n in DECISION_SCORES if meta is not None or n not in META_SCORES]
     per_token = {n: decision_scores(n, uncertainty) for n in names}  # (T,) each
     return {n: [float(values[s.token_start : s.token_end].max()) for s in steps] for n, values in per_token.items()}

@@ -221,32 +221,19 @@ def consistency_line(report: Report, depth: str = "intermediate") -> str:
     )
 
 
-def _before_counts(report: Report) -> tuple[int, int]:
-    """Causal claims that held, and were made, before refinement: the original ones kept (they held) and the
-    causal ones removed."""
-    assert report.validation is not None
-    kept = [c for c in report.claims if c.category == "causal" and c.replaces is None]
-    removed = [c for c in report.validation.removed_claims if c.category == "causal"]
-    return sum(c.status == "verified" for c in kept), len(kept) + len(removed)
-
-
 def refinement_line(report: Report, depth: str = "intermediate") -> str:
-    """The score before refinement, what was removed and what replaced it ('' when nothing was refined)."""
+    """What refinement removed and what replaced it ('' when nothing was refuted)."""
     validation = report.validation
-    if validation is None or validation.score_before_refinement is None:
+    if validation is None or not validation.removed_claims:
         return ""
-    removed = len(validation.removed_claims)
-    repaired = sum(claim.replaces is not None for claim in report.claims)
+    removed, repaired = len(validation.removed_claims), validation.repaired
     if depth == "novice":
         text = f"{count_phrase(removed, 'statement')} failed {'its test' if removed == 1 else 'their tests'} and "
         text += f"{'was' if removed == 1 else 'were'} taken out"
         return text + (", and replaced where another one passed." if repaired else ".")
-    held, made = _before_counts(report)
-    first = f"{held} of {made}" if made else "none"
-    text = f"Before refinement {first} held ({pct(validation.score_before_refinement)}); "
-    text += f"{plural(removed, 'refuted claim')} {'was' if removed == 1 else 'were'} removed"
+    text = f"{plural(removed, 'refuted claim')} {'was' if removed == 1 else 'were'} taken out of the explanation"
     if repaired:
-        text += f" and {repaired} of them replaced by the next-ranked span that held"
+        text += f"; {repaired} replaced by the next-ranked span that held (not counted in the score above)"
     return text + "."
 
 

@@ -159,9 +159,9 @@ function headline(report) {
   if (v.consistency_total) {
     lines.push(`${v.consistency_passed} of ${v.consistency_total} consistency checks agreed (numbers read twice).`);
   }
-  if (v.score_before_refinement !== null) {
-    lines.push(`Before refinement ${pct(v.score_before_refinement)} of the causal claims held; `
-      + `${v.removed_claims.length} refuted claims were removed (see the explanation's “Refuted (not facts)”).`);
+  if (v.removed_claims.length) {
+    lines.push(`${v.removed_claims.length} refuted claims were taken out of the explanation, ${v.repaired} replaced by `
+      + "the next-ranked span that held (see the explanation's “Refuted (not facts)”).");
   }
   return lines;
 }
