@@ -28,6 +28,7 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -40,8 +41,10 @@ from sagenano.eval.introspection import (
     IntrospectionSettings,
     check_prompt_format,
     describe_projection,
+    goals,
     measure_introspection,
     part_counts,
+    summarise,
 )
 from sagenano.eval.task_accuracy import EVAL_SEED, TASKS
 from sagenano.inverse.calibration import ECE_BINS
@@ -268,6 +271,22 @@ def print_document(document: dict, elapsed: float) -> None:
 # Running
 
 
+def merged(paths: list[str]) -> dict:
+    """The `--json` documents of runs over different tasks (e.g. one process per task) as one document: their items
+    together, summarised per task and overall, and the goals on the whole."""
+    documents = [json.loads(Path(path).read_text()) for path in paths]
+    first = documents[0]
+    items = {task: rows for document in documents for task, rows in document["items"].items()}
+    if len(items) < sum(len(d["items"]) for d in documents):
+        raise SystemExit("--merge: the runs overlap in their tasks; merge runs over different tasks")
+    methods = first["methods"]
+    summary = {task: summarise(rows, methods) for task, rows in items.items()}
+    summary["overall"] = summarise([r for rows in items.values() for r in rows], methods)
+    timings = {**first["timings"], "total_seconds": sum(d["timings"]["total_seconds"] for d in documents)}
+    return {**first, "tasks": list(items), "items": items, "summary": summary, "goals": goals(summary["overall"]),
+            "timings": timings}  # fmt: skip
+
+
 def parse_baselines(text: str) -> tuple[str, ...]:
     """`--baselines`: a comma list of `BASELINES`, or "none"."""
     if text.strip().lower() == "none":
@@ -337,7 +356,13 @@ def main() -> None:
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs (default cpu)")
     parser.add_argument("--json", default=None, metavar="OUT", help="write every number (and each item's) here")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="print the runs' --json documents (different "
+                        "tasks each, e.g. one process per task) as one run, and measure nothing")  # fmt: skip
     args = parser.parse_args()
+    if args.merge:
+        document = merged(args.merge)
+        print_document(document, document["timings"]["total_seconds"])
+        return
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
