@@ -1,12 +1,13 @@
 """Algorithm 1 of the paper: explain a reasoning chain, then check the explanation against the model.
 
 trace = forward pass with tracking            (traced generation, KV cache)
-D = ExtractDecisionPoints(trace, threshold)   (calibrated top-2 margin, alternatives' mass, or SAGE's meta head)
+D = ExtractDecisionPoints(trace, threshold)   (top-1/top-2 margin, alternatives' mass, entropy or SAGE's meta head)
 for d in D: GenerateAlternatives(d, top_k)    (each plausible alternative rolled out to its own answer; a candidate
                                                is shown when one of them changes the answer, else kept as a hesitation)
 confidences, dependencies (eq. 7)             (per token / step / answer; spans of the input)
 E = claims built only from those measurements
-ValidateConsistency(E) by intervention; RefineExplanation if the score is below the threshold
+ValidateConsistency(E) by intervention; RefineExplanation: refuted claims out, refuted dependencies repaired
+(beside them: is the question familiar, does the answer rest on the chain)
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ def explain(
         claims=[],
         options=opts,
     )
-    report.familiarity = measure_familiarity(model, tokenizer, report, opts.calibration)
+    with timer("familiarity"):
+        report.familiarity = measure_familiarity(model, tokenizer, report, opts.calibration)
     if opts.reliance:
         with timer("reliance"):
             report.reliance = measure_reliance(model, tokenizer, report)
@@ -191,7 +193,9 @@ def explain(
 # --- the answer and the steps -------------------------------------------------------------------------
 
 
-def _calibrated_answer(opts: ExplainOptions, scores: Scores, trace: ReasoningTrace, answer_tokens: list[int]):
+def _calibrated_answer(
+    opts: ExplainOptions, scores: Scores, trace: ReasoningTrace, answer_tokens: list[int]
+) -> float | None:
     """The answer's calibrated confidence (None without a calibration or an answer)."""
     if opts.calibration is None or not answer_tokens:
         return None
