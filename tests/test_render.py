@@ -379,6 +379,13 @@ def test_headline_counts_causal_claims_apart_from_consistency_checks():
     assert "Three of six statements" in novice and "not whether the answer is right" in novice
 
 
+def test_a_report_without_causal_claims_says_so_not_0_of_0():
+    report = make_report()
+    report.validation = report.validation.model_copy(update={"verified": 0, "refuted": 0, "total": 0, "score": 1.0})
+    text = render_text(report, "intermediate")
+    assert "No causal claim was made" in text and "0 of 0" not in text
+
+
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_no_view_says_verified(depth):
     """'Verified' could read as 'the answer is right': every view says what held instead."""

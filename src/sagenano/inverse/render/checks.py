@@ -206,6 +206,8 @@ def causal_headline(report: Report, depth: str = "intermediate") -> str:
             f"{held} statements about how the model reached its answer held when tested on the model. These "
             "tests check the model's reasoning, not whether the answer is right."
         )
+    if validation.total == 0:
+        return "No causal claim was made, so none was tested on the model (no decision point and no tested span)."
     return f"{validation.verified} of {validation.total} causal claims held under intervention ({_CAUSAL_NOTE})."
 
 

@@ -154,8 +154,10 @@ function showNotice(report) {
 function headline(report) {
   const v = report.validation;
   if (!v) return ["Validation: not run; no claim was tested on the model."];
-  const lines = [`${v.verified} of ${v.total} causal claims held under intervention (these are claims about the `
-    + "model's computation; they do not say the answer is right)."];
+  const lines = [v.total === 0
+    ? "No causal claim was made, so none was tested on the model (no decision point and no tested span)."
+    : `${v.verified} of ${v.total} causal claims held under intervention (these are claims about the `
+      + "model's computation; they do not say the answer is right)."];
   if (v.consistency_total) {
     lines.push(`${v.consistency_passed} of ${v.consistency_total} consistency checks agreed (numbers read twice).`);
   }
