@@ -181,13 +181,6 @@ def test_explain_refuses_an_empty_question_at_once_as_a_process():
         assert "error:" in result.stdout and "Traceback" not in result.stderr
 
 
-def test_the_question_limit_is_the_engines():
-    from sagenano.cli.common import MAX_QUESTION_CHARS
-    from sagenano.inverse import engine
-
-    assert MAX_QUESTION_CHARS == engine.MAX_QUESTION_CHARS
-
-
 def test_ctrl_c_says_interrupted_and_exits_130(monkeypatch):
     def load_model(*args, **kwargs):
         raise KeyboardInterrupt

@@ -33,7 +33,6 @@ from sagenano.inverse.calibration import (
 from sagenano.inverse.claims import make_claims
 from sagenano.inverse.confidence import Calibration
 from sagenano.inverse.decisions import default_decision_score
-from sagenano.inverse.engine import check_question
 from sagenano.inverse.measure import (
     ablate,
     masked_step_losses,
@@ -41,6 +40,7 @@ from sagenano.inverse.measure import (
     step_inputs,
     step_losses,
 )
+from sagenano.inverse.options import check_question
 from sagenano.inverse.report import Claim
 from sagenano.inverse.spans import text_units
 from sagenano.inverse.validation import _greedy_agreement

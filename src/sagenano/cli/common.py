@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from ..inverse.options import ExplainOptions
+from ..inverse.options import check_question as engine_check_question
 
 app = typer.Typer(
     help="SAGE-nano: inverse reasoning for language models. Generate a reasoning chain and show, "
@@ -40,7 +41,6 @@ Chat = Annotated[bool | None, typer.Option(help="Use the tokenizer's chat templa
 
 
 DEFAULTS = ExplainOptions()  # explain's flags default to the engine's options (no torch import: --help is fast)
-MAX_QUESTION_CHARS = 4000  # = inverse.engine.MAX_QUESTION_CHARS, here without importing torch (a test keeps them equal)
 INTERRUPTED = 130  # the shell's exit status for a command stopped by Ctrl-C (128 + SIGINT)
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -63,16 +63,11 @@ def untrained_panel() -> Panel:
 
 
 def check_question(question: str) -> None:
-    """Fails with a one-line error, before any model loads, for a question `explain` would refuse (the same checks
-    as `inverse.engine.check_question`, which imports torch)."""
+    """Fails with a one-line error, before any model loads, for a question `explain` would refuse."""
     try:
-        question.encode("utf-8")
-    except UnicodeEncodeError:
-        fail("the question is not valid UTF-8 text; re-encode it as UTF-8")
-    if not question.strip():
-        fail("the question is empty; ask something, e.g. 'If 3x + 2 = 14, what is x?'")
-    if len(question) > MAX_QUESTION_CHARS:
-        fail(f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+        engine_check_question(question)
+    except ValueError as error:
+        fail(str(error))
 
 
 def check_options(**options: Any) -> dict[str, Any]:

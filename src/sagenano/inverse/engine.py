@@ -32,30 +32,14 @@ from .decisions import TokenUncertainty, decision_scores, margin_score, meta_at_
 from .faithfulness import measure_reliance
 from .familiarity import measure_familiarity
 from .measure import Scores, score_chain, step_gradient_norms
-from .options import ExplainOptions
+from .options import ExplainOptions, check_question
 from .report import Alternative, DecisionPoint, DependencyScore, OwnExplanation, Report, SpanRef, Step, TokenRecord
 from .significance import attention_rows, span_score
 from .significance import significance as eq7_significance
 from .spans import question_units, step_units
 from .validation import validate_and_refine
 
-MAX_QUESTION_CHARS = 4000
 CANDIDATES_PER_SHOWN = 2  # candidates rolled out per decision point that may be shown (the rest are hesitations)
-
-
-def check_question(question: Any) -> str:
-    """The question, or a ValueError that says what is wrong with it."""
-    if not isinstance(question, str):
-        raise ValueError(f"the question must be text, got {type(question).__name__}")
-    try:
-        question.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ValueError("the question is not valid UTF-8 text; re-encode it as UTF-8") from error
-    if not question.strip():
-        raise ValueError("the question is empty; ask something, e.g. 'If 3x + 2 = 14, what is x?'")
-    if len(question) > MAX_QUESTION_CHARS:
-        raise ValueError(f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
-    return question.strip()
 
 
 Progress = Callable[[str, dict[str, Any]], None]

@@ -15,6 +15,24 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 AUTO = "auto"
+MAX_QUESTION_CHARS = 4000
+
+
+def check_question(question: Any) -> str:
+    """The question, stripped, or a ValueError that says what is wrong with it (here, torch-free, so the command
+    line refuses a bad question before any model loads)."""
+    if not isinstance(question, str):
+        raise ValueError(f"the question must be text, got {type(question).__name__}")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("the question is not valid UTF-8 text; re-encode it as UTF-8") from error
+    if not question.strip():
+        raise ValueError("the question is empty; ask something, e.g. 'If 3x + 2 = 14, what is x?'")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValueError(f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+    return question.strip()
+
 
 with warnings.catch_warnings():
     # `validate` is the option's public name (explain(..., validate=False)); pydantic warns that it shadows the

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..inverse import Comparison, Counterfactual, ExplainOptions, Report, Simplification
-from ..inverse.engine import MAX_QUESTION_CHARS
 from ..inverse.interact import MAX_SAMPLES
+from ..inverse.options import MAX_QUESTION_CHARS
 from ..inverse.render.words import Depth
 
 MAX_NEW_TOKENS = 512  # the API's own bound; a server may allow less (`ServerSettings.max_new_tokens`)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from ..inverse.engine import MAX_QUESTION_CHARS
+from ..inverse.options import MAX_QUESTION_CHARS
 from ..inverse.report import Report
 from ..loading import LoadedModel
 from .schemas import MAX_NEW_TOKENS
