@@ -26,6 +26,7 @@ from ..decoding import (
     padded_batch,
     plain_cache,
 )
+from .answers import extract_answer
 from .branches import branch_attention, branch_attention_applies, branch_cache
 
 
@@ -240,3 +241,34 @@ def decode_chain(tokenizer: PreTrainedTokenizerBase, ids: list[int], eos_ids: se
     if ids and ids[-1] in eos_ids:
         ids = ids[:-1]
     return tokenizer.decode(ids)
+
+
+def sampled_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    chain: Chain,
+    branches: list[tuple[int, int]],
+    samples: int,
+    seed: int,
+    max_new_tokens: int,
+    memory_mb: float,
+    states: Cache | None = None,
+) -> dict[tuple[int, int], list[str | None]]:
+    """For each branch (generated position, token): the answers of `samples` continuations sampled from the model
+    (temperature 1) after forcing that token there, in batches within `memory_mb`, one generator seeded with `seed`
+    for all rows in the given order. `states`: the chain's keys and values when at hand."""
+    rows = [(chain.prompt_len + position, token) for position, token in branches for _ in range(samples)]
+    sequence = torch.cat([chain.prompt_ids, chain.token_ids])
+    end = chain_end(model, chain, max_new_tokens)
+    size = rollout_batch(model, end, memory_mb)
+    sampler = torch.Generator().manual_seed(seed)
+    eos = eos_ids(model)
+    answers: dict[tuple[int, int], list[str | None]] = {branch: [] for branch in branches}
+    for at in range(0, len(rows), size):
+        batch = rows[at : at + size]
+        for (k, token), continuation in zip(
+            batch, branch_rollouts(model, sequence, batch, end, states=states, sampler=sampler), strict=True
+        ):
+            text = decode_chain(tokenizer, sequence[chain.prompt_len : k].tolist() + continuation, eos)
+            answers[(k - chain.prompt_len, token)].append(extract_answer(text))
+    return answers

@@ -41,7 +41,7 @@ from ..decoding import (
     padded_batch,
     plain_cache,
 )
-from .alternatives import branch_rollouts, chain_end, decode_chain, rollout_batch
+from .alternatives import chain_end, decode_chain, sampled_answers
 from .answers import changes_answer, extract_answer, outcome
 from .claims import dependency_claim
 from .decisions import TokenUncertainty, decision_scores
@@ -169,25 +169,18 @@ def _sampled_answers(
             )
         }
     )
-    if not branches:
-        return {}
-    n = report.options.samples
-    rows = [(chain.prompt_len + position, token) for position, token in branches for _ in range(n)]
-    sequence = torch.cat([chain.prompt_ids, chain.token_ids])
-    end = chain_end(model, chain, report.options.max_new_tokens)
-    size = rollout_batch(model, end, report.options.rollout_memory_mb)
-    sampler = torch.Generator().manual_seed(report.options.seed)
-    eos = eos_ids(model)
-    continuations = [
-        c
-        for at in range(0, len(rows), size)
-        for c in branch_rollouts(model, sequence, rows[at : at + size], end, states=states, sampler=sampler)
-    ]
-    answers: dict[tuple[int, int], list[str | None]] = {b: [] for b in branches}
-    for (k, token), continuation in zip(rows, continuations, strict=True):
-        text = decode_chain(tokenizer, sequence[chain.prompt_len : k].tolist() + continuation, eos)
-        answers[(k - chain.prompt_len, token)].append(extract_answer(text))
-    return answers
+    options = report.options
+    return sampled_answers(
+        model,
+        tokenizer,
+        chain,
+        branches,
+        options.samples,
+        options.seed,
+        options.max_new_tokens,
+        options.rollout_memory_mb,
+        states,
+    )
 
 
 def _share(answers: list[str | None], result: str, original: str | None) -> float:

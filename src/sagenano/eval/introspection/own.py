@@ -10,8 +10,8 @@ from ...data.format import ANSWER
 from ...data.schema import ReasoningItem
 from ...decoding import Chain, eos_ids, padded_batch, room_after
 from ...inverse import Report
-from ...inverse.alternatives import branch_rollouts, chain_end, decode_chain, rollout_batch
-from ...inverse.answers import extract_answer, outcome
+from ...inverse.alternatives import sampled_answers
+from ...inverse.answers import outcome
 from ...inverse.decisions import (
     DECISION_SCORES,
     TokenUncertainty,
@@ -142,24 +142,23 @@ def alternative_checks(model, tokenizer, report: Report, settings: Introspection
     claims = [c for c in report.claims if c.kind == "alternative" and c.status == "verified"]
     if not claims:
         return []
-    chain = Chain.from_report(report)
-    sequence = torch.cat([chain.prompt_ids, chain.token_ids])
-    rows = [(chain.prompt_len + c.stated["position"], c.stated["token_id"]) for c in claims]
-    rows = [row for row in rows for _ in range(settings.check_samples)]
-    end = chain_end(model, chain, report.options.max_new_tokens)
-    size = rollout_batch(model, end, report.options.rollout_memory_mb)
-    sampler = torch.Generator().manual_seed(seed)
-    continuations = [
-        c for at in range(0, len(rows), size) for c in branch_rollouts(model, sequence, rows[at : at + size], end,
-                                                                      sampler=sampler)
-    ]  # fmt: skip
-    eos = eos_ids(model)
+    branches = list(dict.fromkeys((c.stated["position"], c.stated["token_id"]) for c in claims))
+    options = report.options
+    answers = sampled_answers(
+        model,
+        tokenizer,
+        Chain.from_report(report),
+        branches,
+        settings.check_samples,
+        seed,
+        options.max_new_tokens,
+        options.rollout_memory_mb,
+    )
     records = []
-    for i, claim in enumerate(claims):
+    for claim in claims:
         position, stated = claim.stated["position"], claim.stated["outcome"]
-        mine = continuations[i * settings.check_samples : (i + 1) * settings.check_samples]
-        texts = [decode_chain(tokenizer, chain.token_ids[:position].tolist() + c, eos) for c in mine]
-        agree = sum(outcome(extract_answer(t), report.answer) == stated for t in texts) / len(texts)
+        found = answers[(position, claim.stated["token_id"])]
+        agree = sum(outcome(answer, report.answer) == stated for answer in found) / len(found)
         records.append({"position": position, "outcome": stated, "agreement": agree, "confirmed": agree > 0.5})
     return records
 
