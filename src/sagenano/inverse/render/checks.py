@@ -57,15 +57,9 @@ def decision_claim(report: Report, point: DecisionPoint) -> Claim | None:
     return claim_for(report, "decision", point.step, position=point.position)
 
 
-def dependency_refuted(report: Report, step: Step, dep: DependencyScore) -> bool:
-    """The span's masking test failed (its status, or its claim's where an older report has no status)."""
-    claim = dependency_claim(report, step, dep)
-    return dep.status == "refuted" or (claim is not None and claim.status == "refuted")
-
-
 def shown_dependencies(report: Report, step: Step) -> list[DependencyScore]:
     """The step's dependencies a view may show: every ranked span except those a masking test refuted."""
-    return [dep for dep in step.dependencies if not dependency_refuted(report, step, dep)]
+    return [dep for dep in step.dependencies if dep.status != "refuted"]  # validation marks the spans it tested
 
 
 def shown_alternatives(report: Report, point: DecisionPoint) -> list[Alternative]:
