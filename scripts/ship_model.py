@@ -33,16 +33,49 @@ from sagenano.train.recipe import Recipe
 FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.json")
 
 
-def copy_model(run: Path, target: Path) -> None:
+def copy_model(run: Path, target: Path, recipe: Recipe) -> str | None:
+    """Copies the run's model and metrics log into `target`; for a run that started from a trained model (`init`),
+    that model's metrics log and learning curve too. Returns the starting model's card (None: no `init`, or it has
+    none)."""
     source = run / "model"
     if not (source / "model.safetensors").is_file():
         raise SystemExit(f"{source} has no trained model: finish the run first (sage-nano train --resume ...)")
+    init = Path(recipe.init) if recipe.init else None
+    init_card = init / "MODEL_CARD.md" if init else None
+    starting_card = init_card.read_text() if init_card and init_card.is_file() else None
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     for name in FILES:
         shutil.copyfile(source / name, target / name)
+    shutil.copyfile(run / "metrics.jsonl", target / "training_metrics.jsonl")
+    if init is not None:
+        for name, copy in (("training_metrics.jsonl", "starting_model_metrics.jsonl"),
+                           ("learning_curve.json", "learning_curve.json")):  # fmt: skip
+            if (init / name).is_file():
+                shutil.copyfile(init / name, target / copy)
     with_sage_prompt(load_tokenizer(target)).save_pretrained(target)
+    return starting_card
+
+
+def starting_model_section(recipe: Recipe, card: str | None) -> list[str]:
+    """For a run that started from a trained model: where from, and the stages that trained it (its card's table)."""
+    if not recipe.init:
+        return []
+    lines = ["", f"### The starting model (`init: {recipe.init}`)", ""]
+    stages = card.split("## Stages", 1)[1].split("\n## ", 1)[0] if card and "## Stages" in card else ""
+    table = [line for line in stages.splitlines() if line.startswith("|")]
+    if not table:
+        return [*lines, "Its card was not at hand: its stages are not listed here."]
+    return [*lines, "Its stages, as its card measured them:", "", *table]
+
+
+def starting_model_curve(recipe: Recipe, card: str | None) -> list[str]:
+    """The starting model's learning curve (and its extrapolation), as its card has them."""
+    if not recipe.init or not card or "\n## Learning curve" not in card:
+        return []
+    curve = card.split("\n## Learning curve", 1)[1]
+    return ["", f"## Learning curve of the starting model (`{recipe.init}`){curve.rstrip()}", ""]
 
 
 def stage_tokens(run: Path, recipe: Recipe) -> list[dict]:
@@ -111,7 +144,8 @@ def _accuracy(report: dict, row: str) -> str:
 
 def model_card(
     recipe: Recipe, stages: list[dict], walls: list[float], losses: dict, report: dict, params: int,
-    calibration_info: dict, train_report: dict,
+    calibration_info: dict, train_report: dict, starting_card: str | None = None,
+    recipe_path: str = "recipes/pico.yaml",
 ) -> str:  # fmt: skip
     calibration = report["calibration"]
     accuracy_rows = [
@@ -128,8 +162,9 @@ def model_card(
         "## Reproduce",
         "",
         "```bash",
-        "sage-nano train --recipe recipes/pico.yaml --out runs/pico",
-        "python scripts/ship_model.py runs/pico",
+        *([f"# first the model `init` names ({recipe.init}): its card's Reproduce says how"] if recipe.init else []),
+        f"sage-nano train --recipe {recipe_path} --out runs/{Path(recipe_path).stem}",
+        f"python scripts/ship_model.py runs/{Path(recipe_path).stem} --recipe-name {recipe_path}",
         "```",
         "",
         "## Data",
@@ -157,10 +192,12 @@ def model_card(
             f"{row['loss_tokens']:,} | {row['tokens']:,} | {wall / 60:.1f} min | "
             f"{losses.get(row['stage'], float('nan')):.3f} |"
         )
+    lines += starting_model_section(recipe, starting_card)
     lines += [
         "",
-        "Stage 3's wall time includes synthesising its data with the stage-2 model (greedy answers, resampling",
-        f"from every step boundary to find decision points). Machine: {os.cpu_count()} CPU cores, "
+        "Stage 3's wall time includes synthesising its data with the model it starts from (`sagenano.explain` on",
+        "its own chains for the explanation it learns, and resampling from every step boundary for the",
+        f"meta-cognitive head's decision labels). Machine: {os.cpu_count()} CPU cores, "
         f"bf16 autocast {'on' if recipe.bf16 else 'off'}.",
         "",
         f"## Held-out accuracy (exact match, {report['n_per_task']} items per task, seed {report['seed']})",
@@ -186,6 +223,7 @@ def model_card(
         "with both; numbers on the fit set flatter the fit, the held-out ones above do not). `meta_head` is the",
         "meta-cognitive head's confidence on the answer tokens.",
         "",
+        *starting_model_curve(recipe, starting_card),
     ]  # fmt: skip
     return "\n".join(lines)
 
@@ -195,10 +233,11 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="run folder written by `sage-nano train --out`")
     parser.add_argument("--n", type=int, default=300, help="held-out items per task")
     parser.add_argument("--calibration-n", type=int, default=250, help="calibration items per task")
+    parser.add_argument("--recipe-name", default="recipes/pico.yaml", help="the recipe file, for the card")
     args = parser.parse_args()
     recipe = Recipe(**json.loads((args.run / "model" / "recipe.json").read_text()))
     target = shipped_model_dir()
-    copy_model(args.run, target)
+    starting_card = copy_model(args.run, target, recipe)
     loaded = load_model()
     assert loaded.trained, "the shipped model did not load as the default"
     items = [item for task in TASKS for item in generate_items(task, args.calibration_n, CALIBRATION_SEED, "heldout")]
@@ -213,7 +252,8 @@ def main() -> None:
                                       task_options=recipe.task_options)  # fmt: skip
     card = model_card(recipe, stage_tokens(args.run, recipe), stage_wall_times(args.run, recipe),
                       final_losses(args.run), report, loaded.model.num_parameters(),
-                      json.loads((target / "calibration.json").read_text()), train_report)  # fmt: skip
+                      json.loads((target / "calibration.json").read_text()), train_report, starting_card,
+                      args.recipe_name)  # fmt: skip
     (target / "MODEL_CARD.md").write_text(card)
     print(card)
 

@@ -109,3 +109,16 @@ def answer_copier(tokenizer):
     """The copier answering after " Answer: ", trained once per test process and shared by the modules that explain
     it (they only read it)."""
     return train_copier(tokenizer, " Answer: ", steps=200, batch_size=32)
+
+
+def hesitant_example(rng: random.Random, answer_prefix: str) -> tuple[str, str]:
+    """The copier's question, answered with its number or the next one, half the time each: a two-way choice."""
+    question, answer = copy_example(rng, answer_prefix)
+    n = int(answer.split()[-1])
+    return question, f"{answer_prefix}{n + rng.randint(0, 1)}"
+
+
+@pytest.fixture(scope="session")
+def hesitant_copier(tokenizer):
+    """A copier that hesitates between the question's number and the next one (trained once per test process)."""
+    return train_copier(tokenizer, " Answer: ", steps=200, batch_size=32, example=hesitant_example)

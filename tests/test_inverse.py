@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from conftest import copy_example, make_hf_model, make_sage, train_copier
+from conftest import copy_example, make_hf_model, make_sage
 from sagenano.decoding import Chain
 from sagenano.inverse import Report, explain, validate_and_refine
 from sagenano.inverse.alternatives import (
@@ -254,15 +254,10 @@ def test_false_claims_are_refuted_and_removed_by_refinement(tokenizer):
     assert report.validation is validation
 
 
-def hesitant_example(rng: random.Random, answer_prefix: str) -> tuple[str, str]:
-    """The copier's question, answered with its number or the next one, half the time each: a two-way choice."""
-    question, answer = copy_example(rng, answer_prefix)
-    n = int(answer.split()[-1])
-    return question, f"{answer_prefix}{n + rng.randint(0, 1)}"
-
-
-def test_a_model_that_hesitates_between_two_answers_shows_the_decision_and_a_sure_one_none(copier, tokenizer):
-    hesitant = train_copier(tokenizer, " Answer: ", steps=200, batch_size=32, example=hesitant_example)
+def test_a_model_that_hesitates_between_two_answers_shows_the_decision_and_a_sure_one_none(
+    copier, hesitant_copier, tokenizer
+):
+    hesitant = hesitant_copier
     calibration = Calibration(1.0, token_temperature=1.2)  # tokens read at a calibrated temperature
     question, _ = copy_example(random.Random(101), " Answer: ")
     options = dict(max_new_tokens=8, chat=False, calibration=calibration, validate=False, reliance=False)

@@ -7,8 +7,9 @@ import torch
 
 from conftest import make_hf_model, make_sage
 from sagenano.data import generate_items
-from sagenano.data.format import explanation_pool, prompt_text
+from sagenano.data.format import prompt_text
 from sagenano.decoding import eos_ids
+from sagenano.inverse.own_explanation import explanation_pool
 from sagenano.loading import load_model
 from sagenano.lookup_decoding import lookup_draft, lookup_greedy
 

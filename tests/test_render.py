@@ -336,7 +336,7 @@ def test_a_repaired_claim_says_what_it_replaced_and_why(depth):
     text = render_text(make_report(), depth)
     assert (
         "replaces the refuted claim that step 1 rests on “How many apples”: masking it changed the step less than "
-        "random spans (0.0123 vs a median 0.5 nats)"
+        "random spans (0.012 vs a median 0.500 nats)"
     ) in text
     assert "replaces the refuted claim that step 1 rests on" in render_html(make_report(), depth)
 

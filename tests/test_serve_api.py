@@ -13,6 +13,7 @@ from sagenano.serve import ServerSettings, create_app
 from sagenano.serve.store import ReportStore
 
 EQUATION = "If 3x + 2 = 14, what is x?"
+HESITANT = "Given 3x + 13 = 43, find x."  # the shipped pico hesitates at a token that changes its answer
 SMALL = {"max_new_tokens": 48, "alternatives": 2, "max_decision_points": 2}
 
 
@@ -54,7 +55,7 @@ def test_explain_then_read_the_report_at_every_depth_and_download_it(client):
 
 
 def test_compare_counterfactual_and_simplify(client):
-    body = _explain(client, threshold=0.05)  # the shipped pico's closest call on EQUATION scores 0.08, under 0.3
+    body = _explain(client, question=HESITANT)
     point = [*body["report"]["decision_points"], *body["report"]["hesitations"]][0]  # compare takes either
     compared = client.post("/v1/compare", json={"report_id": body["id"], "position": point["position"]})
     assert compared.status_code == 200, compared.text
@@ -62,11 +63,11 @@ def test_compare_counterfactual_and_simplify(client):
     assert comparison["chosen"]["token"] == point["token"]
     assert comparison["alternative"]["token_id"] == point["alternatives"][0]["token_id"]
 
-    edited = EQUATION.replace("+ 2", "+ 5")
+    edited = HESITANT.replace("+ 13", "+ 16")
     diff = client.post("/v1/counterfactual", json={"report_id": body["id"], "question": edited})
     assert diff.status_code == 200, diff.text
     diff = diff.json()
-    assert [(e["before"], e["after"]) for e in diff["counterfactual"]["edits"]] == [("2", "5")]
+    assert [(e["before"], e["after"]) for e in diff["counterfactual"]["edits"]] == [("13", "16")]
     assert client.get(f"/v1/reports/{diff['new_report_id']}").json()["report"]["question"] == edited
 
     simpler = client.post("/v1/simplify", json={"report_id": body["id"], "n": 2, "seed": 1})

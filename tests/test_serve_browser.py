@@ -20,7 +20,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]  # fmt: skip
 ARTIFACTS = Path(os.environ.get("SAGENANO_TEST_ARTIFACTS", Path(__file__).parents[1] / "runs" / "test-artifacts"))
 EQUATION = "If 3x + 2 = 14, what is x?"
-HESITANT = "Given 2x + 23 = 33, find x."  # the shipped pico hesitates at a token that changes its answer
+HESITANT = "Given 3x + 13 = 43, find x."  # the shipped pico hesitates at a token that changes its answer
 
 
 def _free_port() -> int:
@@ -86,7 +86,8 @@ def test_ask_click_compare_what_if_and_switch_depth(server, page):
     expect(page.locator("#model-info")).to_contain_text("SageForCausalLM")
     page.get_by_label("Question", exact=True).fill(EQUATION)
     page.get_by_role("button", name="Explain").click()  # the shipped pico is sure of every token here
-    expect(page.locator("#no-decisions")).to_contain_text("the closest call scored 0.08", timeout=60_000)
+    closest = re.compile(r"the closest call scored 0\.\d\d")
+    expect(page.locator("#no-decisions")).to_contain_text(closest, timeout=60_000)
     page.get_by_label("Question", exact=True).fill(HESITANT)
     page.get_by_role("button", name="Explain").click()
     expect(page.locator("#steps .decision-token").first).to_be_visible(timeout=60_000)
@@ -104,8 +105,12 @@ def test_ask_click_compare_what_if_and_switch_depth(server, page):
     page.locator(".decision-token").first.focus()
     page.keyboard.press("Enter")
     rows = page.locator("#alternatives tbody tr")
-    expect(rows).to_have_count(len(first["alternatives"]))
-    expect(rows.first).to_contain_text(first["alternatives"][0]["token"].strip() or " ")
+    removed = report["validation"]["removed_claims"]
+    refuted = {c["stated"]["token_id"] for c in removed if c["kind"] == "alternative"
+               and c["stated"]["position"] == first["position"]}  # fmt: skip
+    shown = [a for a in first["alternatives"] if a["token_id"] not in refuted]  # refuted ones are not shown as facts
+    expect(rows).to_have_count(len(shown))
+    expect(rows.first).to_contain_text(shown[0]["token"].strip() or " ")
     page.get_by_role("button", name=re.compile("^Why")).first.click()
     expect(page.locator("#comparison")).to_contain_text("rather than", timeout=30_000)
 
@@ -116,16 +121,16 @@ def test_ask_click_compare_what_if_and_switch_depth(server, page):
     expect(page.locator("#comparison")).not_to_contain_text("log-odds")
 
     # what if: one number edited, the diff shown
-    page.get_by_label(re.compile("Edit the question")).fill(HESITANT.replace("+ 23", "+ 25"))
+    page.get_by_label(re.compile("Edit the question")).fill(HESITANT.replace("+ 13", "+ 16"))
     page.get_by_role("button", name="What if?").click()
-    expect(page.locator("#diff")).to_contain_text("You changed “23” to “25”.", timeout=60_000)
+    expect(page.locator("#diff")).to_contain_text("You changed “13” to “16”.", timeout=60_000)
     expect(page.locator("#diff-steps li")).not_to_have_count(0)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=ARTIFACTS / "serve-page.png", full_page=True)
 
     # the edited question's report opens in place
     page.get_by_role("button", name="Open the edited question's report").click()
-    expect(page.get_by_label("Question", exact=True)).to_have_value(HESITANT.replace("+ 23", "+ 25"))
+    expect(page.get_by_label("Question", exact=True)).to_have_value(HESITANT.replace("+ 13", "+ 16"))
 
 
 def test_simpler_way_and_errors_are_shown(server, page):

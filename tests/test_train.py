@@ -255,6 +255,55 @@ def test_truncated_checkpoint_is_refused_with_a_clear_error(tmp_path):
         train(recipe, tmp_path / "run", resume=True)
 
 
+def without_model(**overrides) -> dict:
+    recipe = tiny_recipe(**overrides)
+    del recipe["model"]
+    return recipe
+
+
+def test_a_run_starts_from_a_trained_model_with_init(tmp_path):
+    first = train(Recipe(**tiny_recipe()), tmp_path / "first")
+    stage3 = [{"name": "inverse", "steps": 1, "lr": 1e-4, "warmup": 1, "batch_size": 8, "synth_questions": 2,
+               "synth_resamples": 2}]  # fmt: skip
+    continued = train(Recipe(**without_model(stages=stage3, init=str(first))), tmp_path / "continued")
+    before, after = load_file(first / "model.safetensors"), load_file(continued / "model.safetensors")
+    fresh = make_sage(load_model(str(first)).tokenizer, **TINY_MODEL).state_dict()
+    name = "model.embed_tokens.weight"
+    moved, trained = (after[name] - before[name]).abs().max(), (fresh[name] - before[name]).abs().max()
+    # A fresh start (same seed) would be as far from the first run's weights as its six steps took them.
+    assert moved * 10 < trained, "one small step from the trained weights, not from a fresh initialisation"
+    assert load_model(str(continued)).model.config.hidden_size == TINY_MODEL["hidden_size"]
+
+
+def test_a_bad_init_is_a_clear_error(tmp_path, tokenizer):
+    from sagenano.train.prepare import build_model
+
+    with pytest.raises(ValueError, match="remove `model`"):
+        Recipe(**tiny_recipe(init=str(tmp_path)))
+    with pytest.raises(FileNotFoundError, match="not a SAGE model folder"):
+        build_model(Recipe(**without_model(init=str(tmp_path / "missing"))), tokenizer)
+    make_sage(tokenizer, vocab_size=len(tokenizer) + 8).save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="another tokenizer"):
+        build_model(Recipe(**without_model(init=str(tmp_path / "other"))), tokenizer)
+
+
+def test_a_run_trains_on_a_sample_of_gsm8k_and_lists_the_lines_it_skipped(tmp_path, capfd):
+    from test_cot_files import gsm8k_sample
+
+    sample = gsm8k_sample(tmp_path / "gsm8k-sample.jsonl", 16, extra=['{"question": "no answer"}'])
+    stages = [{"name": "base_lm", "steps": 1, "lr": 1e-3, "warmup": 1, "batch_size": 4},
+              {"name": "cot", "steps": 2, "lr": 1e-3, "warmup": 1, "batch_size": 4}]  # fmt: skip
+    final = train(Recipe(**tiny_recipe(tasks={}, cot_files=[str(sample)], stages=stages)), tmp_path / "run")
+    items = [json.loads(line) for line in (tmp_path / "run" / "data" / "train.jsonl").read_text().splitlines()]
+    assert len(items) == 16 and {item["task"] for item in items} == {"own:gsm8k-sample"}
+    assert (tmp_path / "run" / "data" / "skipped-lines.txt").read_text().startswith(f"{sample}:17: ")
+    assert "16 items; 1 bad line skipped" in capfd.readouterr().err
+    assert [r["stage"] for r in metrics(tmp_path / "run")] == ["base_lm", "cot", "cot"]
+    assert load_model(str(final)).trained
+    with pytest.raises(ValueError, match="no training data"):
+        train(Recipe(**tiny_recipe(tasks={}, stages=stages)), tmp_path / "empty")
+
+
 def test_bad_recipe_is_a_clear_error(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({**tiny_recipe(), "learning_rate": 1}))

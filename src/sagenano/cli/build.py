@@ -94,6 +94,13 @@ def train(
 
     Runs as one process, or under `torchrun --nproc_per_node N` with DDP or FSDP2 (the recipe's
     `distributed`); SIGTERM writes a checkpoint and stops cleanly.
+
+    To fine-tune the shipped model (or any SAGE model folder) on your own chain-of-thought data, write a
+    recipe with `init:` (the model folder), `tasks: {}` and `cot_files:` (JSONL files in GSM8K's,
+    AQuA-RAT's or a plain {"question", "steps", "answer"} shape; bad lines are reported and skipped),
+    e.g. recipes/finetune-gsm8k.yaml, then run it:
+
+        sage-nano train --recipe recipes/finetune-gsm8k.yaml --out runs/mine
     """
     from ..train.recipe import Recipe
     from ..train.trainer import TrainingDiverged

@@ -42,30 +42,7 @@ def parse_answer(generated: str) -> str | None:
     return (rest[: end.start()] if end else rest).strip()
 
 
-def explain_measurements(step_probs: list[float], share: list[float], decision: list[bool], resamples: int) -> str:
-    """A short explanation made only of what was measured on the model."""
-    parts = []
-    decisive = [k for k, d in enumerate(decision) if d]
-    if decisive:
-        for k in decisive:
-            before, after = round(share[k] * resamples), round(share[k + 1] * resamples)
-            parts.append(
-                f"Step {k + 1} decided the answer: {before} of {resamples} samples from before it agree, "
-                f"{after} of {resamples} after it."
-            )
-    else:
-        parts.append(f"No single step decided the answer: {round(share[0] * resamples)} of {resamples} samples agree.")
-    if step_probs:
-        weakest = min(range(len(step_probs)), key=step_probs.__getitem__)
-        parts.append(f"Least confident step: {weakest + 1} (p={step_probs[weakest]:.2f}).")
-    return " ".join(parts)
-
-
-def explanation_pool(tokenizer) -> list[int]:
-    """The ids of two explanations in the stage-3 format (with and without a deciding step): draft text that lookup
-    decoding (`sagenano.lookup_decoding`) copies from while a model writes its own explanation."""
-    examples = [
-        explain_measurements([0.9, 0.95], [1.0, 0.5, 1.0], [True, False], 4),
-        explain_measurements([0.9, 0.95], [1.0, 1.0, 1.0], [False, False], 4),
-    ]
-    return [i for text in examples for i in tokenizer(text, add_special_tokens=False).input_ids]
+def with_options(stem: str, labels: tuple[str, ...], choices: tuple[str, ...]) -> str:
+    """A multiple-choice question as benchmarks are asked: the stem, then one "A) text" line per option."""
+    lines = "\n".join(f"{label}) {choice}" for label, choice in zip(labels, choices, strict=True))
+    return f"{stem.strip()}\n{lines}"

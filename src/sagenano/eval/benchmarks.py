@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data import generate_items
+from ..data.cot_files import aqua_parts, gsm8k_parts
+from ..data.format import with_options
 from ..data.schema import ReasoningItem
 from .extract import (
     TRUTH_VALUES,
@@ -115,14 +117,6 @@ def read_logiqa_records(path: Path) -> list[Record]:
     return records
 
 
-def _options_block(labels: tuple[str, ...], choices: tuple[str, ...]) -> str:
-    return "\n".join(f"{label}) {choice}" for label, choice in zip(labels, choices, strict=True))
-
-
-def _with_options(stem: str, labels: tuple[str, ...], choices: tuple[str, ...]) -> str:
-    return f"{stem.strip()}\n{_options_block(labels, choices)}"
-
-
 def _letters(n: int) -> tuple[str, ...]:
     return tuple("ABCDEFGHIJ"[:n])
 
@@ -131,25 +125,20 @@ def _letters(n: int) -> tuple[str, ...]:
 
 
 def gsm8k_item(task: str, record: Record, fallback_id: str) -> BenchItem:
-    """GSM8K: the final number follows "#### "; the rationale is the reasoning before it, without the
-    calculator annotations <<a*b=c>>."""
-    reasoning, _, final = record["answer"].rpartition("####")
+    """GSM8K: the final number follows "#### " (`data.cot_files.gsm8k_parts`)."""
+    question, rationale, final = gsm8k_parts(record)
     gold = canonical_number(final)
-    _require(reasoning and gold, task, fallback_id, "a number after '####' in `answer`")
-    rationale = re.sub(r"<<[^<>]*>>", "", reasoning).strip()
-    return BenchItem(task, fallback_id, record["question"].strip(), gold, rationale=rationale)
+    _require(rationale and gold, task, fallback_id, "a number after '####' in `answer`")
+    return BenchItem(task, fallback_id, question, gold, rationale=rationale)
 
 
 def aqua_item(task: str, record: Record, fallback_id: str) -> BenchItem:
-    """AQuA-RAT: options "A)21" (label, then text), `correct` a letter."""
-    parsed = [re.match(r"\s*([A-E])\s*\)\s*(.*)", option, re.DOTALL) for option in record["options"]]
-    _require(all(parsed), task, fallback_id, "options written 'A)text'")
-    labels = tuple(match.group(1) for match in parsed)
-    choices = tuple(match.group(2).strip() for match in parsed)
-    question = _with_options(record["question"], labels, choices)
-    return BenchItem(
-        task, fallback_id, question, record["correct"].strip().upper(), labels, choices, record.get("rationale")
-    )
+    """AQuA-RAT: options "A)21" (label, then text), `correct` a letter (`data.cot_files.aqua_parts`)."""
+    try:
+        stem, labels, choices, correct, rationale = aqua_parts(record)
+    except ValueError:
+        raise ValueError(f"{task} item {fallback_id!r} is malformed: expected options written 'A)text'.") from None
+    return BenchItem(task, fallback_id, with_options(stem, labels, choices), correct, labels, choices, rationale)
 
 
 def _logiqa_options(lines: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -168,7 +157,7 @@ def _logiqa_options(lines: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]
 def logiqa_item(task: str, record: Record, fallback_id: str) -> BenchItem:
     """LogiQA (from `read_logiqa_records`): context + question, 4 options, answer letter a-d."""
     labels, choices = _logiqa_options(record["options"])
-    question = _with_options(f"{record['context'].strip()}\n{record['question'].strip()}", labels, choices)
+    question = with_options(f"{record['context'].strip()}\n{record['question'].strip()}", labels, choices)
     return BenchItem(task, fallback_id, question, record["label"].upper(), labels, choices)
 
 
@@ -179,7 +168,7 @@ def reclor_item(task: str, record: Record, fallback_id: str) -> BenchItem:
     _require(labeled, task, item_id, "an integer `label` indexing `answers` (ReClor's test split has no labels)")
     choices = tuple(answer.strip() for answer in record["answers"])
     labels = _letters(len(choices))
-    question = _with_options(f"{record['context'].strip()}\n{record['question'].strip()}", labels, choices)
+    question = with_options(f"{record['context'].strip()}\n{record['question'].strip()}", labels, choices)
     return BenchItem(task, item_id, question, labels[label], labels, choices)
 
 
@@ -201,7 +190,7 @@ def commonsenseqa_item(task: str, record: Record, fallback_id: str) -> BenchItem
     options = record["question"]["choices"]
     labels = tuple(option["label"].strip().upper() for option in options)
     choices = tuple(option["text"].strip() for option in options)
-    question = _with_options(record["question"]["stem"], labels, choices)
+    question = with_options(record["question"]["stem"], labels, choices)
     return BenchItem(task, record["id"], question, record["answerKey"].strip().upper(), labels, choices)
 
 
@@ -217,7 +206,7 @@ def arc_item(task: str, record: Record, fallback_id: str) -> BenchItem:
     choices = tuple(choice.strip() for choice in record["choices"])
     labels = _letters(len(choices))
     stem = record["query"].removeprefix("Question: ")
-    return BenchItem(task, fallback_id, _with_options(stem, labels, choices), labels[record["gold"]], labels, choices)
+    return BenchItem(task, fallback_id, with_options(stem, labels, choices), labels[record["gold"]], labels, choices)
 
 
 def math_item(task: str, record: Record, fallback_id: str) -> BenchItem:

@@ -9,11 +9,7 @@ path. The natural-language text (`render`) is made from the claims and the repor
 
 from __future__ import annotations
 
-import re
-
 from .report import Claim, Report
-
-_OWN_LEAST_CONFIDENT = re.compile(r"Least confident step: (\d+) \(p=([0-9.]+)\)")
 
 
 def _step_name(step: int | None) -> str:
@@ -138,24 +134,3 @@ def dependency_claim(step: int, dependency) -> Claim:
         "step more than removing random spans of the same length.",
         stated={"positions": span.positions, "text": span.text, "share": round(dependency.share, 3)},
     )
-
-
-def own_explanation_claims(report: Report) -> list[Claim]:
-    """The checkable statements of a SAGE model's own explanation (it learnt to write measured numbers)."""
-    if report.own_explanation is None:
-        return []
-    claims = []
-    for match in _OWN_LEAST_CONFIDENT.finditer(report.own_explanation.text):
-        step, prob = int(match.group(1)) - 1, float(match.group(2))
-        claims.append(
-            Claim(
-                id="own-least-confident",
-                kind="confidence",
-                step=step,
-                statement=f"The model's own explanation says its least confident step is step {step + 1} "
-                f"(p={prob:.2f}).",
-                stated={"least_confident_step": step, "prob": prob},
-            )
-        )
-        break
-    return claims

@@ -21,19 +21,20 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data.format import EXPLANATION, explanation_pool
-from ..decoding import Chain, context_length, decode_each, eos_ids, is_sage, token_char_ends
+from ..data.format import EXPLANATION
+from ..decoding import Chain, decode_each, eos_ids, is_sage, token_char_ends
 from ..generation import ReasoningTrace, trace_generate
-from ..lookup_decoding import lookup_applies, lookup_greedy
+from ..lookup_decoding import lookup_applies
 from .alternatives import branch_rollouts, chain_end, decode_chain, rollout_batch
 from .answers import changes_answer, extract_answer, locate_answer, outcome
-from .claims import make_claims, own_explanation_claims
+from .claims import make_claims
 from .decisions import TokenUncertainty, decision_scores, margin_score, meta_at_step_starts, step_separators
 from .faithfulness import measure_reliance
 from .familiarity import measure_familiarity
 from .measure import Scores, score_chain, step_gradient_norms
 from .options import ExplainOptions, check_question
-from .report import Alternative, DecisionPoint, DependencyScore, OwnExplanation, Report, SpanRef, Step, TokenRecord
+from .own_explanation import read_own_explanation
+from .report import Alternative, DecisionPoint, DependencyScore, Report, SpanRef, Step, TokenRecord
 from .significance import attention_rows, span_score
 from .significance import significance as eq7_significance
 from .spans import question_units, step_units
@@ -165,7 +166,7 @@ def explain(
         report.claims = make_claims(report, opts)
     if writes_explanation:
         with timer("own_explanation"):
-            _own_explanation(model, tokenizer, chain, trace, report, scores.cache)
+            read_own_explanation(model, tokenizer, chain, trace, report, scores.cache)
     if opts.validate:
         with timer("validation"):
             # The scoring pass above is teacher-forced and reads no earlier cache, as validation's own would be.
@@ -397,41 +398,3 @@ def rank_units(units: list[SpanRef], significance, attention, gradient, how: str
         DependencyScore(span=unit, significance=sig, share=sig / total, attention=att, gradient=grad)
         for unit, sig, att, grad in scored
     ]
-
-
-# --- the model's own explanation (SAGE, stage 3) -----------------------------------------------------------
-
-
-def _own_explanation(model, tokenizer, chain: Chain, trace: ReasoningTrace, report: Report, cache=None) -> None:
-    """The explanation the model writes after `<|explanation|>`: already in the chain, or asked for."""
-    marker = EXPLANATION
-    if marker in trace.text:
-        at = trace.text.index(marker) + len(marker)
-        starts = [0, *trace.token_char_ends[:-1]]
-        tokens = [t for t in range(trace.num_tokens) if starts[t] >= at]
-        text = trace.text[at:]
-        probs = trace.logprobs[tokens].exp().tolist()
-    else:
-        text, probs = _ask_for_explanation(model, tokenizer, chain, marker, cache)
-    if text.strip():
-        report.own_explanation = OwnExplanation(text=text.strip(), mean_prob=sum(probs) / max(len(probs), 1))
-        report.claims.extend(own_explanation_claims(report))
-
-
-def _ask_for_explanation(model, tokenizer, chain: Chain, marker: str, cache=None) -> tuple[str, list[float]]:
-    """Greedy decoding after the marker. Lookup decoding drafts from the chain and from examples of the stage-3
-    format: the same text as `generate` (tests/test_lookup_decoding.py) in about a third of the forward passes.
-    `cache`: the keys and values of the chain's inputs (the scoring pass's), a prefix of what is decoded from."""
-    explanation_id = tokenizer.convert_tokens_to_ids(marker)
-    if explanation_id is None or explanation_id == tokenizer.unk_token_id:
-        return "", []
-    eos = eos_ids(model)
-    ids = chain.token_ids.tolist()
-    if ids and ids[-1] in eos:
-        ids = ids[:-1]
-    prefix = [*chain.prompt_ids.tolist(), *ids, explanation_id]
-    room = min(96, (context_length(model) or 10**9) - len(prefix))
-    if room < 1:
-        return "", []
-    new, probs = lookup_greedy(model, prefix, room, eos, explanation_pool(tokenizer), cache=cache)
-    return decode_chain(tokenizer, new, eos), probs

@@ -139,6 +139,11 @@ class Claim(StrictModel):
     evidence: dict[str, Any] = Field(default_factory=dict, description="what the check measured")
     status: ClaimStatus = "unchecked"
     replaces: str | None = Field(default=None, description="the refuted claim this one replaced in refinement")
+    author: Literal["engine", "model"] = Field(
+        default="engine",
+        description="engine: stated from the engine's measurements; model: a sentence of the SAGE "
+        "model's own explanation",
+    )
 
     @field_validator("category", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 from pathlib import Path
 
 import torch
@@ -24,7 +25,10 @@ def load_training_tokenizer() -> PreTrainedTokenizerBase:
 
 
 def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> SageForCausalLM:
-    """The recipe's SAGE preset sized to the tokenizer, initialised from the recipe's seed (same on every rank)."""
+    """The recipe's SAGE preset sized to the tokenizer, initialised from the recipe's seed (same on every rank), or
+    the trained model the recipe starts from (`init`)."""
+    if recipe.init is not None:
+        return _initial_model(Path(recipe.init), tokenizer)
     config = SageConfig.from_name(
         recipe.preset,
         vocab_size=len(tokenizer),
@@ -35,6 +39,24 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> SageForCa
     )
     torch.manual_seed(recipe.seed)
     return SageForCausalLM(config)
+
+
+def _initial_model(path: Path, tokenizer: PreTrainedTokenizerBase) -> SageForCausalLM:
+    """A trained SAGE model to continue from, checked against the tokenizer the run trains with."""
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"init: {path} is not a SAGE model folder (config.json and model.safetensors, as `sage-nano train` "
+            "writes into RUN/model)"
+        )
+    config = SageConfig.from_pretrained(path)
+    if config.model_type != SageConfig.model_type:
+        raise ValueError(f"init: {path} holds a {config.model_type!r} model; a recipe continues SAGE models only")
+    if config.vocab_size != len(tokenizer):
+        raise ValueError(
+            f"init: {path} has {config.vocab_size} token embeddings but the training tokenizer has {len(tokenizer)}: "
+            "it was trained with another tokenizer"
+        )
+    return SageForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True).train()
 
 
 def prepare_stage_data(
@@ -117,10 +139,13 @@ def _data_key(recipe: Recipe, stage: StageConfig | None) -> str:
     """Identifies the data a recipe asks for (`stage` None: the generated items), so a changed recipe never
     reuses stale files."""
     fields = {"tasks": recipe.tasks, "options": recipe.task_options, "seed": recipe.seed}
+    if recipe.cot_files:  # a changed file (size or time) rewrites the data
+        fields["cot"] = [[name, *_stat(Path(name))] for name in recipe.cot_files]
     if stage is not None and stage.name == "base_lm" and recipe.text_files:
         fields.update(text=recipe.text_files, examples=stage.examples)
     if stage is not None and stage.name == "inverse":
         fields.update(
+            init=recipe.init,
             questions=stage.synth_questions,
             resamples=stage.synth_resamples,
             repeats=stage.synth_repeats,
@@ -130,8 +155,13 @@ def _data_key(recipe: Recipe, stage: StageConfig | None) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
+def _stat(path: Path) -> list[int]:
+    stat = path.stat() if path.is_file() else None
+    return [stat.st_size, stat.st_mtime_ns] if stat else [-1, -1]
+
+
 def write_training_items(recipe: Recipe, path: Path) -> None:
-    """All tasks' training items, checked, shuffled together (seeded)."""
+    """All tasks' training items, checked, and the recipe's own chain-of-thought files, shuffled together (seeded)."""
     from ..data import generate_items
     from ..data.checker import check_item
     from ..data.io import write_jsonl
@@ -143,8 +173,30 @@ def write_training_items(recipe: Recipe, path: Path) -> None:
             if problems:
                 raise AssertionError(f"generated item {item.id} fails its checker: {problems}")
             records.append(item.to_dict())
+    records.extend(read_own_items(recipe, path.parent / "skipped-lines.txt"))
+    if not records:
+        raise ValueError("the recipe has no training data: give `tasks` or `cot_files`")
     random.Random(recipe.seed).shuffle(records)
     write_jsonl(records, path)
+
+
+def read_own_items(recipe: Recipe, skipped_log: Path) -> list[dict]:
+    """The items of the recipe's chain-of-thought files; each skipped line is listed in `skipped_log` and the
+    count (with the first few) is printed."""
+    from ..data.cot_files import read_cot_file
+
+    items, skipped = [], []
+    for name in recipe.cot_files:
+        read = read_cot_file(name)
+        items += read.items
+        skipped += read.skipped
+        bad = len(read.skipped)
+        print(f"{name}: {len(read.items):,} items; {bad:,} bad line{'s' if bad != 1 else ''} skipped", file=sys.stderr)
+    if skipped:
+        skipped_log.write_text("\n".join(skipped) + "\n", encoding="utf-8")
+        print("\n".join(skipped[:5]), file=sys.stderr)
+        print(f"(all {len(skipped):,} skipped lines: {skipped_log})", file=sys.stderr)
+    return items
 
 
 def write_base_lm_data(recipe: Recipe, stage: StageConfig, items: Path, path: Path) -> None:

@@ -73,8 +73,13 @@ class Recipe:
 
     Args:
         preset: SAGE preset to build (pico, micro, ...); `model` overrides its fields.
+        init: a trained SAGE model folder to start from instead (its weights and config; `preset` and `model` are
+            then not used): e.g. to run stage 3 again on a trained model. Its tokenizer must be the package's.
         tasks: synthetic task -> number of training items (see `sage-nano data synth`).
         heldout: items per task in the held-out split used for evaluation.
+        cot_files: your own chain-of-thought data for stages 1 and 2 (and the questions stage 3 explains): JSONL
+            files in GSM8K's, AQuA-RAT's or a plain {question, steps, answer} shape (`sagenano.data.cot_files`),
+            added to the generated `tasks` (which may be empty: `tasks: {}`); bad lines are reported and skipped.
         text_files: extra text for stage 1's language modelling (stage 2 does not read it): plain-text files, or
             JSONL files whose records' string fields are the text (paths relative to the directory the run starts in).
         seed: seed of data generation, initialisation and batch order.
@@ -88,9 +93,11 @@ class Recipe:
 
     preset: str = "pico"
     model: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
     tasks: dict[str, int] = field(default_factory=lambda: {"arithmetic": 1000})
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     heldout: int = 200
+    cot_files: list[str] = field(default_factory=list)
     text_files: list[str] = field(default_factory=list)
     seed: int = 0
     max_length: int = 384
@@ -105,6 +112,8 @@ class Recipe:
         self.stages = [s if isinstance(s, StageConfig) else StageConfig(**s) for s in self.stages]
         if not self.stages:
             raise ValueError("a recipe needs at least one stage")
+        if self.init is not None and self.model:
+            raise ValueError("a recipe with `init` takes the model's config from it: remove `model`")
         if self.distributed not in ("ddp", "fsdp"):
             raise ValueError(f"distributed must be ddp or fsdp, got {self.distributed!r}")
 

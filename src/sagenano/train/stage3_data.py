@@ -1,11 +1,12 @@
 """Stage-3 data, synthesised from the stage-2 model's own answers (paper §5.2), with measured labels only.
 
-For each training question the stage-2 model answers greedily. Each generated step is labelled
-correct when it equals the reference step at the same place, and the answer when it equals the
-reference answer. Decision points are measured by resampling: from the start of every step, `R`
-samples are drawn to the answer; p_k is the share that reaches the greedy answer. Step k is a
-decision point when fixing it moves that share by at least `DECISION_SHIFT` (|p_{k+1} − p_k|).
-The explanation the model learns to write states only these measured numbers.
+For each training question the model explains its own greedy chain with the engine (`sagenano.explain`: rollouts,
+dependencies, every claim checked by intervention). The explanation it learns to write (`own_explanation.target_text`)
+states only what held there: decision points whose alternatives changed the answer, the strongest dependencies,
+the least confident step. The meta-cognitive head's labels are measured too: each step is correct when it equals the
+reference step at the same place, and the answer when it equals the reference answer; from the start of every step,
+`R` samples are drawn to the answer (p_k: the share that reaches the greedy answer), and step k is a decision point
+when fixing it moves that share by at least `DECISION_SHIFT` (|p_{k+1} − p_k|).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from ..data.format import ANSWER, END, STEP, explain_measurements, parse_answer, prompt_text
+from ..data.format import ANSWER, END, STEP, parse_answer, prompt_text
 from ..decoding import room_after
 from ..model import SageForCausalLM
 from .recipe import Recipe, StageConfig
@@ -31,17 +32,6 @@ def split_generated(text: str) -> tuple[list[str], str | None]:
     body, has_answer, rest = text.partition(ANSWER)
     answer = rest.split(END)[0].strip() if has_answer else None
     return [s.strip() for s in body.split(STEP) if s.strip()], answer
-
-
-@torch.no_grad()
-def _greedy(model, tokenizer, prompts: list[str]) -> tuple[list[str], list]:
-    """Greedy chains for the prompts: their texts (ending in `<|endoftext|>` when finished) and traces."""
-    from ..generation import trace_generate
-
-    longest = max(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
-    room = room_after(model, longest, MAX_CHAIN_TOKENS)
-    traces = trace_generate(model, tokenizer, prompts, max_new_tokens=room, attention="none", chat=False)
-    return [t.text + (END if t.finish_reason == "eos" else "") for t in traces], traces
 
 
 @torch.no_grad()
@@ -63,9 +53,14 @@ def _sample_answers(model, tokenizer, prefixes: list[str], samples: int, seed: i
     return [answers[i : i + samples] for i in range(0, len(answers), samples)]
 
 
-def label_item(record: dict, generated: str, trace, model, tokenizer, resamples: int, seed: int) -> dict:
-    """A stage-3 record: the model's own chain, its measured step labels and explanation."""
-    steps, answer = split_generated(generated)
+def label_item(record: dict, model, tokenizer, resamples: int, seed: int) -> dict:
+    """A stage-3 record: the model's own chain, its measured step labels, and the explanation that held."""
+    from ..inverse import explain
+    from ..inverse.own_explanation import target_text
+
+    chain_options = {"max_new_tokens": MAX_CHAIN_TOKENS, "own_explanation": False, "reliance": False, "seed": seed}
+    report = explain(model, tokenizer, record["question"], **chain_options)
+    steps, answer = split_generated(report.chain + (END if report.finish_reason == "eos" else ""))
     gold_steps = record["steps"]
     step_correct = [k < len(gold_steps) and s == gold_steps[k] for k, s in enumerate(steps)]
     prompt = prompt_text(record["question"])
@@ -75,7 +70,6 @@ def label_item(record: dict, generated: str, trace, model, tokenizer, resamples:
     sampled = _sample_answers(model, tokenizer, prefixes, resamples, seed)
     share = [sum(a == answer for a in group) / resamples for group in sampled]
     decision = [abs(share[k + 1] - share[k]) >= DECISION_SHIFT for k in range(len(steps))]
-    step_probs = [float(p) for p in _step_confidences(trace, len(steps))]
     return {
         **record,
         "steps": steps,
@@ -85,22 +79,10 @@ def label_item(record: dict, generated: str, trace, model, tokenizer, resamples:
         "step_correct": step_correct,
         "decision_steps": decision,
         "answer_share": share,
-        "step_confidence": step_probs,
+        "step_confidence": [s.confidence for s in report.steps if not s.is_answer][: len(steps)],
         "train_chain": answer == record["answer"] and all(step_correct),
-        "explanation": explain_measurements(step_probs, share, decision, resamples),
+        "explanation": target_text(report),
     }
-
-
-def _step_confidences(trace, num_steps: int) -> list[float]:
-    """Mean token probability of each generated step, from the trace's `<|step|>` boundaries."""
-    probs = trace.logprobs.exp()
-    tokens = trace.tokens
-    bounds = [0] + [i + 1 for i, t in enumerate(tokens) if t == STEP]
-    out = []
-    for k in range(num_steps):
-        end = bounds[k + 1] if k + 1 < len(bounds) else len(tokens)
-        out.append(float(probs[bounds[k] : end].mean()) if end > bounds[k] else 0.0)
-    return out
 
 
 def write_inverse_data(
@@ -110,7 +92,6 @@ def write_inverse_data(
     tokenizer: PreTrainedTokenizerBase,
     train_path: Path,
     out_path: Path,
-    batch: int = 32,
 ) -> None:
     """Answers `stage.synth_questions` training questions with the current model and writes stage-3 records
     (each `stage.synth_repeats` times), mixed with reference items (plain L_reasoning) so that stage 3 keeps the
@@ -130,12 +111,9 @@ def write_inverse_data(
     was_training = model.training
     model.eval()
     labelled = []
-    for start in tqdm(range(0, len(questions), batch), desc="synthesising stage-3 data"):
-        chunk = questions[start : start + batch]
-        texts, traces = _greedy(model, tokenizer, [prompt_text(r["question"]) for r in chunk])
-        for offset, (record, text, trace) in enumerate(zip(chunk, texts, traces, strict=True)):
-            seed = recipe.seed * 1_000_003 + start + offset
-            labelled.append(label_item(record, text, trace, model, tokenizer, stage.synth_resamples, seed))
+    for number, record in enumerate(tqdm(questions, desc="synthesising stage-3 data (explaining the model's chains)")):
+        seed = recipe.seed * 1_000_003 + number
+        labelled.append(label_item(record, model, tokenizer, stage.synth_resamples, seed))
     model.train(was_training)
     mixed = labelled * stage.synth_repeats + references
     random.Random(recipe.seed + 3).shuffle(mixed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from .words import count_word, num, number_word, pct, plural, quote, step_name
+from .words import count_word, nats, num, number_word, pct, plural, quote, step_name
 
 if TYPE_CHECKING:  # types only: the report's views import this package
     from ..report import Alternative, Claim, DecisionPoint, DependencyScore, Report, Step
@@ -140,9 +140,9 @@ def refutation(claim: Claim) -> str:
     if claim.kind == "dependency" and "effect" in ev:
         effect = ev["effect"]
         if "random_median" not in ev:
-            return f"masking it changed the step by {num(effect)} nats, with no random span to compare"
+            return f"masking it changed the step by {nats(effect)} nats, with no random span to compare"
         did = "did not change the step" if effect <= 0 else "changed the step less than random spans"
-        return f"masking it {did} ({num(effect)} vs a median {num(ev['random_median'])} nats)"
+        return f"masking it {did} ({nats(effect)} vs a median {nats(ev['random_median'])} nats)"
     if claim.kind == "decision" and "changed_after_chosen" in ev:
         changed = max(ev.get("changed_after", {}).values(), default=0.0)
         return (

@@ -347,12 +347,15 @@ def _own_explanation_text(report: Report, depth: str) -> str:
     if own is None:
         return ""
     text = f"The model's own explanation: {quote(own.text)}"
-    refuted = [c for c in refuted_claims(report) if c.id.startswith("own-")]
-    failed = f" Its checkable statement did not hold (see {REFUTED_TITLE})." if refuted else ""
+    refuted = [c for c in refuted_claims(report) if c.author == "model"]
+    checked = refuted + [c for c in report.claims if c.author == "model" and c.status == "verified"]
     if depth == "novice":
         return text + (" A test showed part of it is wrong." if refuted else "")
     mean = pct(own.mean_prob) if depth == "intermediate" else num(own.mean_prob)
-    return f"{text} (mean raw token probability {mean}).{failed}"
+    plural = "s" if len(checked) != 1 else ""
+    held = f" {len(checked) - len(refuted)} of its {len(checked)} checkable statement{plural} held under intervention"
+    failed = f" (the others: see {REFUTED_TITLE})." if refuted else "."
+    return f"{text} (mean raw token probability {mean}).{held + failed if checked else ''}"
 
 
 def _refuted_text(report: Report, depth: str) -> str:

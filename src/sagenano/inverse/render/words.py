@@ -33,6 +33,11 @@ def num(x: float) -> str:
     return f"{x:.3g}"
 
 
+def nats(x: float) -> str:
+    """A change of log-likelihood to 3 decimals (a readable 0.000, never 3.58e-06)."""
+    return f"{0.0 if abs(x) < 5e-4 else x:.3f}"
+
+
 def rounded(value: Any) -> Any:
     """Floats to 3 significant digits, inside lists and dicts too (evidence as a reader sees it)."""
     if isinstance(value, float):

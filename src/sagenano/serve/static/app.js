@@ -168,10 +168,11 @@ function headline(report) {
   return lines;
 }
 
-// Whether the checks refuted a claim about this item (refuted claims are never shown as facts).
+// Whether the checks refuted the engine's claim about this item (refuted claims are never shown as facts; a SAGE
+// model's own refuted sentence is listed with the refuted claims and hides nothing the engine measured).
 function refuted(kind, matches) {
   const claims = [...state.report.claims, ...(state.report.validation?.removed_claims ?? [])];
-  return claims.some((c) => c.kind === kind && c.status === "refuted" && matches(c.stated));
+  return claims.some((c) => c.kind === kind && c.author !== "model" && c.status === "refuted" && matches(c.stated));
 }
 
 function stepItem(step) {
