@@ -35,6 +35,8 @@ def test_each_shape_is_read_and_each_bad_line_is_reported_with_its_number(tmp_pa
            "answer": "1"}), "[1, 2]", json.dumps({"question": "q", "steps": "one step", "answer": "1"})]  # fmt: skip
     path = tmp_path / "mine.jsonl"
     path.write_text("\n".join([*gsm8k, bad[0], *aqua, bad[1], "", plain, *bad[2:]]) + "\n", encoding="utf-8")
+    with path.open("ab") as handle:
+        handle.write(b'{"question": "caf\xe9", "steps": ["1"], "answer": "1"}\n')  # Latin-1, not UTF-8
     read = read_cot_file(path)
     first, _, aqua_item, plain_item = read.items
     assert first["steps"] == ["Natalia sold 48/2 = 24 clips in May.",
@@ -44,10 +46,10 @@ def test_each_shape_is_read_and_each_bad_line_is_reported_with_its_number(tmp_pa
     assert len(aqua_item["steps"]) == len([x for x in json.loads(aqua[0])["rationale"].splitlines() if x.strip()])
     assert (plain_item["steps"], plain_item["answer"]) == (["3 + 4 = 7"], "7")
     assert all(ReasoningItem.from_dict(item).question for item in read.items), "items have the training fields"
-    assert [line.split(": ", 1)[0] for line in read.skipped] == [f"{path}:{n}" for n in (3, 5, 8, 9, 10)]
+    assert [line.split(": ", 1)[0] for line in read.skipped] == [f"{path}:{n}" for n in (3, 5, 8, 9, 10, 11)]
     reasons = " | ".join(read.skipped)
     for words in ("not JSON", "fits none of the shapes", "question is empty", "JSON object is expected",
-                  "must be a list"):  # fmt: skip
+                  "must be a list", "not UTF-8"):  # fmt: skip
         assert words in reasons
 
 

@@ -44,13 +44,14 @@ def read_cot_file(path: str | Path) -> CotFile:
             f"chain-of-thought file {path} does not exist (paths are relative to the directory you run from)"
         )
     result = CotFile(path)
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
+    with path.open("rb") as handle:  # line by line, so that one line of bad bytes is one skipped line
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
                 continue
             try:
-                result.items.append(_item(json.loads(line), f"own:{path.stem}", f"{path.stem}-{number:07d}"))
-            except (json.JSONDecodeError, ValueError, TypeError, KeyError, AttributeError) as error:
+                record = json.loads(raw.decode("utf-8"))
+                result.items.append(_item(record, f"own:{path.stem}", f"{path.stem}-{number:07d}"))
+            except (ValueError, TypeError, KeyError, AttributeError) as error:  # JSON and UTF-8 errors included
                 result.skipped.append(f"{path}:{number}: {_reason(error)}")
     if not result.items:
         raise ValueError(
@@ -62,6 +63,8 @@ def read_cot_file(path: str | Path) -> CotFile:
 
 
 def _reason(error: Exception) -> str:
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {error.start + 1})"
     if isinstance(error, json.JSONDecodeError):
         return f"not JSON ({error.msg} at column {error.colno})"
     if isinstance(error, KeyError):

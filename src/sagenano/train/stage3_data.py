@@ -2,11 +2,11 @@
 
 For each training question the model explains its own greedy chain with the engine (`sagenano.explain`: rollouts,
 dependencies, every claim checked by intervention). The explanation it learns to write (`own_explanation.target_text`)
-states only what held there: decision points whose alternatives changed the answer, the strongest dependencies,
-the least confident step. The meta-cognitive head's labels are measured too: each step is correct when it equals the
-reference step at the same place, and the answer when it equals the reference answer; from the start of every step,
-`R` samples are drawn to the answer (p_k: the share that reaches the greedy answer), and step k is a decision point
-when fixing it moves that share by at least `DECISION_SHIFT` (|p_{k+1} − p_k|).
+states only what held there: decision points whose alternatives changed the answer, each step's dependency that held,
+the least confident step. The meta-cognitive head's labels are measured too: each step is correct when it equals
+the reference step at the same place, and the answer when it equals the reference answer; from the start of every
+step, `R` samples are drawn to the answer (p_k: the share that reaches the greedy answer), and step k is a decision
+point when fixing it moves that share by at least `DECISION_SHIFT` (|p_{k+1} − p_k|).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def split_generated(text: str) -> tuple[list[str], str | None]:
     """Steps and answer of a generated continuation of `prompt_text` (which ends with `<|step|>`)."""
     body, has_answer, rest = text.partition(ANSWER)
     answer = rest.split(END)[0].strip() if has_answer else None
+    body = body.split(END)[0]  # a chain that ended without an answer
     return [s.strip() for s in body.split(STEP) if s.strip()], answer
 
 
