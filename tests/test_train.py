@@ -304,6 +304,37 @@ def test_a_run_trains_on_a_sample_of_gsm8k_and_lists_the_lines_it_skipped(tmp_pa
         train(Recipe(**tiny_recipe(tasks={}, stages=stages)), tmp_path / "empty")
 
 
+def test_sigterm_during_stage3_synthesis_stops_at_once_and_the_next_run_goes_on(tmp_path, monkeypatch):
+    from sagenano.train import stage3_data
+
+    explained, real = [], stage3_data.label_item
+
+    def label_then_sigterm(record, *args):
+        explained.append(record["question"])
+        if len(explained) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill` would, while the second question is explained
+        return real(record, *args)
+
+    monkeypatch.setattr(stage3_data, "label_item", label_then_sigterm)
+    stages = tiny_recipe()["stages"] + [
+        {"name": "inverse", "steps": 1, "lr": 1e-3, "warmup": 1, "batch_size": 8, "synth_questions": 5,
+         "synth_resamples": 2},
+    ]  # fmt: skip
+    recipe, run = Recipe(**tiny_recipe(stages=stages)), tmp_path / "run"
+    train(recipe, run)
+    data = run / "data"
+    assert len(explained) == 2 and not (data / "stage3-inverse.jsonl").exists()
+    partial = data / "stage3-inverse.partial.jsonl"
+    with partial.open("a") as handle:
+        handle.write('{"cut by a kill')  # a broken last line is dropped, not trained on
+    assert len(partial.read_text().splitlines()) == 3
+    train(recipe, run, resume=True)
+    assert len(explained) == 5 and len(set(explained)) == 5, "each question explained once over the two runs"
+    records = [json.loads(line) for line in (data / "stage3-inverse.jsonl").read_text().splitlines()]
+    assert sum("explanation" in r for r in records) == 5 and not partial.exists()
+    assert [r["stage"] for r in metrics(run)][-1] == "inverse"
+
+
 def test_bad_recipe_is_a_clear_error(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({**tiny_recipe(), "learning_rate": 1}))

@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -67,8 +68,11 @@ def prepare_stage_data(
     runtime: Runtime,
     model: SageForCausalLM,
     tokenizer: PreTrainedTokenizerBase,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Path:
-    """The JSONL file a stage trains on, written by rank 0 (other ranks wait) and reused when up to date."""
+    """The JSONL file a stage trains on, written by rank 0 (other ranks wait) and reused when up to date.
+    `should_stop`: polled between stage-3 questions (one process only); when it says so, synthesis stops with
+    `SynthesisStopped`, and the next run goes on from the questions already explained."""
     path = stage_data_path(out_dir, index, stage, recipe)
     # Stage 3 answers questions with the current model; a sharded (FSDP) or replicated model is first
     # gathered whole (a collective, so every rank takes part), then rank 0 alone generates with the copy.
@@ -77,8 +81,13 @@ def prepare_stage_data(
     source = _whole_copy(model, runtime) if stage.name == "inverse" and stale else None
     if runtime.is_main and stale:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_stage_data(recipe, stage, path, source, tokenizer)
+        partial = path.with_suffix(".partial.jsonl")  # stage 3's questions explained so far, for this recipe only
+        if not _stamped(partial, key):
+            partial.unlink(missing_ok=True)
+            _stamp(partial, key)
+        _write_stage_data(recipe, stage, path, source, tokenizer, should_stop)
         _stamp(path, key)
+        partial.with_suffix(".key").unlink(missing_ok=True)
     if runtime.distributed:
         dist.barrier()
     return path
@@ -93,7 +102,12 @@ def stage_data_path(out_dir: Path, index: int, stage: StageConfig, recipe: Recip
 
 
 def _write_stage_data(
-    recipe: Recipe, stage: StageConfig, path: Path, source: SageForCausalLM | None, tokenizer: PreTrainedTokenizerBase
+    recipe: Recipe,
+    stage: StageConfig,
+    path: Path,
+    source: SageForCausalLM | None,
+    tokenizer: PreTrainedTokenizerBase,
+    should_stop: Callable[[], bool],
 ) -> None:
     items = path.parent / "train.jsonl"
     if path == items:
@@ -106,14 +120,18 @@ def _write_stage_data(
     if stage.name == "inverse":
         from .stage3_data import write_inverse_data
 
-        write_inverse_data(recipe, stage, source, tokenizer, items, path)
+        write_inverse_data(recipe, stage, source, tokenizer, items, path, should_stop)
     else:
         write_base_lm_data(recipe, stage, items, path)
 
 
 def _up_to_date(path: Path, key: str) -> bool:
+    return path.is_file() and _stamped(path, key)
+
+
+def _stamped(path: Path, key: str) -> bool:
     stamp = path.with_suffix(".key")
-    return path.is_file() and stamp.is_file() and stamp.read_text() == key
+    return stamp.is_file() and stamp.read_text() == key
 
 
 def _stamp(path: Path, key: str) -> None:

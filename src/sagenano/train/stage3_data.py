@@ -11,7 +11,9 @@ point when fixing it moves that share by at least `DECISION_SHIFT` (|p_{k+1} −
 
 from __future__ import annotations
 
+import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -93,10 +95,14 @@ def write_inverse_data(
     tokenizer: PreTrainedTokenizerBase,
     train_path: Path,
     out_path: Path,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Answers `stage.synth_questions` training questions with the current model and writes stage-3 records
     (each `stage.synth_repeats` times), mixed with reference items (plain L_reasoning) so that stage 3 keeps the
-    stage-2 skill instead of over-fitting a few hundred synthesised items."""
+    stage-2 skill instead of over-fitting a few hundred synthesised items.
+
+    Each record is also appended to `<out>.partial.jsonl` as it is made, and a run that finds that file goes on
+    after its last whole line; `should_stop()`, asked before each question, ends synthesis with `SynthesisStopped`."""
     from ..data.io import iter_records, write_jsonl
 
     num_references = stage.reference_items
@@ -109,13 +115,52 @@ def write_inverse_data(
         if len(records) == stage.synth_questions + num_references:
             break
     questions, references = records[: stage.synth_questions], records[stage.synth_questions :]
+    partial = out_path.with_suffix(".partial.jsonl")
+    labelled = _whole_lines(partial)
     was_training = model.training
     model.eval()
-    labelled = []
-    for number, record in enumerate(tqdm(questions, desc="synthesising stage-3 data (explaining the model's chains)")):
-        seed = recipe.seed * 1_000_003 + number
-        labelled.append(label_item(record, model, tokenizer, stage.synth_resamples, seed))
+    progress = tqdm(total=len(questions), initial=len(labelled), desc="synthesising stage-3 data (explaining chains)")
+    with partial.open("a", encoding="utf-8") as log:
+        for number in range(len(labelled), len(questions)):
+            if should_stop():
+                raise SynthesisStopped(
+                    f"stopped during stage-3 synthesis after {number} of {len(questions)} questions; the same "
+                    "command (with --resume when the run has checkpoints) goes on from there"
+                )
+            seed = recipe.seed * 1_000_003 + number
+            item = label_item(questions[number], model, tokenizer, stage.synth_resamples, seed)
+            log.write(json.dumps(item, ensure_ascii=False) + "\n")
+            log.flush()
+            labelled.append(item)
+            progress.update()
+    progress.close()
     model.train(was_training)
     mixed = labelled * stage.synth_repeats + references
     random.Random(recipe.seed + 3).shuffle(mixed)
     write_jsonl(mixed, out_path)
+    partial.unlink()
+
+
+class SynthesisStopped(RuntimeError):
+    """Stage-3 synthesis was asked to stop; what it made is kept in the partial file."""
+
+
+def _whole_lines(path: Path) -> list[dict]:
+    """The records of a partial file up to its first broken line (a write cut by a kill), which is dropped from the
+    file too, so that appending goes on after whole lines only."""
+    if not path.is_file():
+        return []
+    records, whole = [], 0
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for line in text.splitlines(keepends=True):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        if not line.endswith("\n"):
+            records.pop()
+            break
+        whole += len(line)
+    if whole < len(text):
+        path.write_text(text[:whole], encoding="utf-8")
+    return records

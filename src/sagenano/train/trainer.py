@@ -13,6 +13,7 @@ import math
 import random
 import shutil
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from .distributed import Runtime, all_reduce_sum, init_runtime, shutdown, wrap_m
 from .losses import consistency_sum, meta_sum, token_nll_sum, total_loss
 from .recipe import Recipe, StageConfig
 from .schedule import build_scheduler
+from .stage3_data import SynthesisStopped
 
 
 class TrainingDiverged(RuntimeError):
@@ -95,7 +97,13 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False, stop_after:
             start = position if index == position.stage else Position(stage=index)
             if start.step >= stage.steps:
                 continue
-            data = prepare_stage_data(recipe, stage, index, out_dir, runtime, model, tokenizer)
+            # Under torchrun the other ranks wait for rank 0's data at a barrier: only one process stops early.
+            should_stop = (lambda: stop.requested) if not runtime.distributed else (lambda: False)
+            try:
+                data = prepare_stage_data(recipe, stage, index, out_dir, runtime, model, tokenizer, should_stop)
+            except SynthesisStopped as stopped:
+                print(stopped, file=sys.stderr)
+                return ckpt_dir
             loop = _StageLoop(recipe, stage, index, model, tokenizer, runtime, ckpt_dir, logger, data)
             mid_stage = restored if (start is position and start.step > 0) else None
             budget = None if stop_after is None else stop_after - steps_done
