@@ -335,6 +335,20 @@ def test_sigterm_during_stage3_synthesis_stops_at_once_and_the_next_run_goes_on(
     assert [r["stage"] for r in metrics(run)][-1] == "inverse"
 
 
+def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with (run / ".lock").open("a+") as held:  # as a run in another process holds it
+        held.write("pid 12345")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match=r"in use by another `sage-nano train` \(pid 12345\)"):
+            train(Recipe(**tiny_recipe()), run)
+    assert train(Recipe(**tiny_recipe()), run, stop_after=1).name == "checkpoints"  # free again: it runs
+
+
 def test_bad_recipe_is_a_clear_error(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({**tiny_recipe(), "learning_rate": 1}))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import signal
@@ -79,7 +80,9 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False, stop_after:
     ckpt_dir = out_dir / "checkpoints"
     runtime = init_runtime()
     stop = _Stop()
+    lock = None
     try:
+        lock = _lock_run_folder(out_dir) if runtime.is_main else None
         tokenizer = load_training_tokenizer()
         model = build_model(recipe, tokenizer).to(runtime.device)  # the GPU, when torchrun or the machine has one
         position, restored = Position(), None
@@ -112,8 +115,33 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False, stop_after:
                 return ckpt_dir
         return _save_final(ckpt_dir, tokenizer, out_dir, runtime, recipe)
     finally:
+        if lock is not None:
+            lock.close()  # releases the lock (the system releases it too when the process dies)
         stop.restore()
         shutdown(runtime)
+
+
+def _lock_run_folder(out_dir: Path):
+    """An exclusive lock on `out_dir/.lock` for as long as this run lives, so that a second run into the same folder
+    is refused instead of writing beside it."""
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handle = (out_dir / ".lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ValueError(
+            f"{out_dir} is in use by another `sage-nano train` ({holder}): wait for it to end or stop it, or choose "
+            "another --out"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
 
 
 class _StageLoop:
