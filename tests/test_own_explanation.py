@@ -17,6 +17,7 @@ from sagenano.inverse.own_explanation import (
     target_text,
 )
 from sagenano.inverse.render import render_text
+from sagenano.inverse.render.checks import dependency_claim
 from sagenano.inverse.report import OwnExplanation
 
 OPTIONS = dict(max_new_tokens=8, chat=False, reliance=False)
@@ -76,6 +77,8 @@ def test_false_and_unlocatable_sentences_are_refuted_and_change_none_of_the_engi
     assert engine_verdicts(report) == before, "the model's own sentences refine nothing of the engine's"
     assert [(d.span.text, d.status) for s in report.steps for d in s.dependencies] == statuses
     assert not any(c.replaces in own for c in report.claims)
+    weakest_span = answer_step.dependencies[-1]
+    assert dependency_claim(report, answer_step, weakest_span) is None, "a model's sentence is no row's verdict"
     text = render_text(report, "intermediate")
     assert "1 of its 4 checkable statements held under intervention" in text
     shown, refuted = text.split("Refuted (not facts):\n")

@@ -32,13 +32,15 @@ def all_claims(report: Report) -> list[Claim]:
 
 
 def claim_for(report: Report, kind: str, step: int | None, **stated: Any) -> Claim | None:
-    """The claim about an item: same kind and step, stating the given values (as `claims.make_claims` writes them).
+    """The engine's claim about an item: same kind and step, stating the given values (as `claims.make_claims`
+    writes them). A SAGE model's own sentences are not claims about the engine's items: they are shown with its
+    own explanation and among the refuted claims, never as the verdict on a row.
 
     Refuted claims come first, so that an item is never shown unmarked when any check refuted it.
     """
 
     def matches(claim: Claim) -> bool:
-        same = claim.kind == kind and claim.step == step
+        same = claim.kind == kind and claim.step == step and claim.author == "engine"
         return same and all(key in claim.stated and claim.stated[key] == value for key, value in stated.items())
 
     found = sorted(filter(matches, all_claims(report)), key=lambda claim: _STATUS_ORDER[claim.status])

@@ -355,7 +355,9 @@ def _own_explanation_text(report: Report, depth: str) -> str:
     plural = "s" if len(checked) != 1 else ""
     held = f" {len(checked) - len(refuted)} of its {len(checked)} checkable statement{plural} held under intervention"
     failed = f" (the others: see {REFUTED_TITLE})." if refuted else "."
-    return f"{text} (mean raw token probability {mean}).{held + failed if checked else ''}"
+    raw = " Its p values are raw token probabilities, not the calibrated confidences above."
+    raw = raw if "(p=" in own.text else ""
+    return f"{text} (mean raw token probability {mean}).{held + failed if checked else ''}{raw}"
 
 
 def _refuted_text(report: Report, depth: str) -> str:
