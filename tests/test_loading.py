@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from conftest import encode, make_hf_model, make_sage
 from sagenano.loading import load_model
@@ -69,3 +72,47 @@ def test_pickle_weights_are_refused(tmp_path, tokenizer):
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
     with pytest.raises(FileNotFoundError, match="safetensors"):
         load_model(str(tmp_path))
+
+
+def saved_sage(tmp_path, tokenizer):
+    make_sage(tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    return tmp_path
+
+
+def edit_json(path, **changes):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_a_tensor_holding_nan_is_refused_by_name(tmp_path, tokenizer):
+    folder = saved_sage(tmp_path, tokenizer)
+    weights = load_file(folder / "model.safetensors")
+    weights["model.norm.weight"][0] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"model\.norm\.weight holds NaN"):
+        load_model(str(folder))
+
+
+@pytest.mark.parametrize("damage", ["model_type", "renamed", "vocab_size"])
+def test_weights_that_do_not_fit_the_config_are_refused_unless_asked(tmp_path, tokenizer, damage):
+    folder = saved_sage(tmp_path, tokenizer)
+    if damage == "model_type":
+        edit_json(folder / "config.json", model_type="llama", architectures=["LlamaForCausalLM"])
+    elif damage == "vocab_size":
+        edit_json(folder / "config.json", vocab_size=100)
+    else:
+        weights = load_file(folder / "model.safetensors")
+        weights["model.final_norm.weight"] = weights.pop("model.norm.weight")
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    expected = {"model_type": "missing tensor", "renamed": "model.norm.weight", "vocab_size": "reshaped tensor"}
+    with pytest.raises(ValueError, match=f"do not fit its config.json.*{expected[damage]}.*allow_mismatched_weights"):
+        load_model(str(folder))
+    if damage != "vocab_size":  # asked for: it loads (the tensors it lacks stay random)
+        assert load_model(str(folder), allow_mismatched_weights=True).model is not None
+
+
+def test_a_garbage_tokenizer_file_is_named(tmp_path, tokenizer):
+    folder = saved_sage(tmp_path, tokenizer)
+    (folder / "tokenizer.json").write_text("garbage{")
+    with pytest.raises(ValueError, match=r"cannot read the tokenizer in .*tokenizer\.json"):
+        load_model(str(folder))

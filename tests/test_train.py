@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from conftest import make_sage
 from sagenano.loading import load_model
@@ -178,12 +179,14 @@ def test_text_files_are_stage_one_data_only_and_jsonl_fields_are_their_text(tmp_
 # --- whole runs -------------------------------------------------------------------------------------
 
 
+THREE_STAGES = tiny_recipe()["stages"] + [
+    {"name": "inverse", "steps": 2, "lr": 1e-3, "warmup": 1, "batch_size": 8, "synth_questions": 4,
+     "synth_resamples": 2, "synth_repeats": 2},
+]  # fmt: skip
+
+
 def test_three_stage_run_writes_a_loadable_model(tmp_path):
-    stages = tiny_recipe()["stages"] + [
-        {"name": "inverse", "steps": 2, "lr": 1e-3, "warmup": 1, "batch_size": 8, "synth_questions": 4,
-         "synth_resamples": 2, "synth_repeats": 2},
-    ]  # fmt: skip
-    final = train(Recipe(**tiny_recipe(stages=stages)), tmp_path / "run")
+    final = train(Recipe(**tiny_recipe(stages=THREE_STAGES)), tmp_path / "run")
     rows = metrics(tmp_path / "run")
     assert [r["stage"] for r in rows] == ["base_lm"] * 3 + ["cot"] * 3 + ["inverse"] * 2
     inverse = rows[-1]
@@ -220,6 +223,17 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
     assert split == pytest.approx(straight, rel=1e-5)
 
 
+@pytest.mark.parametrize("stop_after", [3, 6, 7])  # at the end of stage 1, of stage 2 (before synthesis), in stage 3
+def test_a_three_stage_run_resumed_at_a_stage_boundary_ends_with_the_same_weights(tmp_path, stop_after):
+    recipe = Recipe(**tiny_recipe(stages=THREE_STAGES, checkpoint_every=1))
+    train(recipe, tmp_path / "straight")
+    train(recipe, tmp_path / "split", stop_after=stop_after)
+    train(recipe, tmp_path / "split", resume=True)
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "split")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = losses.token_nll_sum
@@ -253,6 +267,87 @@ def test_truncated_checkpoint_is_refused_with_a_clear_error(tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(CorruptCheckpointError, match=r"is corrupt: model\.safetensors has 1000 bytes"):
         train(recipe, tmp_path / "run", resume=True)
+
+
+def test_a_parameter_that_had_no_gradient_yet_does_not_block_resume(tmp_path, tokenizer):
+    # Stage 3's meta head gets its first gradient from the first batch with decision labels; a checkpoint taken
+    # before that has no optimizer state for it (issue 29: resuming it was a RuntimeError).
+    from sagenano.train.checkpoint import gather_state, load_trainer_state, save_checkpoint
+
+    model = make_sage(tokenizer).train()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(ids).logits.sum().backward()  # no inverse pass: the meta head gets no gradient
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    assert model.meta_head.proj.weight not in optimizer.state
+    tied = dict(model._tied_weights_keys)
+    path = save_checkpoint(tmp_path, "stage3-step1", *gather_state(model, optimizer), {"step": 1}, model.config, tied)
+    resumed = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    assert load_trainer_state(path, model, resumed) == {"step": 1}
+    assert model.meta_head.proj.weight not in resumed.state
+    name = "model.embed_tokens.weight"
+    param = dict(model.named_parameters())[name]
+    torch.testing.assert_close(resumed.state[param]["exp_avg"], optimizer.state[param]["exp_avg"])
+    other = make_sage(tokenizer, use_meta_cognitive_head=False)
+    with pytest.raises(CorruptCheckpointError, match="does not fit this model's parameters"):
+        load_trainer_state(path, other, torch.optim.AdamW(other.parameters()))
+
+
+def test_resume_from_an_earlier_checkpoint_after_a_corrupt_or_missing_latest(tmp_path):
+    recipe = Recipe(**tiny_recipe())
+    train(recipe, tmp_path / "straight")
+    run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    train(recipe, run, stop_after=5)  # checkpoints: stage 1 steps 2 and 3 (its end), stage 2 step 2
+    broken = latest_checkpoint(checkpoints)
+    assert broken.name == "stage2-step000002"
+    (broken / "model.safetensors").write_bytes(b"damaged")
+    with pytest.raises(CorruptCheckpointError, match="--resume --from stage1-step000003"):
+        train(recipe, run, resume=True)
+    shutil.rmtree(broken)  # what the old advice said to do: --resume must still say how to go on
+    with pytest.raises(
+        CorruptCheckpointError, match=r"names stage2-step000002, which is not there.*--from stage1-step"
+    ):
+        train(recipe, run, resume=True)
+    with pytest.raises(ValueError, match="has no checkpoint of that name"):
+        train(recipe, run, resume=True, resume_from="stage9-step000001")
+    train(recipe, run, resume=True, resume_from="stage1-step000002")  # an older one than needed: later ones move
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (run / "superseded").iterdir()) == ["stage1-step000003"]
+    a, b = final_weights(tmp_path / "straight"), final_weights(run)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert [(r["stage"], r["step"]) for r in metrics(run)] == [
+        (r["stage"], r["step"]) for r in metrics(tmp_path / "straight")
+    ]
+
+
+def test_a_killed_runs_leftovers_are_cleaned_on_resume(tmp_path):
+    # What kill -9 leaves (issue 29): a half-written checkpoint folder, a half-written `latest`, and metric rows
+    # logged after the last checkpoint, which the resumed run logs again.
+    recipe = Recipe(**tiny_recipe(checkpoint_every=2, log_every=1))
+    train(recipe, tmp_path / "straight")
+    run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    train(recipe, run, stop_after=2)
+    straight_rows = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(straight_rows[:3]) + "\n" + straight_rows[3][:20])  # cut mid-row
+    (checkpoints / ".stage1-step000003.tmp-x1y2").mkdir()
+    (checkpoints / ".stage1-step000003.tmp-x1y2" / "model.safetensors").write_bytes(b"half")
+    (checkpoints / ".latest.abc").write_text("stage1-step0")
+    train(recipe, run, resume=True)
+    assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith(".")) == []
+    assert metrics(run)[0] == json.loads(straight_rows[0])  # the rows before the checkpoint are kept
+    steps = [(r["stage"], r["step"]) for r in metrics(run)]
+    assert steps == [(r["stage"], r["step"]) for r in metrics(tmp_path / "straight")] and len(set(steps)) == len(steps)
+
+
+def test_a_checkpoint_whose_checksums_differ_is_refused(tmp_path):
+    train(Recipe(**tiny_recipe()), tmp_path / "run", stop_after=1)
+    checkpoint = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    weights = load_file(checkpoint / "model.safetensors")
+    weights["model.norm.weight"][0] += 1.0  # a changed value, a whole file: only the manifest's checksum tells
+    save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"is corrupt: model\.safetensors.*pass another checkpoint"):
+        load_model(str(checkpoint))
 
 
 def without_model(**overrides) -> dict:
@@ -368,6 +463,14 @@ def cli(*args: str) -> list[str]:
 
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def test_from_on_the_command_line_needs_resume_and_names_the_checkpoints(tmp_path):
+    recipe = write_recipe(tmp_path)
+    run = tmp_path / "run"
+    alone = subprocess.run(cli("train", "--recipe", str(recipe), "--out", str(run), "--from", "stage1-step000002"),
+                           env=ENV, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert alone.returncode == 2 and "pass --resume too" in alone.stderr and not alone.stdout
 
 
 def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path):

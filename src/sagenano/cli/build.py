@@ -86,6 +86,14 @@ def train(
     recipe: Annotated[Path, typer.Option(help="YAML recipe (see recipes/).")],
     out: Annotated[Path, typer.Option(help="Run folder: data, checkpoints, metrics.jsonl, and the final model/.")],
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's latest checkpoint.")] = False,
+    resume_from: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="With --resume: the checkpoint to continue from (a name in RUN/checkpoints, e.g. stage2-step000250) "
+            "instead of the latest; the checkpoints after it move to RUN/superseded/.",
+        ),
+    ] = None,
     stop_after: Annotated[
         int | None, typer.Option(help="Stop with a checkpoint after this many steps (continue later with --resume).")
     ] = None,
@@ -107,7 +115,7 @@ def train(
     from ..train.trainer import train as run_training
 
     try:
-        final = run_training(Recipe.load(recipe), out, resume=resume, stop_after=stop_after)
+        final = run_training(Recipe.load(recipe), out, resume=resume, stop_after=stop_after, resume_from=resume_from)
     except (ValueError, FileNotFoundError, TrainingDiverged) as error:
         fail(str(error))
     console.print(f"done: {final}")

@@ -74,6 +74,13 @@ def explain(
     record_out: Annotated[
         Path | None, typer.Option(help="Where --record-step writes its safetensors file (default: step-K.safetensors).")
     ] = None,
+    allow_mismatched_weights: Annotated[
+        bool,
+        typer.Option(
+            help="Load --model even when tensors are missing, unexpected or reshaped against its config.json "
+            "(they stay random: the chain is noise there). Off: such a model is refused."
+        ),
+    ] = False,
 ) -> None:
     """Answer QUESTION with a reasoning chain and explain it: decision points, the alternatives and where they
     lead, confidence, the spans each step rests on, and every claim checked by intervention on the model."""
@@ -96,7 +103,7 @@ def explain(
     )
     to_stdout = json_out is not None and str(json_out) == "-"
     with interruptible():
-        loaded, report = _run_explain(model, question, options, progress_shown=not to_stdout)
+        loaded, report = _run_explain(model, question, options, not to_stdout, allow_mismatched_weights)
     if record_step is not None:
         _check_record_step(record_step, len(report.steps))
     if to_stdout:
@@ -109,14 +116,14 @@ def explain(
             _write_record(loaded, report, record_step, path, quiet=to_stdout)
 
 
-def _run_explain(model: str | None, question: str, options: dict, progress_shown: bool):
+def _run_explain(model: str | None, question: str, options: dict, progress_shown: bool, allow_mismatch: bool = False):
     """Loads the model and explains, with a phase line on stderr while it works (not when stdout is the report)."""
     from ..inverse import explain as run_explain
     from ..loading import load_model
 
     with phase_line(progress_shown) as progress:
         try:
-            loaded = load_model(model)
+            loaded = load_model(model, allow_mismatched_weights=allow_mismatch)
             report = run_explain(
                 loaded.model,
                 loaded.tokenizer,

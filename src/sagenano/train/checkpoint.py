@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,6 +34,7 @@ OPTIMIZER = "optimizer.pt"
 TRAINER = "trainer.pt"
 LATEST = "latest"
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+_NAME = re.compile(r"^stage(\d+)-step(\d+)$")
 
 
 class CorruptCheckpointError(ValueError):
@@ -107,19 +109,86 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return directory / pointer.read_text().strip()
 
 
+def list_checkpoints(directory: Path) -> list[Path]:
+    """The checkpoint folders in `directory` (whole or not), oldest first."""
+    found = [p for p in directory.iterdir() if p.is_dir() and _NAME.match(p.name)] if directory.is_dir() else []
+    return sorted(found, key=checkpoint_order)
+
+
+def checkpoint_order(path: Path) -> tuple[int, int]:
+    """(stage, step) of a checkpoint folder named stageS-stepN."""
+    stage, step = _NAME.match(path.name).groups()
+    return int(stage), int(step)
+
+
+def resume_checkpoint(directory: Path, name: str | None = None) -> Path:
+    """The verified checkpoint to resume from: `name` (a folder in `directory`), or the one `latest` names.
+
+    Raises:
+        ValueError: If there is no such checkpoint; CorruptCheckpointError if it is not whole. Both name the
+            newest whole checkpoint before it, to pass as `--from`.
+    """
+    if name is not None:
+        path = directory / Path(name).name
+        if not path.is_dir() or not _NAME.match(path.name):
+            have = ", ".join(p.name for p in list_checkpoints(directory)) or "none"
+            raise ValueError(f"--from {name}: {directory} has no checkpoint of that name (it has: {have})")
+    else:
+        path = latest_checkpoint(directory)
+        if path is None:
+            raise ValueError(f"--resume: no checkpoint in {directory}; start without --resume")
+    try:
+        if not path.is_dir():
+            raise CorruptCheckpointError(f"{directory / LATEST} names {path.name}, which is not there")
+        verify_checkpoint(path)
+    except CorruptCheckpointError as error:
+        raise CorruptCheckpointError(f"{error}; {_earlier_advice(directory, path)}") from None
+    return path
+
+
+def _earlier_advice(directory: Path, broken: Path) -> str:
+    earlier = [p for p in list_checkpoints(directory) if p.name != broken.name and _is_whole(p)]
+    if _NAME.match(broken.name):
+        earlier = [p for p in earlier if checkpoint_order(p) < checkpoint_order(broken)]
+    if not earlier:
+        return "no whole checkpoint is left: start the run again in a new --out"
+    return f"resume from the newest whole one before it with --resume --from {earlier[-1].name}"
+
+
+def _is_whole(path: Path) -> bool:
+    try:
+        verify_checkpoint(path)
+    except CorruptCheckpointError:
+        return False
+    return True
+
+
+def remove_unfinished_writes(directory: Path) -> list[Path]:
+    """Deletes the temporary folders of checkpoint writes that a killed run left (call only while holding the
+    run folder's lock: then no write is in progress); returns them."""
+    leftovers = sorted([*directory.glob(".*.tmp-*"), *directory.glob(f".{LATEST}.*")]) if directory.is_dir() else []
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return leftovers
+
+
 def verify_checkpoint(path: Path) -> None:
     """Raises CorruptCheckpointError unless every file listed in the manifest is whole."""
     manifest = path / MANIFEST
     if not manifest.is_file():
         raise CorruptCheckpointError(f"{path} is not a complete checkpoint: {MANIFEST} is missing")
-    for name, expected in json.loads(manifest.read_text())["files"].items():
+    try:
+        listed = json.loads(manifest.read_text())["files"].items()
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CorruptCheckpointError(f"{manifest} is damaged ({error!r})") from None
+    for name, expected in listed:
         file = path / name
         if not file.is_file():
-            raise CorruptCheckpointError(f"checkpoint {path} is missing {name}; resume from an earlier one")
+            raise CorruptCheckpointError(f"checkpoint {path} is missing {name}")
         if file.stat().st_size != expected["bytes"] or _sha256(file) != expected["sha256"]:
             raise CorruptCheckpointError(
                 f"checkpoint {path} is corrupt: {name} has {file.stat().st_size} bytes, its manifest says "
-                f"{expected['bytes']} (or its checksum differs); delete {path} and resume from an earlier checkpoint"
+                f"{expected['bytes']} (or its checksum differs)"
             )
 
 
@@ -137,5 +206,26 @@ def load_trainer_state(path: Path, model: nn.Module, optimizer: torch.optim.Opti
     """Loads the optimizer state of a verified checkpoint into `optimizer`; returns the trainer state."""
     verify_checkpoint(path)
     state = torch.load(path / OPTIMIZER, weights_only=True)
-    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    current = get_optimizer_state_dict(model, optimizer, options=FULL)  # names its groups' parameters, in order
+    expected = _parameter_names(current)
+    if _parameter_names(state) != expected:
+        missing, unknown = sorted(expected - _parameter_names(state)), sorted(_parameter_names(state) - expected)
+        raise CorruptCheckpointError(
+            f"{path / OPTIMIZER} does not fit this model's parameters (missing: {', '.join(missing[:5]) or 'none'}; "
+            f"unknown: {', '.join(unknown[:5]) or 'none'}): resume with the recipe that wrote it"
+        )
+    # A parameter that had no gradient yet when the checkpoint was taken (stage 3's meta head before its first
+    # labelled batch) has no optimizer state in it. Loading is not strict about that, and the zero state torch
+    # fills in is dropped again, so the parameter's first step is the one it would have had without the stop.
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True, strict=False))
+    names = [name for group in current["param_groups"] for name in group["params"]]
+    parameters = [param for group in optimizer.param_groups for param in group["params"]]
+    for name, param in zip(names, parameters, strict=True):
+        if name not in state["state"]:
+            optimizer.state.pop(param, None)
     return torch.load(path / TRAINER, weights_only=True)
+
+
+def _parameter_names(optimizer_state: dict) -> set[str]:
+    """The parameters an optimizer state dict lists in its groups (whether or not they have state yet)."""
+    return {name for group in optimizer_state["param_groups"] for name in group["params"]}

@@ -27,7 +27,19 @@ from tqdm import tqdm
 
 from ..model import SageForCausalLM
 from .batches import EXPLANATION, REASONING, Batch, endless_batches
-from .checkpoint import gather_state, latest_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
+from .checkpoint import (
+    LATEST,
+    checkpoint_order,
+    gather_state,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_trainer_state,
+    remove_unfinished_writes,
+    resume_checkpoint,
+    save_checkpoint,
+    write_text_atomic,
+)
 from .distributed import Runtime, all_reduce_sum, init_runtime, shutdown, wrap_model
 from .losses import consistency_sum, meta_sum, token_nll_sum, total_loss
 from .recipe import Recipe, StageConfig
@@ -64,13 +76,21 @@ class _Stop:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def train(recipe: Recipe, out_dir: str | Path, resume: bool = False, stop_after: int | None = None) -> Path:
+def train(
+    recipe: Recipe,
+    out_dir: str | Path,
+    resume: bool = False,
+    stop_after: int | None = None,
+    resume_from: str | None = None,
+) -> Path:
     """Runs the recipe's stages into `out_dir`; returns the folder of the final model.
 
     Args:
         recipe: what to train.
         out_dir: where data, checkpoints, metrics and the final model go.
         resume: continue from `out_dir/checkpoints/latest` (an error if there is none).
+        resume_from: with `resume`, continue from this checkpoint instead (a folder name in
+            `out_dir/checkpoints`); the checkpoints after it move to `out_dir/superseded/`.
         stop_after: stop (with a checkpoint) after this many optimizer steps of this call; for tests
             and for splitting a long run over sessions.
     """
@@ -86,14 +106,16 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False, stop_after:
         tokenizer = load_training_tokenizer()
         model = build_model(recipe, tokenizer).to(runtime.device)  # the GPU, when torchrun or the machine has one
         position, restored = Position(), None
+        if resume_from is not None and not resume:
+            raise ValueError("--from picks the checkpoint to resume from: pass --resume too")
         if resume:
-            restored = latest_checkpoint(ckpt_dir)
-            if restored is None:
-                raise ValueError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume")
+            restored = resume_checkpoint(ckpt_dir, resume_from)
             position = Position(**load_checkpoint(restored, model, tied=_tied(model))["position"])
         elif latest_checkpoint(ckpt_dir) is not None:
             raise ValueError(f"{out_dir} already holds checkpoints: pass --resume, or choose a new --out")
         logger = _MetricsLog(out_dir, runtime)
+        if runtime.is_main and restored is not None:
+            _clean_for_resume(out_dir, restored, recipe, position, logger)
         steps_done = 0
         for index in range(position.stage, len(recipe.stages)):
             stage = recipe.stages[index]
@@ -119,6 +141,23 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False, stop_after:
             lock.close()  # releases the lock (the system releases it too when the process dies)
         stop.restore()
         shutdown(runtime)
+
+
+def _clean_for_resume(out_dir: Path, restored: Path, recipe: Recipe, position: Position, logger: _MetricsLog) -> None:
+    """What a stopped or killed run left that the resumed one would repeat or trip on: unfinished checkpoint
+    writes, checkpoints after the one resumed from (moved aside, not deleted) and metric rows after it."""
+    ckpt_dir = restored.parent
+    for path in remove_unfinished_writes(ckpt_dir):
+        print(f"removed {path.name}, a checkpoint write that a killed run left unfinished", file=sys.stderr)
+    later = [p for p in list_checkpoints(ckpt_dir) if checkpoint_order(p) > checkpoint_order(restored)]
+    if later:
+        superseded = out_dir / "superseded"
+        superseded.mkdir(exist_ok=True)
+        for path in later:
+            os.replace(path, superseded / f"{path.name}-{int(time.time())}")
+        print(f"moved {len(later)} checkpoint(s) after {restored.name} to {superseded}", file=sys.stderr)
+    write_text_atomic(ckpt_dir / LATEST, restored.name)
+    logger.keep_rows_up_to([stage.name for stage in recipe.stages], position.stage, position.step)
 
 
 def _lock_run_folder(out_dir: Path):
@@ -347,6 +386,21 @@ class _MetricsLog:
                 self.board = SummaryWriter(out_dir / "tensorboard")
             except ImportError:
                 self.board = None
+
+    def keep_rows_up_to(self, stage_names: list[str], stage: int, step: int) -> None:
+        """Drops the rows logged after (stage, step), which a resumed run logs again."""
+        if not self.path.is_file():
+            return
+        kept, current = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                current = stage_names.index(row["stage"], current)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill, or not a training row
+            if (current, row["step"]) <= (stage, step):
+                kept.append(line)
+        write_text_atomic(self.path, "".join(f"{line}\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
