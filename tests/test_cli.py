@@ -119,7 +119,7 @@ def test_non_utf8_bytes_on_the_command_line_are_refused():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["explain", ""], "empty"),
+        (["explain", ""], "no visible text"),
         (["explain", "hi", "--model", "/no/such/model"], "no model at"),
         (["explain", "hi", "--steps", "chapters"], "unknown step strategy"),
         (["explain", "word " * 2000], "limit is 4000"),
@@ -154,8 +154,8 @@ def no_model(monkeypatch):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["explain", ""], "the question is empty"),
-        (["explain", "   "], "the question is empty"),
+        (["explain", ""], "the question has no visible text"),
+        (["explain", "   "], "the question has no visible text"),
         (["explain", "x" * 4001], "the question has 4001 characters; the limit is 4000"),
         (["explain", "hi", "--threshold", "5"], "threshold: Input should be less than or equal to 1 (got 5.0)"),
         (["explain", "hi", "--alternatives", "0"], "alternatives: Input should be greater than or equal to 1"),
@@ -178,7 +178,7 @@ def test_explain_refuses_an_empty_question_at_once_as_a_process():
         start = time.perf_counter()
         result = run(*args, check=False)
         assert time.perf_counter() - start < 2.0 and result.returncode == 2
-        assert "error:" in result.stdout and "Traceback" not in result.stderr
+        assert "error:" in result.stderr and not result.stdout and "Traceback" not in result.stderr
 
 
 def test_ctrl_c_says_interrupted_and_exits_130(monkeypatch):
@@ -251,5 +251,5 @@ def test_calibrating_an_untrained_model_fails_cleanly(tmp_path):
     result = invoke(
         "calibrate", "--model", str(tmp_path / "pico"), "--tasks", "linear_equation", "--n", "1", check=False
     )
-    assert result.exit_code == 2 and "no `<|answer|>`" in result.stdout
+    assert result.exit_code == 2 and "no `<|answer|>`" in result.stderr
     assert handled(result)

@@ -85,9 +85,9 @@ def test_readability_counts_words_and_sentences():
 def test_report_command_rejects_unknown_tasks_and_baselines():
     cli = [sys.executable, "-m", "sagenano.cli", "report"]
     bad_task = subprocess.run([*cli, "--benchmarks", "nope"], env=ENV, capture_output=True, text=True, timeout=120)
-    assert bad_task.returncode == 2 and "gsm8k" in bad_task.stdout and "Traceback" not in bad_task.stderr
+    assert bad_task.returncode == 2 and "gsm8k" in bad_task.stderr and "Traceback" not in bad_task.stderr
     bad_baseline = subprocess.run([*cli, "--baselines", "magic"], env=ENV, capture_output=True, text=True, timeout=120)
-    assert bad_baseline.returncode == 2 and "lime" in bad_baseline.stdout
+    assert bad_baseline.returncode == 2 and "lime" in bad_baseline.stderr
 
 
 def test_ablation_recipes_change_one_part_each_and_the_report_reads_their_results(tmp_path):

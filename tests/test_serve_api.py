@@ -1,6 +1,7 @@
 """The REST API on the shipped model, in process (FastAPI's TestClient drives the real app over ASGI)."""
 
 import json
+import re
 import sqlite3
 import threading
 
@@ -80,7 +81,7 @@ def test_bad_requests_are_4xx_that_say_what_to_change(client):
     malformed = post("/v1/explain", content=b'{"question": ', headers={"content-type": "application/json"})
     assert "not valid JSON" in _problem(malformed, 400)
     assert "at least 1 character" in _problem(post("/v1/explain", json={"question": ""}), 422)
-    assert "blank" in _problem(post("/v1/explain", json={"question": "   \n"}), 422)
+    assert "no visible text" in _problem(post("/v1/explain", json={"question": "   \n"}), 422)
     assert "at most 4000" in _problem(post("/v1/explain", json={"question": "x" * 4001}), 422)
     assert "question" in _problem(post("/v1/explain", json={}), 422)
     assert "Extra inputs" in _problem(post("/v1/explain", json={"question": EQUATION, "colour": 1}), 422)
@@ -99,6 +100,59 @@ def test_bad_requests_are_4xx_that_say_what_to_change(client):
     assert "no decision point at position 999" in _problem(
         post("/v1/compare", json={"report_id": body["id"], "position": 999}), 422
     )
+
+
+@pytest.mark.parametrize(
+    "field",
+    [{"verify": 0}, {"max_new_tokens": "10"}, {"max_new_tokens": True}, {"max_new_tokens": 10.0}, {"rollouts": "yes"}],
+)
+def test_values_of_the_wrong_type_are_refused_not_coerced(client, field):
+    (name,) = field
+    assert name in _problem(client.post("/v1/explain", json={"question": EQUATION, **field}), 422)
+
+
+@pytest.mark.parametrize("question", ["\u0000", "\ufeff", "\u200b\u200b", "\r", " \u2060\t"])
+def test_a_question_without_visible_text_is_refused_and_the_schema_says_so(client, question):
+    assert "no visible text" in _problem(client.post("/v1/explain", json={"question": question}), 422)
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["ExplainRequest"]["properties"]["question"]
+    assert not re.search(schema["pattern"], question) and re.search(schema["pattern"], "Is 2 < 3?")
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(shipped):
+    settings = ServerSettings(max_body_bytes=1000)
+    with TestClient(create_app(shipped, settings)) as client:
+        big = json.dumps({"question": "x" * 2000}).encode()
+        declared = client.post("/v1/explain", content=big, headers={"content-type": "application/json"})
+        assert "limit of 1,000 bytes" in _problem(declared, 413)
+
+        def chunks():  # no Content-Length: counted as it arrives
+            yield b'{"question": "'
+            yield from [b"x" * 512] * 8
+            yield b'"}'
+
+        chunked = client.post("/v1/explain", content=chunks(), headers={"content-type": "application/json"})
+        assert "limit of 1,000 bytes" in _problem(chunked, 413)
+        assert client.get("/v1/model").json()["limits"]["max_body_bytes"] == 1000
+
+
+def test_only_the_allowed_hosts_are_answered(shipped):
+    from sagenano.serve.guard import LOOPBACK_HOSTS
+
+    with TestClient(create_app(shipped, ServerSettings(allowed_hosts=LOOPBACK_HOSTS))) as client:
+        for host in ("localhost:8000", "127.0.0.1", "[::1]:8000"):
+            assert client.get("/healthz", headers={"host": host}).status_code == 200, host
+        refused = client.get("/docs/", headers={"host": "evil.example"})  # was a redirect echoing the host
+        assert "does not answer to the host 'evil.example'" in _problem(refused, 400)
+        assert "evil" not in refused.headers.get("location", "")
+
+
+def test_every_response_carries_the_security_headers(client):
+    responses = [client.get("/"), client.get("/healthz"), client.get("/v1/reports/nope"),
+                 client.post("/v1/explain", json={}), client.get("/static/app.js")]  # fmt: skip
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff", response.url
+        assert "default-src 'self'" in response.headers["content-security-policy"], response.url
+    assert "content-security-policy" not in client.get("/docs").headers  # its assets come from a CDN
 
 
 def test_the_servers_own_limits_are_4xx(shipped, tmp_path):
@@ -178,6 +232,26 @@ def test_reports_survive_a_restart_and_the_store_keeps_the_newest(shipped, tmp_p
     with pytest.raises(ValueError, match="not a readable SQLite file"):
         ReportStore(corrupt)
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 1
+
+
+def test_a_damaged_store_or_an_impossible_path_is_refused_at_start(shipped, tmp_path):
+    path = tmp_path / "reports.sqlite3"
+    with TestClient(create_app(shipped, ServerSettings(store=path))) as client:
+        report = Report.model_validate(client.get(f"/v1/reports/{_explain(client)['id']}").json()["report"])
+    store = ReportStore(path)
+    for _ in range(40):
+        store.add(report)
+    store.close()  # the write-ahead log goes into the file
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 8 * page
+    data[3 * page : 6 * page] = b"\x5a" * (3 * page)  # data pages overwritten; the header stays whole
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"damaged|not a readable SQLite file"):
+        ReportStore(path)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match=r"cannot make the folder of the report store.*pass another --store"):
+        ReportStore(tmp_path / "a-file" / "reports.sqlite3")
 
 
 def test_health_model_page_and_openapi(client, shipped):

@@ -142,7 +142,7 @@ def test_simpler_way_and_errors_are_shown(server, page):
     expect(page.locator("#simpler-text")).to_contain_text("chains sampled", timeout=60_000)
     page.get_by_label("Question", exact=True).fill("   ")
     page.get_by_role("button", name="Explain").click()
-    expect(page.get_by_role("alert")).to_contain_text("blank")
+    expect(page.get_by_role("alert")).to_contain_text("no visible text")
 
 
 def test_every_control_has_a_label(server, page):
@@ -151,3 +151,18 @@ def test_every_control_has_a_label(server, page):
         .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
         .map((e) => e.outerHTML)""")
     assert unlabeled == []
+
+
+def test_a_plain_request_whose_client_leaves_stops_and_stores_nothing(server):
+    before = _get(f"{server}/healthz")
+    host, port = server.removeprefix("http://").split(":")
+    body = json.dumps({"question": HESITANT, "max_new_tokens": 256, "alternatives": 10}).encode()
+    head = f"POST /v1/explain HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    with socket.create_connection((host, int(port))) as connection:
+        connection.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.5)  # the work has started; then the client hangs up
+    deadline = time.time() + 60
+    while _get(f"{server}/healthz")["pending"] and time.time() < deadline:
+        time.sleep(0.2)
+    after = _get(f"{server}/healthz")
+    assert after["pending"] == 0 and after["reports"] == before["reports"], "the work stopped and stored no report"

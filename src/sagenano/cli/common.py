@@ -26,6 +26,7 @@ app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 console = Console()
+error_console = Console(stderr=True)  # errors go to stderr, so `--json -` output stays clean when a run fails
 
 # Arguments and options that several commands share.
 Question = Annotated[str, typer.Argument(help="The question or problem to reason about.")]
@@ -47,7 +48,7 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 def fail(message: str) -> None:
     """Prints the error for the user and exits with status 2 (no traceback)."""
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however narrow the terminal
+    error_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however narrow the terminal
     raise typer.Exit(code=2)
 
 

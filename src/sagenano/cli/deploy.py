@@ -47,6 +47,13 @@ def serve(
     queue: Annotated[int, typer.Option(help="Requests queued or running at once; more get 503 + Retry-After.")] = 8,
     time_limit: Annotated[float, typer.Option(help="Seconds a request may take before it is stopped (504).")] = 120.0,
     max_new_tokens: Annotated[int, typer.Option(help="Largest max_new_tokens a request may ask for.")] = 512,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A Host header the server answers to (repeat for more; '*' for any). Default: the loopback "
+            "names when --host is loopback (so a page elsewhere cannot reach it by DNS rebinding), else any."
+        ),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -62,6 +69,7 @@ def serve(
 
     from ..loading import load_model
     from ..serve import ServerSettings, create_app, default_store_path
+    from ..serve.guard import LOOPBACK_HOSTS
 
     if threads is not None:
         import torch
@@ -75,6 +83,7 @@ def serve(
             max_pending=queue,
             time_limit=time_limit,
             max_new_tokens=max_new_tokens,
+            allowed_hosts=tuple(allowed_host or (LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else ("*",))),
         )
         server_app = create_app(loaded, settings)
     except (ValueError, FileNotFoundError) as error:

@@ -4,6 +4,7 @@ torch (the registries it checks names against load when a name is checked), so `
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,6 +17,11 @@ if TYPE_CHECKING:
 
 AUTO = "auto"
 MAX_QUESTION_CHARS = 4000
+# A question needs one visible character: not white space, not a control character, not an invisible format
+# character (zero-width spaces and joiners, the byte-order mark, direction marks). The REST API publishes it
+# as the question's JSON-schema pattern.
+VISIBLE_CHARACTER = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]"
+_VISIBLE = re.compile(VISIBLE_CHARACTER)
 
 
 def check_question(question: Any) -> str:
@@ -27,8 +33,8 @@ def check_question(question: Any) -> str:
         question.encode("utf-8")
     except UnicodeEncodeError as error:
         raise ValueError("the question is not valid UTF-8 text; re-encode it as UTF-8") from error
-    if not question.strip():
-        raise ValueError("the question is empty; ask something, e.g. 'If 3x + 2 = 14, what is x?'")
+    if not _VISIBLE.search(question):
+        raise ValueError("the question has no visible text; ask something, e.g. 'If 3x + 2 = 14, what is x?'")
     if len(question) > MAX_QUESTION_CHARS:
         raise ValueError(f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
     return question.strip()

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..loading import LoadedModel
+from .guard import RequestGuard
 from .routes import STATIC, router
 from .server import Server, ServerSettings, default_store_path
 
@@ -41,6 +42,9 @@ def create_app(loaded: LoadedModel, settings: ServerSettings | None = None) -> F
     app.exception_handler(RequestValidationError)(_invalid_request)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(
+        RequestGuard, allowed_hosts=server.settings.allowed_hosts, max_body_bytes=server.settings.max_body_bytes
+    )
     return app
 
 

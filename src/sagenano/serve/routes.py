@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from ..inverse import explain, simpler_way, what_if, why_over
@@ -135,10 +135,10 @@ def texts(result: Any) -> dict[str, str]:
 
 
 @router.post("/v1/explain", response_model=ExplainResponse, responses=ERRORS, tags=["explain"])
-async def explain_question(body: ExplainRequest, server: CurrentServer) -> ExplainResponse:
+async def explain_question(body: ExplainRequest, server: CurrentServer, request: Request) -> ExplainResponse:
     """Answer a question with a reasoning chain and explain it (decision points, alternatives and their
     outcomes, confidences, dependencies), every claim checked on the model."""
-    return await run(server.worker, explain_work(server, body))
+    return await run(server.worker, explain_work(server, body), request)
 
 
 @router.post("/v1/explain/stream", responses={**STREAM, **ERRORS}, tags=["explain"])
@@ -149,16 +149,18 @@ async def explain_stream(body: ExplainRequest, server: CurrentServer) -> Streami
 
 
 @router.post("/v1/compare", response_model=CompareResponse, responses=ERRORS, tags=["interact"])
-async def compare(body: CompareRequest, server: CurrentServer) -> CompareResponse:
+async def compare(body: CompareRequest, server: CurrentServer, request: Request) -> CompareResponse:
     """Why the chosen token over an alternative at a decision point: probabilities, rollouts and answers, and
     the spans that favour each (gradient of log p(A) − log p(B)), each side's top span checked by masking."""
-    return await run(server.worker, compare_work(server, body))
+    return await run(server.worker, compare_work(server, body), request)
 
 
 @router.post("/v1/counterfactual", response_model=CounterfactualResponse, responses=ERRORS, tags=["interact"])
-async def counterfactual(body: CounterfactualRequest, server: CurrentServer) -> CounterfactualResponse:
+async def counterfactual(
+    body: CounterfactualRequest, server: CurrentServer, request: Request
+) -> CounterfactualResponse:
     """What if the question were different: explain the edited question and diff it against the report."""
-    return await run(server.worker, counterfactual_work(server, body))
+    return await run(server.worker, counterfactual_work(server, body), request)
 
 
 @router.post("/v1/counterfactual/stream", responses={**STREAM, **ERRORS}, tags=["interact"])
@@ -168,10 +170,10 @@ async def counterfactual_stream(body: CounterfactualRequest, server: CurrentServ
 
 
 @router.post("/v1/simplify", response_model=SimplifyResponse, responses=ERRORS, tags=["interact"])
-async def simplify(body: SimplifyRequest, server: CurrentServer) -> SimplifyResponse:
+async def simplify(body: SimplifyRequest, server: CurrentServer, request: Request) -> SimplifyResponse:
     """Is there a simpler way: sample chains, keep the shorter ones with the same answer that pass
     validation, return the shortest beside the original."""
-    return await run(server.worker, simplify_work(server, body))
+    return await run(server.worker, simplify_work(server, body), request)
 
 
 @router.post("/v1/simplify/stream", responses={**STREAM, **ERRORS}, tags=["interact"])
@@ -220,6 +222,7 @@ async def model_info(server: CurrentServer) -> ModelInfo:
             "max_samples": MAX_SAMPLES,
             "max_pending": settings.max_pending,
             "time_limit_s": settings.time_limit,
+            "max_body_bytes": settings.max_body_bytes,
         },
     )
 

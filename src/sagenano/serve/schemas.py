@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..inverse import Comparison, Counterfactual, ExplainOptions, Report, Simplification
 from ..inverse.interact import MAX_SAMPLES
-from ..inverse.options import MAX_QUESTION_CHARS
+from ..inverse.options import MAX_QUESTION_CHARS, VISIBLE_CHARACTER, check_question
 from ..inverse.render.words import Depth
 
 MAX_NEW_TOKENS = 512  # the API's own bound; a server may allow less (`ServerSettings.max_new_tokens`)
@@ -16,10 +16,19 @@ _DEFAULTS = ExplainOptions()  # a request's defaults are the engine's
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: "10", true or 10.0 for an integer, 0 for a boolean are mistakes to report, not values to guess at.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-Question = Annotated[str, Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="the question to reason on")]
+Question = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_QUESTION_CHARS,
+        description="the question to reason on (at least one visible character)",
+        json_schema_extra={"pattern": VISIBLE_CHARACTER},  # checked, with a readable message, by check_question
+    ),
+]
 ReportId = Annotated[str, Field(min_length=1, max_length=64, description="id returned by /v1/explain")]
 
 
@@ -29,9 +38,8 @@ class _AsksQuestion(_Request):
 
     @field_validator("question")
     @classmethod
-    def _not_blank(cls, question: str) -> str:
-        if not question.strip():
-            raise ValueError("the question is blank; ask something, e.g. 'If 3x + 2 = 14, what is x?'")
+    def _visible(cls, question: str) -> str:
+        check_question(question)
         return question
 
 

@@ -12,6 +12,7 @@ from fastapi import Depends, HTTPException, Request
 from ..inverse.options import MAX_QUESTION_CHARS
 from ..inverse.report import Report
 from ..loading import LoadedModel
+from .guard import MAX_BODY_BYTES
 from .schemas import MAX_NEW_TOKENS
 from .store import ReportStore
 from .worker import ModelWorker
@@ -32,6 +33,8 @@ class ServerSettings:
     time_limit: float = 120.0
     max_question_chars: int = MAX_QUESTION_CHARS
     max_new_tokens: int = MAX_NEW_TOKENS
+    allowed_hosts: tuple[str, ...] = ("*",)  # Host headers answered ("*": any); `serve` on loopback: loopback names
+    max_body_bytes: int = MAX_BODY_BYTES
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,13 @@ class ReportStore:
         if capacity < 1:
             raise ValueError(f"the report store needs room for at least one report, got capacity {capacity}")
         if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:  # e.g. a parent that is a file
+                raise ValueError(
+                    f"cannot make the folder of the report store {str(path)!r} ({error.strerror}: {error.filename}); "
+                    "pass another --store"
+                ) from None
         self.path = str(path)
         self.capacity = capacity
         self._lock = threading.Lock()
@@ -36,11 +42,19 @@ class ReportStore:
                 "CREATE TABLE IF NOT EXISTS reports (id TEXT PRIMARY KEY, created REAL NOT NULL, body TEXT NOT NULL)"
             )
             self._db.commit()
+            # A file damaged in its data pages still opens and takes writes, but reading it fails later.
+            problems = [row[0] for row in self._db.execute("PRAGMA integrity_check(5)")]
         except sqlite3.DatabaseError as error:
             raise ValueError(
                 f"the report store {self.path!r} is not a readable SQLite file ({error}); move it away or pass "
                 "another --store"
             ) from error
+        if problems != ["ok"]:
+            self.close()
+            raise ValueError(
+                f"the report store {self.path!r} is damaged (SQLite's integrity check: {'; '.join(problems)}); "
+                "move it away (its reports may be recovered with `sqlite3 FILE .recover`) or pass another --store"
+            )
 
     def add(self, report: Report) -> str:
         """Stores the report; returns its new id. Drops the oldest reports beyond the capacity."""

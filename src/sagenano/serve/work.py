@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import StreamingResponse
 
@@ -34,24 +34,51 @@ def wait_seconds(worker: ModelWorker) -> float:
     return worker.time_limit + GRACE_SECONDS
 
 
-async def run(worker: ModelWorker, work: Work) -> Any:
-    """Runs the work and returns its result; past the time limit 504, a failure its `problem`."""
+async def run(worker: ModelWorker, work: Work, request: Request | None = None) -> Any:
+    """Runs the work and returns its result; past the time limit 504, a failure its `problem`. When the client of
+    `request` disconnects, the work stops at its next phase (Starlette does not cancel a plain endpoint then)."""
     job = submit(worker, work)
+    result = asyncio.wrap_future(job.future)
+    result.add_done_callback(_retrieve)
+    gone = asyncio.ensure_future(_disconnected(request)) if request is not None else None
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(job.future), wait_seconds(worker))
-    except TimeoutError as error:
+        finished, _ = await asyncio.wait(
+            [f for f in (result, gone) if f is not None],
+            timeout=wait_seconds(worker),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    except asyncio.CancelledError:
+        job.cancelled = True  # the client went away
+        raise
+    finally:
+        if gone is not None:
+            gone.cancel()
+    if result not in finished:
         job.cancelled = True  # stops the work at its next phase
+        if gone is not None and gone in finished:
+            raise HTTPException(499, "the client closed the connection; the work was stopped")
         raise HTTPException(
             504,
             f"the work took longer than the server's limit of {worker.time_limit:g} s; "
             "ask for less or start the server with a larger --time-limit",
-        ) from error
-    except asyncio.CancelledError:
-        job.cancelled = True  # the client went away
-        raise
-    except Exception as error:
+        )
+    if (error := result.exception()) is not None:
         status, detail = problem(error)
         raise HTTPException(status, detail) from error
+    return result.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body is read by then, so the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Marks the outcome of work nobody waits for any more (its client left) as seen, so asyncio does not log it
+    as "Future exception was never retrieved"."""
+    if not future.cancelled():
+        future.exception()
 
 
 def problem(error: BaseException) -> tuple[int, str]:
@@ -87,7 +114,9 @@ async def _events(worker: ModelWorker, job: Job, events: asyncio.Queue) -> Async
     """`queued`, the work's own events as they come, then `result` or `error` ({status, detail})."""
     loop = asyncio.get_running_loop()
     done = asyncio.wrap_future(job.future)
+    done.add_done_callback(_retrieve)
     deadline = loop.time() + wait_seconds(worker)
+    getter = None
     try:
         yield event("queued", {"pending": worker.pending})
         while True:
@@ -113,3 +142,5 @@ async def _events(worker: ModelWorker, job: Job, events: asyncio.Queue) -> Async
             return
     finally:
         job.cancelled = True  # stops the work at its next phase if the client left early
+        if getter is not None:
+            getter.cancel()  # else a client that leaves mid-stream leaves a pending task behind
