@@ -11,12 +11,20 @@ import random
 import pytest
 import torch
 from transformers import (
+    BloomConfig,
+    BloomForCausalLM,
+    FalconConfig,
+    FalconForCausalLM,
+    Gemma2Config,
+    Gemma2ForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
 )
@@ -71,6 +79,21 @@ def make_hf_model(family: str, vocab_size: int, seed: int = 0):
         return Qwen2ForCausalLM(Qwen2Config(**llama_like)).eval()
     if family == "mistral":
         return MistralForCausalLM(MistralConfig(**llama_like)).eval()
+    if family == "mistral_sliding":  # a sliding window shorter than a test's chain
+        return MistralForCausalLM(MistralConfig(**llama_like, sliding_window=8)).eval()
+    if family == "gemma2":  # layers alternate between a sliding window (shorter than a test's chain) and full attention
+        return Gemma2ForCausalLM(Gemma2Config(**llama_like, head_dim=16, sliding_window=8, pad_token_id=0)).eval()
+    if family == "phi3":
+        return Phi3ForCausalLM(Phi3Config(**llama_like, pad_token_id=0)).eval()
+    if family == "bloom":  # ALiBi positions, attention outside transformers' attention interface
+        config = BloomConfig(vocab_size=vocab_size, hidden_size=64, n_layer=2, n_head=4, bos_token_id=None,
+                             eos_token_id=0, pad_token_id=0)  # fmt: skip
+        return BloomForCausalLM(config).eval()
+    if family == "falcon":  # rotary positions, SDPA that cannot be switched to eager
+        config = FalconConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              max_position_embeddings=256, bos_token_id=None, eos_token_id=0,
+                              pad_token_id=0)  # fmt: skip
+        return FalconForCausalLM(config).eval()
     raise ValueError(family)
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
 if TYPE_CHECKING:
     from .inverse.report import Report
@@ -153,13 +153,30 @@ def plain_cache(cache: Cache) -> bool:
     return all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
+def full_cache(model: PreTrainedModel) -> DynamicCache | None:
+    """An empty cache that keeps every position of every layer (`plain_cache`), so that it can be cut to a prefix and
+    copied row by row; None when a layer of the model's cache is of another kind (linear attention, shared keys).
+
+    The model's own cache keeps only the last `sliding_window` positions of a sliding-window layer, which no shorter
+    prefix can be cut from; such layers are made plain here. That changes no output: transformers builds the
+    sliding-window mask from query and key indices, so over a cache of every position the mask applies the window, as
+    it does in a pass without a cache."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [DynamicLayer() if type(layer) is DynamicSlidingWindowLayer else layer for layer in cache.layers]
+    return cache if plain_cache(cache) else None
+
+
 def inputs_after_cache(model: PreTrainedModel, ids: torch.Tensor, cache: Cache, attention_mask=None, **kwargs) -> dict:
     """Inputs for the positions of `ids` (B, L) that `cache` does not hold yet, built as `generate` builds them
-    (SAGE's step ids from the whole rows; positions from the cache, or from `position_ids` when given)."""
+    (SAGE's step ids from the whole rows; positions from the cache, or from `position_ids` when given). They hold no
+    `logits_to_keep`: each caller passes its own."""
     mask = torch.ones_like(ids) if attention_mask is None else attention_mask
     inputs = model.prepare_inputs_for_generation(
         ids, next_sequence_length=ids.shape[1] - cache.get_seq_length(), cache=cache, attention_mask=mask, **kwargs
     )
+    # Some models' own preparation passes its default `logits_to_keep` on (Phi-3's sends 0: every position), which
+    # the caller's would then collide with ("got multiple values for keyword argument").
+    inputs.pop("logits_to_keep", None)
     return {**inputs, "use_cache": True}
 
 

@@ -261,8 +261,8 @@ def _replay(
     if inputs is None:
         inputs = {"input_ids": ids[None].to(model.device), "use_cache": False, "output_hidden_states": hidden}
     try:
-        with eager_attention(model, attention != "none"):
-            out = model(**inputs, logits_to_keep=1)
+        with eager_attention(model, attention != "none") as asking:
+            out = model(**inputs, **asking, logits_to_keep=1)
     finally:
         for handle in handles:
             handle.remove()

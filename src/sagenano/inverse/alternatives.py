@@ -14,11 +14,11 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from ..decoding import (
     Chain,
-    cache_of,
     consecutive_batches,
     context_length,
     decoding_block,
     eos_ids,
+    full_cache,
     inputs_after_cache,
     kv_cache_bytes_per_token,
     left_padded_states,
@@ -83,7 +83,7 @@ def branch_rollouts(
         with branch_attention(model, cache):
             generated = greedy_rows(model, rows, mask, cache, budgets, eos_ids(model), sampler)
     else:
-        cache = None
+        cache = None  # without reuse (or where no plain cache can be built) every row is fed whole
         if reuse_cache and min(lengths) > 0:
             cache = _left_padded_cache(model, sequence[:longest], lengths, longest + max(budgets), states)
         generated = greedy_rows(model, rows, mask, cache, budgets, eos_ids(model), sampler)
@@ -163,20 +163,29 @@ def _decode_rows(
     return generated
 
 
-def _prefix_states(model: PreTrainedModel, prefix: torch.Tensor, states: Cache | None) -> Cache:
-    """The keys and values of `prefix`: `states`, when that holds plain layers of at least its length, else a pass."""
+def _prefix_states(model: PreTrainedModel, prefix: torch.Tensor, states: Cache | None) -> Cache | None:
+    """The keys and values of every position of `prefix` in plain layers: `states`, when that holds plain layers of at
+    least its length, else a pass into a `full_cache` (not the model's own, whose sliding-window layers keep only the
+    last positions, which no shorter branch prefix can be cut from); None when the model has no plain cache."""
     if states is not None and plain_cache(states) and states.get_seq_length() >= len(prefix):
         return states
-    return cache_of(model(input_ids=prefix[None].to(model.device), use_cache=True))
+    cache = full_cache(model)
+    if cache is None:
+        return None
+    model(input_ids=prefix[None].to(model.device), cache=cache, use_cache=True, logits_to_keep=1)
+    return cache
 
 
 def _left_padded_cache(
     model: PreTrainedModel, prefix: torch.Tensor, lengths: list[int], capacity: int, states: Cache | None = None
-) -> Cache:
+) -> Cache | None:
     """For models without shared-prefix attention: the KV cache of `prefix` cut to each row's length and left-padded
-    to the longest (a copy per row), in buffers with room for `capacity` positions (the whole generation)."""
+    to the longest (a copy per row), in buffers with room for `capacity` positions (the whole generation); None when
+    the model has no plain cache to cut (`_prefix_states`)."""
     longest = len(prefix)
     full = _prefix_states(model, prefix, states)
+    if full is None:
+        return None
     layers = []
     for layer in full.layers:
         keys, values = (left_padded_states(kv[..., :longest, :], lengths, longest) for kv in (layer.keys, layer.values))

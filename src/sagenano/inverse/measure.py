@@ -15,7 +15,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import Cache
 
-from ..decoding import Chain, consecutive_batches, entropy, is_sage
+from ..decoding import Chain, consecutive_batches, entropy, full_cache, is_sage
 
 ROWS_PER_PASS = 16  # bounds the memory of batched passes (logits are rows × length × vocabulary)
 
@@ -66,7 +66,8 @@ def score_chain(
     temperature (what a step's calibrated confidence is made of)."""
     extra = {"run_inverse": True} if is_sage(model) else {}
     if keep_cache:
-        extra |= {"use_cache": True, "cache": DynamicCache(config=model.config)}
+        # Every position's keys and values (sliding-window layers too), so rollouts can cut it to any branch prefix.
+        extra |= {"use_cache": True, "cache": full_cache(model) or DynamicCache(config=model.config)}
     out = _forward(model, chain.inputs[None], chain, **extra)
     logits = out.logits[0].float()  # (T, V): row t predicts generated token t
     logp = logits.log_softmax(-1)
