@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import make_hf_model
 from sagenano.decoding import Chain
 from sagenano.inverse import explain
 from sagenano.inverse.answers import extract_answer
@@ -90,6 +91,18 @@ def test_a_mistake_changes_one_number_and_keeps_the_special_tokens(shipped):
     assert len(ids) == len(original) and (ids != original).sum() == 1  # the digit only; <|step|> is one token again
     ids, change = step_mistake(tokenizer, chain, first)
     assert change == "'12' -> '13' in step 1" and tokenizer.decode(ids.tolist()) == "3x = 14 - 2 = 13"
+
+
+def test_a_mistake_changes_a_whole_number_and_keeps_its_writing(tokenizer):
+    """The number changed is the whole of it, as the engine's spans cut it: "$1,999" -> "$2,000" (not "$1,1000")."""
+    model = make_hf_model("llama", len(tokenizer))
+    report = explain(model, tokenizer, "How much do 2 pens cost?", chain=" The pens cost $1,999.\n Tax adds 12.5%.\n"
+                     " Answer: 7", chat=False, **PLAIN)  # fmt: skip
+    chain, (first, second) = Chain.from_report(report), reasoning_steps(report)
+    ids, change = step_mistake(tokenizer, chain, first)
+    assert change == "'$1,999' -> '$2,000' in step 1" and tokenizer.decode(ids.tolist()) == " The pens cost $2,000."
+    ids, change = step_mistake(tokenizer, chain, second)
+    assert change == "'12.5%' -> '13.5%' in step 2" and tokenizer.decode(ids.tolist()).endswith("Tax adds 13.5%.")
 
 
 def test_an_answer_copied_from_a_forced_chain_rests_on_it(shipped):

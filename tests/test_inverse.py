@@ -183,6 +183,27 @@ def test_question_units_partition_numbers_and_clauses():
                      ("rocks.", "text"), ("Priya is tall.", "text")]  # fmt: skip
 
 
+def test_a_number_is_one_unit_with_its_decimals_separators_dollar_and_percent():
+    """A decimal point is neither a split inside a number nor a sentence end (issue 29, point 15: "3.75" was cut into
+    '3' and '75'); a comma joins thousands only in groups of three."""
+    text = "It costs 3.75 dollars. Tom pays $0.5 for 1,200 pens, saving 12.5%. Pick 1,2 or .5 of them."
+    units = [(text[a:b], kind) for a, b, kind in text_units(text)]
+    assert units == [("It costs", "text"), ("3.75", "number"), ("dollars.", "text"), ("Tom pays", "text"),
+                     ("$0.5", "number"), ("for", "text"), ("1,200", "number"), ("pens, saving", "text"),
+                     ("12.5%", "number"), ("Pick", "text"), ("1", "number"), ("2", "number"), ("or", "text"),
+                     (".5", "number"), ("of them.", "text")]  # fmt: skip
+
+
+def test_the_question_spans_a_step_rests_on_hold_whole_numbers(tokenizer):
+    question = "It costs 3.75 dollars. Tom pays $0.5 for 1,200 pens. How much?"
+    report = explain(make_sage(tokenizer), tokenizer, question, max_new_tokens=4, chat=False, rollouts=False,
+                     validate=False)  # fmt: skip
+    numbers = {
+        d.span.text for d in report.steps[0].dependencies if d.span.source == "question" and d.span.kind == "number"
+    }
+    assert numbers == {"3.75", "$0.5", "1,200"}
+
+
 def test_attention_aggregates_and_options_are_recorded(tokenizer):
     model = make_sage(tokenizer)
     for aggregate in ("last", "rollout", "group:memory"):
@@ -300,7 +321,14 @@ def test_a_sage_model_gets_meta_head_scores(tokenizer):
 
 @pytest.mark.parametrize(
     ("question", "message"),
-    [("", "empty"), ("   ", "empty"), ("x" * 5000, "limit"), ("caf\udce9", "UTF-8"), (b"bytes", "text")],
+    [
+        ("", "no visible text"),
+        ("   ", "no visible text"),
+        ("\u200b", "no visible text"),
+        ("x" * 5000, "limit"),
+        ("caf\udce9", "UTF-8"),
+        (b"bytes", "text"),
+    ],
 )
 def test_bad_questions_are_refused_clearly(question, message):
     with pytest.raises(ValueError, match=message):

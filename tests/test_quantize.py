@@ -6,6 +6,8 @@ import random
 import pytest
 import torch
 from optimum.quanto.nn import QModuleMixin
+from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.pytorch_utils import Conv1D
 
 from conftest import copy_example, make_hf_model
 from sagenano.inverse import explain
@@ -81,20 +83,48 @@ def test_a_llama_quantizes_and_still_copies(bits, copier_dir, tokenizer, tmp_pat
         assert tokenizer.decode(out[0, prompt.shape[1] :]).startswith(expected)
 
 
-def test_bad_bits_and_unquantizable_models_are_refused(tokenizer, tmp_path):
-    with pytest.raises(ValueError, match="--bits must be 4 or 8"):
-        quantized(None, 3, tmp_path / "q3")
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_gpt2s_conv1d_layers_quantize_save_and_load(bits, tokenizer, tmp_path):
+    """GPT-2's linear layers are transformers' Conv1D (y = x @ W + b, W of shape (in, out)): quantized as linear
+    layers holding W transposed, saved, read back by `load_model`, and explained."""
     gpt2 = tmp_path / "gpt2"
     make_hf_model("gpt2", len(tokenizer)).save_pretrained(gpt2)
     tokenizer.save_pretrained(gpt2)
-    with pytest.raises(ValueError, match=r"no nn\.Linear layers .* Conv1D"):
-        quantized(str(gpt2), 4, tmp_path / "qgpt2")
+    result = quantized(str(gpt2), bits, tmp_path / "q")
+    loaded, original = load_model(str(result.out)), load_model(str(gpt2))
+    conv1d = {name: m for name, m in original.model.named_modules() if isinstance(m, Conv1D)}
+    modules = dict(loaded.model.named_modules())
+    assert len(conv1d) == 8 and all(isinstance(modules[name], QModuleMixin) for name in conv1d)
+    assert result.layers == len(conv1d) + 3  # and the token and position embeddings, and the LM head
+    for name, layer in conv1d.items():  # W read back is the original's, transposed, up to rounding
+        weight = layer.weight.float()
+        error = (modules[name].weight.dequantize().float().t() - weight).abs().max()
+        assert error <= {8: 0.01, 4: 0.1}[bits] * weight.abs().max(), name
+    closeness = _closeness(original.model, loaded.model, tokenizer(QUESTION, return_tensors="pt").input_ids)
+    for name, limit in TOLERANCE[bits].items():
+        assert closeness[name] <= limit, closeness
+    report = explain(loaded.model, loaded.tokenizer, QUESTION, max_new_tokens=6, chat=False, rollouts=False,
+                     validate=False)  # fmt: skip
+    assert report.steps and all(d.gradient >= 0 for s in report.steps for d in s.dependencies)
+
+
+def test_bad_bits_and_unquantizable_models_are_refused(tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="--bits must be 4 or 8"):
+        quantized(None, 3, tmp_path / "q3")
+    ends = tmp_path / "ends"  # a GPT-2 of no blocks: embeddings, a final norm and the LM head
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=0, n_head=4, n_positions=256, bos_token_id=0,
+                        eos_token_id=0)  # fmt: skip
+    GPT2LMHeadModel(config).save_pretrained(ends)
+    tokenizer.save_pretrained(ends)
+    with pytest.raises(ValueError, match="no linear layer to quantize besides its LM head") as refused:
+        quantized(str(ends), 4, tmp_path / "qends")
+    assert "its other layer types: Dropout, Embedding, LayerNorm)" in str(refused.value)  # the head not listed
     done = quantized(None, 4, tmp_path / "q4").out
     with pytest.raises(ValueError, match="already quantized"):
         quantized(str(done), 4, tmp_path / "again")
     with pytest.raises(FileExistsError, match="not empty"):
         quantized(None, 4, done)
-    assert not (tmp_path / "q3").exists() and not (tmp_path / "qgpt2").exists()
+    assert not (tmp_path / "q3").exists() and not (tmp_path / "qends").exists()
 
 
 def test_explain_and_eval_take_the_quantized_folder_on_the_command_line(tmp_path):

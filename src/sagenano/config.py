@@ -6,10 +6,16 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
+from .tokenizer import SPECIAL_TOKEN_IDS
+
 # The paper's three token-head groups (§S1.1), in the order their heads sit in the attention layer.
 DEFAULT_HEAD_GROUPS = {"reasoning": 16, "memory": 8, "meta_cognitive": 8}
 # The reasoning FFN's gated sub-networks (eq. 13 names logic + memory, §S1.1 logic + numerical + temporal).
 DEFAULT_FFN_EXPERTS = ("logic", "numerical", "temporal", "memory")
+# The token a SAGE sequence begins with. SAGE's tokenizer has no BOS token and adds none: every sequence, in training
+# and in the prompt (`data.format.prompt_text`), begins with `<|question|>`. Tools read `config.bos_token_id` (inseq
+# makes a token of it when it loads a model; transformers v5 configs have the field only where the model declares it).
+BOS_TOKEN_ID = SPECIAL_TOKEN_IDS["question"]
 # Every component the ablations switch off; `SageConfig(..., use_X=False)` builds the model without it.
 ABLATION_SWITCHES = (
     "use_concept_heads",
@@ -48,6 +54,9 @@ class SageConfig(PreTrainedConfig):
         use_concept_heads / use_reasoning_ffn / use_adaptive_layernorm / use_inverse_stack /
         use_meta_cognitive_head / use_attention_tracking: ablation switches; each off builds the model without
             that part (attention tracking: the inverse stack's input of the forward pass's attention summary).
+        bos_token_id: the token every sequence begins with, `<|question|>` (`BOS_TOKEN_ID`); a config.json written
+            before it was a field reads it as that.
+        eos_token_id / pad_token_id: the tokenizer's end-of-sequence and padding tokens (None: not set).
     """
 
     model_type = "sage_nano"
@@ -82,6 +91,9 @@ class SageConfig(PreTrainedConfig):
         use_attention_tracking: bool = True,
         use_cache: bool = True,
         tie_word_embeddings: bool = True,
+        bos_token_id: int | None = BOS_TOKEN_ID,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
         **kwargs: Any,
     ) -> None:
         self.vocab_size = vocab_size
@@ -113,6 +125,9 @@ class SageConfig(PreTrainedConfig):
         self.use_meta_cognitive_head = use_meta_cognitive_head
         self.use_attention_tracking = use_attention_tracking
         self.use_cache = use_cache
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = pad_token_id
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
         self._validate_sizes()
 

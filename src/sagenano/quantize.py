@@ -6,8 +6,9 @@ kept autograd to the embeddings (which `explain` needs) and round-tripped throug
 quantized from bf16 (norms stay bf16); 8-bit from fp32, because quanto's int8 CPU matmul crashed (segmentation fault) on
 a bf16 model read back from disk.
 
-Quanto quantizes linear layers only; the token embeddings go through `QEmbedding`, a quanto module registered with
-quanto's own extension point (`register_qmodule`), so they save, load and requantize like the rest. When the LM
+Quanto quantizes `nn.Linear` layers only; the token embeddings go through `QEmbedding` and transformers' `Conv1D`
+(GPT-2's linear layers, their weight stored transposed) through `QConv1D`, quanto modules registered with quanto's
+own extension point (`register_qmodule`), so they save, load and requantize like the rest. When the LM
 head is tied to the embeddings, both read one quantized table (`tie_quantized_head`): on the shipped pico the
 embedding table is a fifth of the weights, and a bf16 copy of it kept 4-bit weights at 0.43x of bf16.
 
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 
 if TYPE_CHECKING:
     from .loading import LoadedModel
@@ -80,11 +82,19 @@ def _storage_parts(tensor: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _output_width(module: nn.Module) -> int | None:
+    """A quantizable layer's output width (an embedding's: its vocabulary); None for any other module."""
     if isinstance(module, nn.Linear):
         return module.out_features
+    if isinstance(module, Conv1D):
+        return module.nf
     if isinstance(module, nn.Embedding):
         return module.num_embeddings
     return None
+
+
+def _input_width(module: nn.Module) -> int:
+    """A quantizable layer's input width: the length of the weight rows quanto quantizes in groups."""
+    return module.nx if isinstance(module, Conv1D) else module.weight.shape[1]
 
 
 def kept_layers(model: nn.Module) -> list[str]:
@@ -107,6 +117,29 @@ def quantizable_layers(model: nn.Module) -> list[str]:
     ]
 
 
+def _inner_linear(model: PreTrainedModel, names: list[str]) -> list[str]:
+    """Of the named layers, the linear ones (nn.Linear, transformers' Conv1D) other than the LM head."""
+    modules, head = dict(model.named_modules()), model.get_output_embeddings()
+    return [n for n in names if isinstance(modules[n], (nn.Linear, Conv1D)) and modules[n] is not head]
+
+
+def _nothing_to_quantize(model: PreTrainedModel, source: str) -> str:
+    """Why a model has no linear layer to quantize but its LM head, naming what it has instead."""
+    linear = _inner_linear(model, [name for name, _ in model.named_modules()])
+    if linear:
+        names = ", ".join(linear[:3]) + (", ..." if len(linear) > 3 else "")
+        has = f"its {len(linear)} ({names}) are all left out (they match {KEEP} or have another output width)"
+    else:
+        head = model.get_output_embeddings()
+        leaves = [m for m in model.modules() if not list(m.children()) and not isinstance(m, nn.ModuleList)]
+        kinds = sorted({type(m).__name__ for m in leaves if m is not head})
+        has = f"it has none (its other layer types: {', '.join(kinds)})"
+    return (
+        f"{source} has no linear layer to quantize besides its LM head: quantize takes nn.Linear and transformers' "
+        f"Conv1D layers whose output width is a multiple of 16, and {has}. Use the model unquantized"
+    )
+
+
 def _group_size(in_features: int) -> int:
     """quanto's qint4 group: 128 columns, or the largest of 96, 64, 32 that divides the row (else the whole row)."""
     for size in (128, 96, 64, 32):
@@ -127,7 +160,7 @@ def estimated_int4_bytes(model: nn.Module) -> int:
                 continue
             seen.add(id(param))
             if name in names and param_name == "weight":
-                total += param.numel() * (0.5 + 4 / _group_size(param.shape[1]))
+                total += param.numel() * (0.5 + 4 / _group_size(_input_width(module)))
             else:
                 total += param.numel() * 2
     return int(total)
@@ -164,18 +197,67 @@ def _register_quantized_embedding() -> None:
         @classmethod
         def from_module(cls, module, weights=None, activations=None, optimizer=None):
             # QModuleMixin.from_module, less its bias copy (nn.Embedding has no bias attribute).
-            created = cls.qcreate(module, weights, activations, optimizer, device="meta")
+            created = _empty_quantized(cls, module, weights, activations, optimizer)
             if created is None:
                 return None
-            created = created.to_empty(device=module.weight.device)
-            created.input_scale = torch.ones_like(created.input_scale)
-            created.output_scale = torch.ones_like(created.output_scale)
             with torch.no_grad():
                 created.weight = module.weight
             return created
 
         def forward(self, input: torch.Tensor) -> torch.Tensor:
             return F.embedding(input, self.qweight.dequantize(), self.padding_idx)
+
+
+def _empty_quantized(cls, module: nn.Module, weights, activations, optimizer):
+    """The first half of quanto's `QModuleMixin.from_module`: the quantized module `cls` for `module`, on its device,
+    with unit input and output scales and its weights still to set (None when quanto declines the module)."""
+    created = cls.qcreate(module, weights, activations, optimizer, device="meta")
+    if created is None:
+        return None
+    created = created.to_empty(device=module.weight.device)
+    created.input_scale = torch.ones_like(created.input_scale)
+    created.output_scale = torch.ones_like(created.output_scale)
+    return created
+
+
+def _register_quantized_conv1d() -> None:
+    """Makes quanto quantize transformers' `Conv1D` (GPT-2's linear layers: y = x @ W + b, W of shape (in, out)) as a
+    linear layer holding W transposed, so quanto's linear kernels run it; idempotent, and needed before quantizing and
+    before reading a quantized folder back (quanto requantizes modules by their registered class)."""
+    from optimum.quanto.nn import qmodule
+
+    if Conv1D in qmodule._QMODULE_TABLE:
+        return
+
+    @qmodule.register_qmodule(Conv1D)
+    class QConv1D(qmodule.QModuleMixin, nn.Linear):
+        """A `Conv1D` as a quantized linear layer: its weight (in, out) is stored transposed, (out, in)."""
+
+        @classmethod
+        def qcreate(cls, module, weights, activations=None, optimizer=None, device=None):
+            return cls(
+                module.nx,
+                module.nf,
+                bias=True,
+                dtype=module.weight.dtype,
+                device=device,
+                weights=weights,
+                activations=activations,
+                optimizer=optimizer,
+                quantize_input=True,
+            )
+
+        @classmethod
+        def from_module(cls, module, weights=None, activations=None, optimizer=None):
+            # QModuleMixin.from_module, with the weight transposed to nn.Linear's (out, in).
+            created = _empty_quantized(cls, module, weights, activations, optimizer)
+            with torch.no_grad():
+                created.weight = nn.Parameter(module.weight.t().contiguous(), module.weight.requires_grad)
+                created.bias = module.bias
+            return created
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            return F.linear(input, self.qweight, bias=self.bias)
 
 
 def tie_quantized_head(model: PreTrainedModel) -> bool:
@@ -198,6 +280,7 @@ def quantize_model(model: PreTrainedModel, bits: int):
     from optimum.quanto.models import QuantizedModelForCausalLM
 
     _register_quantized_embedding()
+    _register_quantized_conv1d()
     tied = getattr(model.config, "tie_word_embeddings", False)
     wrapped = QuantizedModelForCausalLM.quantize(model, weights={4: qint4, 8: qint8}[bits], exclude=kept_layers(model))
     if tied:
@@ -220,13 +303,8 @@ def quantize(loaded: LoadedModel, bits: int, out: Path) -> Quantized:
     if is_quantized(model):
         raise ValueError(f"{loaded.source} is already quantized; quantize the full-precision model instead")
     layers = quantizable_layers(model)
-    modules, head = dict(model.named_modules()), model.get_output_embeddings()
-    if not any(isinstance(modules[n], nn.Linear) and modules[n] is not head for n in layers):  # nothing but the ends
-        kinds = sorted({type(m).__name__ for m in model.modules() if len(list(m.children())) == 0})
-        raise ValueError(
-            f"{loaded.source} has no nn.Linear layers that optimum-quanto can quantize (its layers: "
-            f"{', '.join(kinds)}); GPT-2's Conv1D, for one, is not supported"
-        )
+    if not _inner_linear(model, layers):  # nothing but the ends (embeddings, LM head)
+        raise ValueError(_nothing_to_quantize(model, loaded.source))
     bf16_bytes = sum(p.numel() * 2 for p in {p.data_ptr(): p for p in model.parameters()}.values())
     keep = kept_layers(model)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
@@ -273,6 +351,7 @@ def load_quantized(path: str) -> PreTrainedModel:
         raise ValueError(f"{path} holds optimum-quanto weights: pip install -e '.[quantize]' to read them") from error
 
     _register_quantized_embedding()
+    _register_quantized_conv1d()
     model = QuantizedModelForCausalLM.from_pretrained(path)._wrapped.eval().requires_grad_(False)
     settings = Path(path) / "quantization.json"
     tied = settings.is_file() and json.loads(settings.read_text()).get("tied_head")

@@ -19,6 +19,9 @@ SPECIAL_TOKENS: dict[str, str] = {
     "explanation": "<|explanation|>",
 }
 
+# Their ids in every SAGE tokenizer: `train_tokenizer` adds them first, in this order.
+SPECIAL_TOKEN_IDS: dict[str, int] = {name: i for i, name in enumerate(SPECIAL_TOKENS)}
+
 TOKENIZER_FILE = "tokenizer.json"
 BYTE_ALPHABET_SIZE = 256
 MIN_VOCAB_SIZE = BYTE_ALPHABET_SIZE + len(SPECIAL_TOKENS)

@@ -11,9 +11,6 @@ An answer the model already gives with no chain, and gives after filler too, doe
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal
-
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -22,6 +19,7 @@ from ..decoding import Chain, eos_ids, is_sage, pad_id, padded_batch, room_after
 from .alternatives import greedy_rows
 from .answers import extract_answer, outcome
 from .report import EarlyAnswer, Intervention, Reliance, Report, Step
+from .spans import NUMBER, number_value
 
 # What asks a model that is not SAGE for its answer (SAGE is asked with its own `<|answer|>` token); `extract_answer`
 # reads what follows "Answer:".
@@ -30,8 +28,6 @@ ANSWER_CUE_TEXT = "\nAnswer:"
 FILLER_TEXTS = (" ...", "...", ".")
 # Tokens a chain regenerated after a mistake may write beyond what the original chain wrote after that step.
 MISTAKE_SLACK = 32
-# A number in a step, without its sign (in "14-2" the 2 is changed to 3, not to -1).
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def measure_reliance(
@@ -152,18 +148,20 @@ def step_mistake(tokenizer: PreTrainedTokenizerBase, chain: Chain, step: Step) -
     """(T',) the chain's ids up to the end of `step` with the step's last number increased by one, and the change in
     words; None when the step holds no number. The changed text is encoded as a given chain is (`explain(chain=)`:
     the whole chain text, without added special tokens), so the model reads it as it would read any text."""
-    if not _NUMBER.search(step.text):
+    if not NUMBER.search(step.text):
         return None
     before = tokenizer.decode(chain.token_ids[: step.token_start].tolist())
     text = tokenizer.decode(chain.token_ids[: step.token_end].tolist())
-    numbers = list(_NUMBER.finditer(text, len(before)))
+    numbers = list(NUMBER.finditer(text, len(before)))
     if not numbers:
         return None
-    last = numbers[-1]
-    changed = str(Decimal(last.group()) + 1)
-    edited = text[: last.start()] + changed + text[last.end() :]
+    last = numbers[-1]  # without its sign: in "14-2" the 2 is changed to 3, not to -1
+    value = number_value(last) + 1
+    changed = f"{value:,}" if "," in last["value"] else str(value)
+    written = last.group().replace(last["value"], changed, 1)  # a "$" or "%" around it stays
+    edited = text[: last.start()] + written + text[last.end() :]
     ids = torch.tensor(tokenizer(edited, add_special_tokens=False).input_ids)
-    return ids, f"'{last.group()}' -> '{changed}' in step {step.index + 1}"
+    return ids, f"'{last.group()}' -> '{written}' in step {step.index + 1}"
 
 
 # --- greedy decoding ---------------------------------------------------------------------------------------------

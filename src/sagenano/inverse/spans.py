@@ -1,7 +1,9 @@
 """The spans a reasoning step can rest on: numbers and clauses of the question and of earlier steps.
 
 The question and every step are cut into a partition of *units*: each number is a unit, and so is
-each run of text between numbers within a sentence (a whole sentence when it holds no number).
+each run of text between numbers within a sentence (a whole sentence when it holds no number). A number
+is one unit with its decimals, thousands separators, a leading `$` and a trailing `%` ("$1,200.50",
+"12.5%"), and a decimal point is not a sentence end.
 Units without a letter or digit (operators, punctuation) are left out. Each unit (a `SpanRef`) knows
 the token positions it covers in the full sequence (prompt + generated chain), so token scores aggregate to it.
 """
@@ -9,12 +11,21 @@ the token positions it covers in the full sequence (prompt + generated chain), s
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from .report import SpanRef
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
+# A number as the text writes it (without its sign: in "14-2" the minus is an operator). `value` is the digits with
+# their separators and decimals; a comma separates thousands only in groups of three ("1,2,3" is three numbers).
+NUMBER = re.compile(r"\$?(?P<value>(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|(?<![\w.])\.\d+)%?")
+# A sentence: numbers (whose points end nothing) and other characters up to its end marks.
+_SENTENCE = re.compile(rf"(?:{NUMBER.pattern}|[^.!?\n])+[.!?]*")
 _MEANINGFUL = re.compile(r"[A-Za-z0-9]")
+
+
+def number_value(number: re.Match) -> Decimal:
+    """The value of a `NUMBER` match ("$1,200.50" -> 1200.50)."""
+    return Decimal(number["value"].replace(",", ""))
 
 
 def text_units(text: str) -> list[tuple[int, int, str]]:
@@ -22,7 +33,7 @@ def text_units(text: str) -> list[tuple[int, int, str]]:
     units = []
     for sentence in _SENTENCE.finditer(text):
         cursor = sentence.start()
-        for number in _NUMBER.finditer(text, sentence.start(), sentence.end()):
+        for number in NUMBER.finditer(text, sentence.start(), sentence.end()):
             units.append((cursor, number.start(), "text"))
             units.append((number.start(), number.end(), "number"))
             cursor = number.end()
