@@ -104,11 +104,17 @@ def test_bad_requests_are_4xx_that_say_what_to_change(client):
 
 @pytest.mark.parametrize(
     "field",
-    [{"verify": 0}, {"max_new_tokens": "10"}, {"max_new_tokens": True}, {"max_new_tokens": 10.0}, {"rollouts": "yes"}],
+    [{"verify": 0}, {"max_new_tokens": "10"}, {"max_new_tokens": True}, {"max_new_tokens": 10.5}, {"rollouts": "yes"}],
 )
 def test_values_of_the_wrong_type_are_refused_not_coerced(client, field):
     (name,) = field
     assert name in _problem(client.post("/v1/explain", json={"question": EQUATION, **field}), 422)
+
+
+def test_a_whole_number_written_with_a_point_is_an_integer_as_json_schema_says(client):
+    assert "alternatives" in _problem(client.post("/v1/explain", json={"question": EQUATION, "alternatives": 2.5}), 422)
+    whole = client.post("/v1/explain", json={"question": EQUATION, "alternatives": 2.0, "rollouts": False})
+    assert whole.status_code == 200 and whole.json()["report"]["options"]["alternatives"] == 2
 
 
 @pytest.mark.parametrize("question", ["\u0000", "\ufeff", "\u200b\u200b", "\r", " \u2060\t"])
@@ -163,6 +169,12 @@ def test_the_servers_own_limits_are_4xx(shipped, tmp_path):
         assert "allows at most 16" in _problem(too_many, 422)
         limits = client.get("/v1/model").json()["limits"]
         assert limits["max_question_chars"] == 20 and limits["max_new_tokens"] == 16
+        # The published schema states this server's limits, and a request that leaves max_new_tokens out gets the
+        # default within them (schemathesis: a schema-valid request must not be refused).
+        fields = client.get("/openapi.json").json()["components"]["schemas"]["ExplainRequest"]["properties"]
+        assert fields["question"]["maxLength"] == 20 and fields["max_new_tokens"]["maximum"] == 16
+        defaulted = client.post("/v1/explain", json={"question": "2 + 2?", "rollouts": False, "verify": False})
+        assert defaulted.status_code == 200 and defaulted.json()["report"]["options"]["max_new_tokens"] == 16
 
 
 def test_a_full_queue_answers_503_with_retry_after(shipped, tmp_path):

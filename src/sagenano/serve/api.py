@@ -12,7 +12,7 @@ time limit is 504. The endpoints are in `routes.py`, their bodies in `schemas.py
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -42,6 +42,7 @@ def create_app(loaded: LoadedModel, settings: ServerSettings | None = None) -> F
     app.exception_handler(RequestValidationError)(_invalid_request)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.openapi = _with_server_limits(app.openapi, server.settings)
     app.add_middleware(
         RequestGuard, allowed_hosts=server.settings.allowed_hosts, max_body_bytes=server.settings.max_body_bytes
     )
@@ -56,6 +57,25 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     server.worker.shutdown()
     server.store.close()
+
+
+def _with_server_limits(openapi: Callable[[], dict], settings: ServerSettings) -> Callable[[], dict]:
+    """The OpenAPI document with this server's own limits on the question and max_new_tokens (it may allow less than
+    the API's bounds), so that a client that follows the schema is never refused for them."""
+
+    def limited() -> dict:
+        schema = openapi()  # built once, then cached by FastAPI: the limits are applied to it once
+        for body in schema.get("components", {}).get("schemas", {}).values():
+            fields = body.get("properties", {})
+            if "maxLength" in fields.get("question", {}):  # a request's question (a report's has no bound)
+                fields["question"]["maxLength"] = min(fields["question"]["maxLength"], settings.max_question_chars)
+            if "max_new_tokens" in fields and "maximum" in fields["max_new_tokens"]:
+                tokens = fields["max_new_tokens"]
+                tokens["maximum"] = min(tokens["maximum"], settings.max_new_tokens)
+                tokens["default"] = min(tokens["default"], tokens["maximum"])
+        return schema
+
+    return limited
 
 
 _NOT_JSON = 'the request body is not valid JSON; send an object such as {"question": "If 3x + 2 = 14, what is x?"}'

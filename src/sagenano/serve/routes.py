@@ -41,7 +41,10 @@ router = APIRouter()
 
 def explain_work(server: Server, body: ExplainRequest) -> Work:
     server.check_length(body.question)
-    server.check_new_tokens(body.max_new_tokens)
+    tokens = body.max_new_tokens
+    if "max_new_tokens" not in body.model_fields_set:  # the default, within what this server allows
+        tokens = min(tokens, server.settings.max_new_tokens)
+    server.check_new_tokens(tokens)
     loaded = server.loaded
 
     def work(progress: Progress) -> ExplainResponse:
@@ -52,7 +55,7 @@ def explain_work(server: Server, body: ExplainRequest) -> Work:
             model_name=loaded.source,
             progress=progress,
             calibration=loaded.calibration,
-            max_new_tokens=body.max_new_tokens,
+            max_new_tokens=tokens,
             threshold=body.threshold,
             max_decision_points=body.max_decision_points,
             alternatives=body.alternatives,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from ..inverse import Comparison, Counterfactual, ExplainOptions, Report, Simplification
 from ..inverse.interact import MAX_SAMPLES
@@ -13,6 +13,14 @@ from ..inverse.render.words import Depth
 
 MAX_NEW_TOKENS = 512  # the API's own bound; a server may allow less (`ServerSettings.max_new_tokens`)
 _DEFAULTS = ExplainOptions()  # a request's defaults are the engine's
+
+
+def _whole_number(value: object) -> object:
+    """6.0 is the integer 6 in JSON Schema, which the published schema follows; 6.5, "6" and true stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class _Request(BaseModel):
@@ -46,14 +54,14 @@ class _AsksQuestion(_Request):
 class ExplainRequest(_AsksQuestion):
     """A question to answer and explain, with the engine's main options."""
 
-    max_new_tokens: int = Field(
+    max_new_tokens: Integer = Field(
         _DEFAULTS.max_new_tokens, ge=1, le=MAX_NEW_TOKENS, description="bound on the generated chain"
     )
     threshold: float = Field(
         _DEFAULTS.threshold, ge=0, le=1, description="decision score at which a token is a decision point"
     )
-    max_decision_points: int = Field(_DEFAULTS.max_decision_points, ge=0, le=12)
-    alternatives: int = Field(
+    max_decision_points: Integer = Field(_DEFAULTS.max_decision_points, ge=0, le=12)
+    alternatives: Integer = Field(
         _DEFAULTS.alternatives, ge=1, le=10, description="alternative tokens rolled out per decision point"
     )
     rollouts: bool = _DEFAULTS.rollouts
@@ -73,8 +81,8 @@ class CompareRequest(_Request):
     """Why the chosen token over an alternative, at one of the report's decision points."""
 
     report_id: ReportId
-    position: int = Field(ge=0, description="the decision point's position in the chain")
-    alternative: int | None = Field(None, ge=0, description="the alternative's token id (default: the likeliest)")
+    position: Integer = Field(ge=0, description="the decision point's position in the chain")
+    alternative: Integer | None = Field(None, ge=0, description="the alternative's token id (default: the likeliest)")
     depth: Depth = "intermediate"
 
 
@@ -105,9 +113,9 @@ class SimplifyRequest(_Request):
     """Sample n chains and look for a shorter one with the same answer that passes validation."""
 
     report_id: ReportId
-    n: int = Field(8, ge=1, le=MAX_SAMPLES, description="chains to sample")
+    n: Integer = Field(8, ge=1, le=MAX_SAMPLES, description="chains to sample")
     temperature: float = Field(0.8, gt=0, le=2)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: Integer = Field(0, ge=0, le=2**31 - 1)
     depth: Depth = "intermediate"
 
 
