@@ -137,6 +137,22 @@ def test_checker_accepts_every_generated_item(task, mixed_items):
     assert not failures, list(failures.items())[:3]
 
 
+def test_a_forward_proof_applies_the_first_rule_that_fits_until_the_query_is_settled():
+    for index in range(80):
+        forward = generate_item("logic", index, 3, proof="forward")
+        chain = generate_item("logic", index, 3)
+        assert forward.question == chain.question and forward.answer == chain.answer  # the same theory
+        assert not check_item(forward), check_item(forward)
+        sentences = re.split(r"(?<=[.?]) ", forward.question)
+        target = forward.meta["query"]["entity"]
+        for step in forward.steps:
+            if not step.startswith("No fact or rule proves"):
+                opening = step.split(". ")[0] + "."
+                assert opening in sentences and not opening.startswith(target), "a step opens with its rule"
+    with pytest.raises(ValueError, match="Unknown proof style"):
+        generate_item("logic", 0, 3, proof="backward")
+
+
 def test_checker_flags_corrupted_arithmetic():
     for item in generate_items("arithmetic", 40, seed=1):
         assert check_item(corrupt_step(item, 0, bump_last_number(item.steps[0])))  # a wrong result
@@ -164,6 +180,12 @@ def test_checker_flags_corrupted_multiple_choice():
         options = item.question.split(" Options: ")[1]
         duplicated = item.question.replace(options, options.replace(f"{wrong_letter}) ", f"{wrong_letter}) 1"))
         assert check_item(dataclasses.replace(item, question=duplicated))
+    for item in generate_items("multiple_choice", 40, seed=1, final_step="walk"):
+        assert not check_item(item)
+        last = len(item.steps) - 1
+        assert check_item(corrupt_step(item, last, item.steps[last].replace(" yes", " no")))  # a wrong verdict
+        if item.answer != "A":  # an option skipped in the walk
+            assert check_item(corrupt_step(item, last, re.sub(r"A\) \d+ no, ", "", item.steps[last])))
 
 
 def test_checker_flags_corrupted_logic():

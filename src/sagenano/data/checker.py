@@ -194,19 +194,22 @@ def _linear_step_problems(item: ReasoningItem, index: int, step: str, variable: 
 # --- multiple choice ---------------------------------------------------------------------------------------
 
 _OPTIONS = re.compile(r" Options: A\) (\d+) B\) (\d+) C\) (\d+) D\) (\d+) E\) (\d+)$")
-_FINAL = re.compile(r"^The answer is (\d+), which is option ([A-E])\.$")
+_FINAL = re.compile(r"^(?:Compare (\d+) with the options: (.*)\. )?The answer is (\d+), which is option ([A-E])\.$")
+_VERDICT = re.compile(r"([A-E])\) (\d+) (yes|no)")
 
 
 def check_multiple_choice(item: ReasoningItem) -> list[str]:
-    """The base solution is valid, its value is exactly one option, and that option's letter is the answer."""
+    """The base solution is valid, its value is exactly one option, that option's letter is the answer, and a
+    last step that walks the options walks them up to that one with the right verdicts."""
     options = _OPTIONS.search(item.question)
     final = _FINAL.match(item.steps[-1])
     if not options or not final or len(item.steps) < 2:
         return [
-            "expected ' Options: A) .. E) ..' after the question and a last step 'The answer is N, which is option L.'"
+            "expected ' Options: A) .. E) ..' after the question and a last step 'The answer is N, which is option "
+            "L.', or 'Compare N with the options: A) .. no, ... L) N yes. The answer is N, which is option L.'"
         ]
     values = dict(zip("ABCDE", (int(v) for v in options.groups()), strict=True))
-    value, letter = int(final[1]), final[2]
+    value, letter = int(final[3]), final[4]
     base_steps = item.steps[:-1]
     base_task = "arithmetic" if all(_BINARY_STEP.match(step) for step in base_steps) else "linear_equation"
     base = replace(
@@ -226,8 +229,25 @@ def check_multiple_choice(item: ReasoningItem) -> list[str]:
         problems.append(f"the solved value {value} is option(s) {matching}, but the last step names {letter}")
     if item.answer != letter:
         problems.append(f"answer {item.answer!r} is not the letter {letter} of the solved value")
+    if final[1] is not None:
+        problems += _walk_problems(final[2], values, int(final[1]), value, letter)
     if f"{letter}) {value}" not in {span.text for span in item.dependencies[-1]}:
         problems.append(f"the last step does not depend on the option span '{letter}) {value}'")
+    return problems
+
+
+def _walk_problems(walk: str, values: dict[str, int], compared: int, value: int, letter: str) -> list[str]:
+    """What is wrong with "A) 15 no, B) 12 yes": the options in order up to `letter`, each copied as the
+    question has it and judged against the solved value."""
+    verdicts = [(key, int(option), verdict) for key, option, verdict in _VERDICT.findall(walk)]
+    expected = [
+        (key, values[key], "yes" if values[key] == value else "no") for key in "ABCDE"[: "ABCDE".index(letter) + 1]
+    ]
+    problems = [f"the walk compares {compared}, not the solved value {value}"] if compared != value else []
+    if verdicts != expected or ", ".join(f"{k}) {v} {y}" for k, v, y in verdicts) != walk:
+        problems.append(
+            f"the walk over the options is {walk!r}, expected the options A to {letter} with their verdicts"
+        )
     return problems
 
 

@@ -14,6 +14,13 @@ LETTERS: tuple[str, ...] = ("A", "B", "C", "D", "E")
 BASE_TASKS: tuple[str, ...] = ("arithmetic", "linear_equation")
 OPTIONS_TEMPLATE = "Options: " + " ".join(f"{{{letter}}}" for letter in LETTERS)  # "Options: {A} {B} {C} {D} {E}"
 FINAL_STEP = "The answer is {value}, which is option {letter}."
+# The "walk" last step: the options in order up to the one that holds the solved value, each judged, then its
+# letter. The shipped pico solves the value but rarely names its letter (docs/reasoning_data.md): the letter comes
+# before the value ("A) 22"), so naming it needs a look back; the walk copies each option forward instead, but
+# then the model must judge two numbers equal (measured there, it did not learn that in a short fine-tune).
+WALK_START = "Compare {value} with the options: "
+WALK_END = ". The answer is {value}, which is option {letter}."
+FINAL_STEPS: tuple[str, ...] = ("name", "walk")
 _STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)$")
 _SLIPS = {"+": ("-", "*"), "-": ("+",), "*": ("+",), "/": ("*", "-")}
 
@@ -58,17 +65,22 @@ def _apply(operation: str, left: int, right: int) -> int | None:
     return left // right if right and left % right == 0 else None
 
 
-def generate_multiple_choice(rng: random.Random, split: str = "train", base: str | None = None) -> ReasoningItem:
+def generate_multiple_choice(
+    rng: random.Random, split: str = "train", base: str | None = None, final_step: str = "name"
+) -> ReasoningItem:
     """Generate one five-option (A–E) question on top of an arithmetic or linear-equation item.
 
     The options follow the base question ("... Options: A) 15 B) 12 C) 9 D) 20 E) 18"); exactly one is
     right and the correct letter is uniform over A–E. The steps are the base solution plus "The answer
-    is 15, which is option A."; the answer is the letter. Wrong options are marked as distractors.
+    is 15, which is option A." (or, with `final_step="walk"`, "Compare 12 with the options: A) 15 no, B) 12
+    yes. The answer is 12, which is option B."); the answer is the letter. The options the last step does not
+    read are marked as distractors.
 
     Args:
         rng: The source of randomness; the item is a pure function of its state.
         split: "train" or "heldout" (the base question follows that split's rules; options follow none).
         base: "arithmetic" or "linear_equation"; random when None.
+        final_step: "name" (the value's letter, named at once) or "walk" (the options walked up to it).
 
     Returns:
         The item; its `meta` holds base_task, the base item's meta, options (letter -> value) and num_steps.
@@ -79,6 +91,8 @@ def generate_multiple_choice(rng: random.Random, split: str = "train", base: str
     validate_split(split)
     if base is not None and base not in BASE_TASKS:
         raise ValueError(f"Unknown base task {base!r}: use one of {', '.join(BASE_TASKS)}.")
+    if final_step not in FINAL_STEPS:
+        raise ValueError(f"Unknown final step {final_step!r}: use one of {', '.join(FINAL_STEPS)}.")
     base = base or rng.choice(BASE_TASKS)
     item = generate_arithmetic(rng, split) if base == "arithmetic" else generate_linear_equation(rng, split)
     value = int(item.answer)
@@ -94,8 +108,12 @@ def generate_multiple_choice(rng: random.Random, split: str = "train", base: str
     writer.steps, writer.dependencies = list(item.steps), list(item.dependencies)
     last = len(item.steps) - 1
     result = Dependency.in_step(last, len(item.steps[last]) - len(item.answer), item.answer)
-    writer.add(FINAL_STEP, {"value": value, "letter": letter}, [result, Dependency.in_question(option_spans[letter])])
-    wrong = [span for k, span in option_spans.items() if k != letter]
+    read = LETTERS[: correct + 1] if final_step == "walk" else (letter,)  # the walk stops at the right one
+    verdicts = ", ".join(f"{{{key}}} {'yes' if key == letter else 'no'}" for key in read)
+    template = WALK_START + verdicts + WALK_END if final_step == "walk" else FINAL_STEP
+    fields = {"value": value, "letter": letter, **{key: options[key] for key in read}}
+    writer.add(template, fields, [result, *(Dependency.in_question(option_spans[key]) for key in read)])
+    unread = [span for k, span in option_spans.items() if k not in read]
     return ReasoningItem(
         id="",
         task="multiple_choice",
@@ -104,7 +122,7 @@ def generate_multiple_choice(rng: random.Random, split: str = "train", base: str
         steps=writer.steps,
         answer=letter,
         dependencies=writer.dependencies,
-        distractors=sorted([*item.distractors, *wrong], key=lambda span: span.start),
+        distractors=sorted([*item.distractors, *unread], key=lambda span: span.start),
         meta={
             "base_task": base,
             "base_meta": item.meta,

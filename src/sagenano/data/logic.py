@@ -11,6 +11,7 @@ from .text import Sentence, SolutionWriter, capitalize, join_sentences
 from .vocab import PEOPLE, logic_attributes
 
 WORLDS: tuple[str, ...] = ("closed", "open")
+PROOFS: tuple[str, ...] = ("chain", "forward")
 ANSWERS: dict[str, tuple[str, ...]] = {"closed": ("True", "False"), "open": ("True", "False", "Unknown")}
 QUERIES: tuple[str, ...] = (
     "Is {entity} {attribute}?",
@@ -235,6 +236,33 @@ def write_proof(theory: Theory, sentences: dict[object, Sentence], world: str, p
     return writer
 
 
+def write_forward_proof(theory: Theory, sentences: dict[object, Sentence], world: str) -> SolutionWriter:
+    """Forward chaining over the target, one rule per step, rule first ("Tame people are daring. Anne is tame.
+    So Anne is daring."): each step applies the first rule of the question whose conditions all hold for the
+    target and that concludes something new, until the query or its negation is concluded, or no rule applies
+    (then the step that says nothing proves the query). No step needs to know where the proof is going."""
+    writer = SolutionWriter()
+    known: dict[Property, Dependency] = {
+        (fact.attribute, fact.holds): _question(sentences[fact])
+        for fact in theory.facts
+        if fact.entity == theory.target
+    }
+    rules = sorted(theory.rules, key=lambda rule: sentences[rule].whole.start)
+    query = {(theory.query, True), (theory.query, False)}
+    while not query & known.keys():
+        rule = next((r for r in rules if r.conclusion not in known and all(c in known for c in r.conditions)), None)
+        if rule is None:
+            writer.add(NO_PROOF[world], {"entity": theory.target, "attribute": theory.query},
+                       [_question(sentences["query"])])  # fmt: skip
+            break
+        premises = {f"p{k}": fact_text(theory.target, prop) for k, prop in enumerate(rule.conditions)}
+        template = "{rule} " + " ".join(f"{{{name}}}" for name in premises) + " So {conclusion}"
+        values = {**premises, "rule": sentences[rule].text(), "conclusion": fact_text(theory.target, rule.conclusion)}
+        uses = [_question(sentences[rule]), *(known[prop] for prop in rule.conditions)]
+        known[rule.conclusion] = writer.add(template, values, uses)["conclusion"]
+    return writer
+
+
 def _question(sentence: Sentence) -> Dependency:
     assert sentence.whole is not None, "join_sentences sets the span of every sentence"
     return Dependency.in_question(sentence.whole)
@@ -255,6 +283,7 @@ def generate_logic(
     world: str | None = None,
     answer: str | None = None,
     attribute_pool: str = "base",
+    proof: str = "chain",
 ) -> ReasoningItem:
     """Generate one deductive-reasoning item with its proof.
 
@@ -269,6 +298,8 @@ def generate_logic(
         world: "closed" or "open"; random when None.
         answer: "True", "False" or (open world only) "Unknown"; random when None.
         attribute_pool: "base" (28 training attributes) or "wide" (183; training split only, see vocab).
+        proof: "chain" (the proof's rules only, from the fact it starts at: choosing that fact needs the whole
+            proof in view) or "forward" (the first rule that applies, step after step: `write_forward_proof`).
 
     Returns:
         The item; its `meta` holds depth, world, num_steps, the query and sentence counts.
@@ -282,6 +313,8 @@ def generate_logic(
         raise ValueError(f"Need 1 <= min_depth <= max_depth <= 5, got min_depth={min_depth}, max_depth={max_depth}.")
     if world is not None and world not in WORLDS:
         raise ValueError(f"Unknown world {world!r}: use one of {', '.join(WORLDS)}.")
+    if proof not in PROOFS:
+        raise ValueError(f"Unknown proof style {proof!r}: use one of {', '.join(PROOFS)}.")
     world = world or rng.choice(WORLDS)
     if answer is not None and answer not in ANSWERS[world]:
         raise ValueError(
@@ -292,7 +325,10 @@ def generate_logic(
     theory = sample_theory(rng, split, depth, world, answer, pool)
     question, sentences = write_question(rng, theory, world)
     provable = answer == "True" or (answer == "False" and world == "open")
-    writer = write_proof(theory, sentences, world, provable)
+    if proof == "forward":
+        writer = write_forward_proof(theory, sentences, world)
+    else:
+        writer = write_proof(theory, sentences, world, provable)
     distractors = unused_sentences(theory, sentences, writer)
     return ReasoningItem(
         id="",
@@ -311,5 +347,6 @@ def generate_logic(
             "num_facts": len(theory.facts),
             "num_rules": len(theory.rules),
             "num_distractors": len(distractors),
+            "proof": proof,
         },
     )
