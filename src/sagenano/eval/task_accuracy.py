@@ -74,6 +74,7 @@ def _answer_prob(trace) -> float:
     return float(trace.logprobs[span[0] : span[1]].sum().exp()) if span else 0.0
 
 
+@torch.no_grad()  # the benchmark runner calls it outside answer_items' no_grad
 def rescore_answer(model: PreTrainedModel, trace, calibration: Calibration | None) -> tuple[float | None, float | None]:
     """One forward pass over the chain: the meta head's confidence on the answer tokens (SAGE models) and the
     answer's calibrated probability (when the model has a calibration)."""
