@@ -110,6 +110,17 @@ def test_attention_of_models_outside_the_attention_interface_is_read(family, att
     assert model.config._attn_implementation == implementation
 
 
+@pytest.mark.parametrize("family", ["bloom", "falcon"])
+def test_a_step_of_a_model_outside_the_attention_interface_is_recorded(family, tokenizer):
+    from sagenano.inverse.step_record import record_step
+
+    model = make_hf_model(family, len(tokenizer))
+    report = explain(model, tokenizer, QUESTION, max_new_tokens=12, rollouts=False, validate=False)
+    record = record_step(model, tokenizer, report, 0)
+    rows = record.attention.data.sum(-1)
+    assert torch.allclose(rows, torch.ones_like(rows), atol=1e-4), "attention rows of the step's queries sum to 1"
+
+
 def test_a_model_whose_attention_layers_cannot_be_found_is_refused_with_advice_that_works(tokenizer):
     model = make_hf_model("bloom", len(tokenizer))
     model._no_split_modules = None  # as a custom model without transformers' tables would be

@@ -137,7 +137,7 @@ def test_checker_accepts_every_generated_item(task, mixed_items):
     assert not failures, list(failures.items())[:3]
 
 
-def test_a_forward_proof_applies_the_first_rule_that_fits_until_the_query_is_settled():
+def test_a_forward_proof_opens_each_step_with_a_rule_of_the_question_and_answers_as_the_chain_does():
     for index in range(80):
         forward = generate_item("logic", index, 3, proof="forward")
         chain = generate_item("logic", index, 3)

@@ -290,7 +290,7 @@ def test_a_parameter_that_had_no_gradient_yet_does_not_block_resume(tmp_path, to
     param = dict(model.named_parameters())[name]
     torch.testing.assert_close(resumed.state[param]["exp_avg"], optimizer.state[param]["exp_avg"])
     other = make_sage(tokenizer, use_meta_cognitive_head=False)
-    with pytest.raises(CorruptCheckpointError, match="does not fit this model's parameters"):
+    with pytest.raises(ValueError, match="does not fit this model's parameters"):
         load_trainer_state(path, other, torch.optim.AdamW(other.parameters()))
 
 
@@ -312,7 +312,8 @@ def test_resume_from_an_earlier_checkpoint_after_a_corrupt_or_missing_latest(tmp
     with pytest.raises(ValueError, match="has no checkpoint of that name"):
         train(recipe, run, resume=True, resume_from="stage9-step000001")
     train(recipe, run, resume=True, resume_from="stage1-step000002")  # an older one than needed: later ones move
-    assert sorted(p.name.rsplit("-", 1)[0] for p in (run / "superseded").iterdir()) == ["stage1-step000003"]
+    moved = sorted(p.name.rsplit("-", 1)[0] for p in (run / "superseded").iterdir())
+    assert moved == ["metrics", "stage1-step000003"], "the later checkpoint and the rows after the resumed one"
     a, b = final_weights(tmp_path / "straight"), final_weights(run)
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5, msg=name)
@@ -348,6 +349,22 @@ def test_a_checkpoint_whose_checksums_differ_is_refused(tmp_path):
     save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"is corrupt: model\.safetensors.*pass another checkpoint"):
         load_model(str(checkpoint))
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again_cleanly(tmp_path):
+    recipe = Recipe(**tiny_recipe(checkpoint_every=2, log_every=1))
+    train(recipe, tmp_path / "straight")
+    run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"stage": "base_lm", "step": 1, "loss": 9.0}\n')  # logged, then killed
+    (checkpoints / ".stage1-step000002.tmp-a1b2").mkdir()
+    train(recipe, run)
+    assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")]
+    assert [(r["stage"], r["step"]) for r in metrics(run)] == [
+        (r["stage"], r["step"]) for r in metrics(tmp_path / "straight")
+    ]
+    (aside,) = (run / "superseded").glob("metrics-*.jsonl")
+    assert '"loss": 9.0' in aside.read_text(), "the killed run's rows are kept aside, not lost"
 
 
 def without_model(**overrides) -> dict:
@@ -504,9 +521,10 @@ def test_torchrun_two_processes_match_one_process(tmp_path, strategy):
     assert single.returncode == 0, single.stderr[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "sagenano.cli"]  # fmt: skip
-    double = subprocess.run([*torchrun, "train", "--recipe", str(recipe), "--out", str(tmp_path / "two")],
-                            env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert double.returncode == 0, double.stderr[-3000:]
+    for resume in (["--stop-after", "4"], ["--resume"]):  # stopped mid-stage 2, resumed on both ranks
+        double = subprocess.run([*torchrun, "train", "--recipe", str(recipe), "--out", str(tmp_path / "two"), *resume],
+                                env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert double.returncode == 0, double.stderr[-3000:]
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert len(one) == len(two) == 6, "rank 0 alone writes metrics"
     assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4)

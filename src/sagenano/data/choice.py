@@ -127,6 +127,7 @@ def generate_multiple_choice(
             "base_task": base,
             "base_meta": item.meta,
             "options": dict(zip(LETTERS, map(str, values), strict=True)),
+            "final_step": final_step,
             "num_steps": len(writer.steps),
         },
     )

@@ -64,8 +64,8 @@ def generate_item(task: str, index: int, seed: int, split: str = "train", **opti
         index: Position of the item in its data set (0-based).
         seed: Data-set seed.
         split: "train" or "heldout".
-        **options: Task options, e.g. min_steps / max_steps (arithmetic), form (linear_equation), base
-            (multiple_choice), min_depth / max_depth / world / answer (logic).
+        **options: Task options, e.g. min_steps / max_steps (arithmetic), form (linear_equation), base /
+            final_step (multiple_choice), min_depth / max_depth / world / answer / attribute_pool / proof (logic).
 
     Returns:
         The item, with id "<task>-<split>-<index:07d>".

@@ -67,7 +67,8 @@ def score_chain(
     extra = {"run_inverse": True} if is_sage(model) else {}
     if keep_cache:
         # Every position's keys and values (sliding-window layers too), so rollouts can cut it to any branch prefix.
-        extra |= {"use_cache": True, "cache": full_cache(model) or DynamicCache(config=model.config)}
+        cache = full_cache(model)
+        extra |= {"use_cache": True, "cache": DynamicCache(config=model.config) if cache is None else cache}
     out = _forward(model, chain.inputs[None], chain, **extra)
     logits = out.logits[0].float()  # (T, V): row t predicts generated token t
     logp = logits.log_softmax(-1)

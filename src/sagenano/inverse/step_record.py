@@ -272,9 +272,10 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
         model.train(training)
 
 
-def _last_logits(model: PreTrainedModel, ids: torch.Tensor, keep: int) -> torch.Tensor:
-    """(R, keep, V) logits at the last `keep` positions of each row; only those go through the LM head."""
-    kwargs = {"use_cache": False}
+def _last_logits(model: PreTrainedModel, ids: torch.Tensor, keep: int, asking: dict[str, bool]) -> torch.Tensor:
+    """(R, keep, V) logits at the last `keep` positions of each row; only those go through the LM head. `asking`:
+    what the pass needs to return attention weights (`eager_attention`)."""
+    kwargs = {"use_cache": False, **asking}
     if "logits_to_keep" in inspect.signature(model.forward).parameters:
         kwargs["logits_to_keep"] = keep
     return model(input_ids=ids.to(model.device), **kwargs).logits[:, -keep:]
@@ -298,9 +299,11 @@ def record_step(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, repo
     tokens = range(span.token_start, span.token_end)
     layers = attention_modules(model)
     sources = _value_sources([module for _, module, _ in layers])
-    with _evaluating(model), eager_attention(model, True):
-        attention, grads, contributions = _step_pass(model, chain, tokens, layers, sources)
-        point, alternative_ids, alternative_rows = _alternatives(model, report, chain, span, layers, attention.shape[1])
+    with _evaluating(model), eager_attention(model, True) as asking:
+        attention, grads, contributions = _step_pass(model, chain, tokens, layers, sources, asking)
+        point, alternative_ids, alternative_rows = _alternatives(
+            model, report, chain, span, layers, attention.shape[1], asking
+        )
     entropies = torch.tensor([report.tokens[t].entropy for t in tokens], dtype=torch.float32)
     return StepRecord(
         step=step,
@@ -321,6 +324,7 @@ def _step_pass(
     tokens: range,
     layers: list[tuple[str, nn.Module, int]],
     sources: list[ValueSource] | None,
+    asking: dict[str, bool],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One forward pass over the chain up to the step's last query, one backward pass from the step's NLL.
 
@@ -332,7 +336,7 @@ def _step_pass(
     targets = chain.token_ids[tokens.start : tokens.stop].to(model.device)
     capture = _Capture()
     with embeddings_require_grad(model), capture.hooks(layers, sources):
-        logp = _last_logits(model, ids[None], len(tokens))[0].float().log_softmax(-1)
+        logp = _last_logits(model, ids[None], len(tokens), asking)[0].float().log_softmax(-1)
         nll = -logp.gather(1, targets[:, None]).sum()
         grads = torch.autograd.grad(nll, capture.weights, allow_unused=True)
     if any(g is None for g in grads):
@@ -365,6 +369,7 @@ def _alternatives(
     span: Step,
     layers: list[tuple[str, nn.Module, int]],
     heads: int,
+    asking: dict[str, bool],
 ) -> tuple[int | None, list[int], torch.Tensor]:
     """The step's first decision point with alternatives, their ids, and the (A, L, H, P + d + 1) rows of the
     position holding each forced alternative, from one batched forward pass."""
@@ -377,6 +382,6 @@ def _alternatives(
     rows = torch.cat([prefix[None].expand(len(ids), -1), torch.tensor(ids)[:, None]], dim=1)
     capture = _Capture()
     with capture.hooks(layers, None):
-        _last_logits(model, rows, 1)
+        _last_logits(model, rows, 1, asking)
     last = torch.stack([w[:, :, -1].float() for w in capture.weights], dim=1)  # (A, L, H, P + d + 1)
     return point.position, ids, last.cpu()

@@ -64,7 +64,7 @@ def _with_server_limits(openapi: Callable[[], dict], settings: ServerSettings) -
     the API's bounds), so that a client that follows the schema is never refused for them."""
 
     def limited() -> dict:
-        schema = openapi()  # built once, then cached by FastAPI: the limits are applied to it once
+        schema = openapi()  # FastAPI's cached document: applying the limits again on each call changes nothing
         for body in schema.get("components", {}).get("schemas", {}).values():
             fields = body.get("properties", {})
             if "maxLength" in fields.get("question", {}):  # a request's question (a report's has no bound)

@@ -37,7 +37,8 @@ class RequestGuard:
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         host = _host_name(headers.get("host", ""))
         if "*" not in self.allowed and host not in self.allowed:
-            await _problem(send, 400, f"this server does not answer to the host {host!r}; use one of "
+            named = f"the host {host!r}" if host else "a request without a Host header"
+            await _problem(send, 400, f"this server does not answer to {named}; use one of "
                            f"{', '.join(sorted(self.allowed))} (sage-nano serve --allowed-host adds more)")  # fmt: skip
             return
         length = headers.get("content-length", "")

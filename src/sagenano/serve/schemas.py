@@ -24,7 +24,8 @@ Integer = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class _Request(BaseModel):
-    # Strict: "10", true or 10.0 for an integer, 0 for a boolean are mistakes to report, not values to guess at.
+    # Strict: "10", true or 10.5 for an integer, 0 or "yes" for a boolean are mistakes to report, not values to guess
+    # at (10.0 is the integer 10, as JSON Schema says: `Integer`).
     model_config = ConfigDict(extra="forbid", strict=True)
 
 

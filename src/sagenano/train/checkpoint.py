@@ -206,11 +206,12 @@ def load_trainer_state(path: Path, model: nn.Module, optimizer: torch.optim.Opti
     """Loads the optimizer state of a verified checkpoint into `optimizer`; returns the trainer state."""
     verify_checkpoint(path)
     state = torch.load(path / OPTIMIZER, weights_only=True)
-    current = get_optimizer_state_dict(model, optimizer, options=FULL)  # names its groups' parameters, in order
+    # This rank's own state dict names the groups' parameters in order (the full one gathers to rank 0 only).
+    current = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=False))
     expected = _parameter_names(current)
     if _parameter_names(state) != expected:
         missing, unknown = sorted(expected - _parameter_names(state)), sorted(_parameter_names(state) - expected)
-        raise CorruptCheckpointError(
+        raise ValueError(
             f"{path / OPTIMIZER} does not fit this model's parameters (missing: {', '.join(missing[:5]) or 'none'}; "
             f"unknown: {', '.join(unknown[:5]) or 'none'}): resume with the recipe that wrote it"
         )

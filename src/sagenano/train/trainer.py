@@ -96,6 +96,8 @@ def train(
     """
     from .prepare import build_model, load_training_tokenizer, prepare_stage_data
 
+    if resume_from is not None and not resume:
+        raise ValueError("--from picks the checkpoint to resume from: pass --resume too")
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     runtime = init_runtime()
@@ -106,16 +108,14 @@ def train(
         tokenizer = load_training_tokenizer()
         model = build_model(recipe, tokenizer).to(runtime.device)  # the GPU, when torchrun or the machine has one
         position, restored = Position(), None
-        if resume_from is not None and not resume:
-            raise ValueError("--from picks the checkpoint to resume from: pass --resume too")
         if resume:
             restored = resume_checkpoint(ckpt_dir, resume_from)
             position = Position(**load_checkpoint(restored, model, tied=_tied(model))["position"])
         elif latest_checkpoint(ckpt_dir) is not None:
             raise ValueError(f"{out_dir} already holds checkpoints: pass --resume, or choose a new --out")
         logger = _MetricsLog(out_dir, runtime)
-        if runtime.is_main and restored is not None:
-            _clean_for_resume(out_dir, restored, recipe, position, logger)
+        if runtime.is_main:
+            _clean_for_start(out_dir, ckpt_dir, restored, recipe, position, logger)
         steps_done = 0
         for index in range(position.stage, len(recipe.stages)):
             stage = recipe.stages[index]
@@ -143,21 +143,26 @@ def train(
         shutdown(runtime)
 
 
-def _clean_for_resume(out_dir: Path, restored: Path, recipe: Recipe, position: Position, logger: _MetricsLog) -> None:
-    """What a stopped or killed run left that the resumed one would repeat or trip on: unfinished checkpoint
-    writes, checkpoints after the one resumed from (moved aside, not deleted) and metric rows after it."""
-    ckpt_dir = restored.parent
+def _clean_for_start(
+    out_dir: Path, ckpt_dir: Path, restored: Path | None, recipe: Recipe, position: Position, logger: _MetricsLog
+) -> None:
+    """What a stopped or killed run left that this one would repeat or trip on: unfinished checkpoint writes,
+    checkpoints after the one resumed from, and metric rows after it (all rows, when a killed run never reached a
+    checkpoint and this one starts afresh). Checkpoints and rows go to RUN/superseded/, nothing is deleted."""
     for path in remove_unfinished_writes(ckpt_dir):
         print(f"removed {path.name}, a checkpoint write that a killed run left unfinished", file=sys.stderr)
-    later = [p for p in list_checkpoints(ckpt_dir) if checkpoint_order(p) > checkpoint_order(restored)]
-    if later:
-        superseded = out_dir / "superseded"
-        superseded.mkdir(exist_ok=True)
+    superseded = out_dir / "superseded"
+    stamp = int(time.time())
+    if restored is not None:
+        later = [p for p in list_checkpoints(ckpt_dir) if checkpoint_order(p) > checkpoint_order(restored)]
         for path in later:
-            os.replace(path, superseded / f"{path.name}-{int(time.time())}")
-        print(f"moved {len(later)} checkpoint(s) after {restored.name} to {superseded}", file=sys.stderr)
-    write_text_atomic(ckpt_dir / LATEST, restored.name)
-    logger.keep_rows_up_to([stage.name for stage in recipe.stages], position.stage, position.step)
+            superseded.mkdir(exist_ok=True)
+            os.replace(path, superseded / f"{path.name}-{stamp}")
+        if later:
+            print(f"moved {len(later)} checkpoint(s) after {restored.name} to {superseded}", file=sys.stderr)
+        write_text_atomic(ckpt_dir / LATEST, restored.name)
+    stage, step = (position.stage, position.step) if restored is not None else (-1, 0)
+    logger.keep_rows_up_to([s.name for s in recipe.stages], stage, step, superseded / f"metrics-{stamp}.jsonl")
 
 
 def _lock_run_folder(out_dir: Path):
@@ -387,20 +392,23 @@ class _MetricsLog:
             except ImportError:
                 self.board = None
 
-    def keep_rows_up_to(self, stage_names: list[str], stage: int, step: int) -> None:
-        """Drops the rows logged after (stage, step), which a resumed run logs again."""
+    def keep_rows_up_to(self, stage_names: list[str], stage: int, step: int, aside: Path) -> None:
+        """Moves the rows logged after (stage, step), which this run logs again, to `aside`."""
         if not self.path.is_file():
             return
-        kept, current = [], 0
+        kept, dropped, current = [], [], 0
         for line in self.path.read_text().splitlines():
             try:
                 row = json.loads(line)
                 current = stage_names.index(row["stage"], current)
+                after = (current, row["step"]) > (stage, step)
             except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a kill, or not a training row
-            if (current, row["step"]) <= (stage, step):
-                kept.append(line)
-        write_text_atomic(self.path, "".join(f"{line}\n" for line in kept))
+                after = True  # a line cut short by a kill, or not a training row
+            (dropped if after else kept).append(line)
+        if dropped:
+            aside.parent.mkdir(exist_ok=True)
+            aside.write_text("".join(f"{line}\n" for line in dropped))
+            write_text_atomic(self.path, "".join(f"{line}\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
