@@ -311,6 +311,9 @@ def test_resume_from_an_earlier_checkpoint_after_a_corrupt_or_missing_latest(tmp
         train(recipe, run, resume=True)
     with pytest.raises(ValueError, match="has no checkpoint of that name"):
         train(recipe, run, resume=True, resume_from="stage9-step000001")
+    (checkpoints / "latest").unlink()  # as a kill between a checkpoint's rename and its `latest` leaves it
+    with pytest.raises(ValueError, match="latest is missing; resume with --resume --from stage1-step000003"):
+        train(recipe, run, resume=True)
     train(recipe, run, resume=True, resume_from="stage1-step000002")  # an older one than needed: later ones move
     moved = sorted(p.name.rsplit("-", 1)[0] for p in (run / "superseded").iterdir())
     assert moved == ["metrics", "stage1-step000003"], "the later checkpoint and the rows after the resumed one"

@@ -135,7 +135,11 @@ def resume_checkpoint(directory: Path, name: str | None = None) -> Path:
             raise ValueError(f"--from {name}: {directory} has no checkpoint of that name (it has: {have})")
     else:
         path = latest_checkpoint(directory)
-        if path is None:
+        if path is None:  # none yet, or a run killed between a checkpoint's rename and `latest`
+            whole = [p for p in list_checkpoints(directory) if _is_whole(p)]
+            if whole:
+                newest = whole[-1].name
+                raise ValueError(f"--resume: {directory / LATEST} is missing; resume with --resume --from {newest}")
             raise ValueError(f"--resume: no checkpoint in {directory}; start without --resume")
     try:
         if not path.is_dir():
