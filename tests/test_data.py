@@ -172,7 +172,7 @@ def test_checker_flags_corrupted_linear_equations():
 
 
 def test_checker_flags_corrupted_multiple_choice():
-    for item in generate_items("multiple_choice", 40, seed=1):
+    for item in generate_items("multiple_choice", 40, seed=1, final_step="name"):
         wrong_letter = "ABCDE"[("ABCDE".index(item.answer) + 1) % 5]
         assert check_item(dataclasses.replace(item, answer=wrong_letter))
         last = len(item.steps) - 1
@@ -180,7 +180,7 @@ def test_checker_flags_corrupted_multiple_choice():
         options = item.question.split(" Options: ")[1]
         duplicated = item.question.replace(options, options.replace(f"{wrong_letter}) ", f"{wrong_letter}) 1"))
         assert check_item(dataclasses.replace(item, question=duplicated))
-    for item in generate_items("multiple_choice", 40, seed=1, final_step="walk"):
+    for item in generate_items("multiple_choice", 40, seed=1):  # the walk
         assert not check_item(item)
         last = len(item.steps) - 1
         assert check_item(corrupt_step(item, last, item.steps[last].replace(" yes", " no")))  # a wrong verdict

@@ -14,13 +14,13 @@ LETTERS: tuple[str, ...] = ("A", "B", "C", "D", "E")
 BASE_TASKS: tuple[str, ...] = ("arithmetic", "linear_equation")
 OPTIONS_TEMPLATE = "Options: " + " ".join(f"{{{letter}}}" for letter in LETTERS)  # "Options: {A} {B} {C} {D} {E}"
 FINAL_STEP = "The answer is {value}, which is option {letter}."
-# The "walk" last step: the options in order up to the one that holds the solved value, each judged, then its
-# letter. The shipped pico solves the value but rarely names its letter (docs/reasoning_data.md): the letter comes
-# before the value ("A) 22"), so naming it needs a look back; the walk copies each option forward instead, but
-# then the model must judge two numbers equal (measured there, it did not learn that in a short fine-tune).
+# The "walk" last step (the default): the options in order up to the one that holds the solved value, each judged,
+# then its letter. Naming the letter at once ("name") needs a look back from the value to the letter before it
+# ("A) 22"), which the pico did not learn; the walk copies each option forward and judges it, which it did
+# (docs/reasoning_data.md: measured beside "name" at the same budget on development items).
 WALK_START = "Compare {value} with the options: "
 WALK_END = ". The answer is {value}, which is option {letter}."
-FINAL_STEPS: tuple[str, ...] = ("name", "walk")
+FINAL_STEPS: tuple[str, ...] = ("walk", "name")
 _STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)$")
 _SLIPS = {"+": ("-", "*"), "-": ("+",), "*": ("+",), "/": ("*", "-")}
 
@@ -66,21 +66,22 @@ def _apply(operation: str, left: int, right: int) -> int | None:
 
 
 def generate_multiple_choice(
-    rng: random.Random, split: str = "train", base: str | None = None, final_step: str = "name"
+    rng: random.Random, split: str = "train", base: str | None = None, final_step: str = "walk"
 ) -> ReasoningItem:
     """Generate one five-option (A–E) question on top of an arithmetic or linear-equation item.
 
     The options follow the base question ("... Options: A) 15 B) 12 C) 9 D) 20 E) 18"); exactly one is
-    right and the correct letter is uniform over A–E. The steps are the base solution plus "The answer
-    is 15, which is option A." (or, with `final_step="walk"`, "Compare 12 with the options: A) 15 no, B) 12
-    yes. The answer is 12, which is option B."); the answer is the letter. The options the last step does not
+    right and the correct letter is uniform over A–E. The steps are the base solution plus a last step that
+    walks the options up to the right one, "Compare 12 with the options: A) 15 no, B) 12 yes. The answer is
+    12, which is option B." (or, with `final_step="name"`, "The answer is 12, which is option B."); the answer
+    is the letter. The options the last step does not
     read are marked as distractors.
 
     Args:
         rng: The source of randomness; the item is a pure function of its state.
         split: "train" or "heldout" (the base question follows that split's rules; options follow none).
         base: "arithmetic" or "linear_equation"; random when None.
-        final_step: "name" (the value's letter, named at once) or "walk" (the options walked up to it).
+        final_step: "walk" (the options walked up to the value) or "name" (its letter, named at once).
 
     Returns:
         The item; its `meta` holds base_task, the base item's meta, options (letter -> value) and num_steps.
