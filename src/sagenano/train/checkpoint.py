@@ -197,8 +197,8 @@ def verify_checkpoint(path: Path) -> None:
 
 
 def load_checkpoint(path: Path, model: nn.Module, tied: dict[str, str] | None = None) -> dict[str, Any]:
-    """Verifies `path`, loads its weights into the (possibly wrapped) model, returns the trainer state."""
-    verify_checkpoint(path)
+    """Loads the weights of a checkpoint that `resume_checkpoint` verified into the (possibly wrapped) model;
+    returns the trainer state."""
     weights = load_file(path / WEIGHTS)
     for target, source in (tied or {}).items():
         weights[target] = weights[source]
@@ -207,8 +207,8 @@ def load_checkpoint(path: Path, model: nn.Module, tied: dict[str, str] | None = 
 
 
 def load_trainer_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Loads the optimizer state of a verified checkpoint into `optimizer`; returns the trainer state."""
-    verify_checkpoint(path)
+    """Loads the optimizer state of a checkpoint that `resume_checkpoint` verified into `optimizer`; returns the
+    trainer state."""
     state = torch.load(path / OPTIMIZER, weights_only=True)
     # This rank's own state dict names the groups' parameters in order (the full one gathers to rank 0 only).
     current = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=False))
