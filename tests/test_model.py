@@ -15,7 +15,7 @@ from sagenano.loading import load_model, shipped_model_dir
 from sagenano.model import SageCausalLMOutput, SageForCausalLM, step_ids_from_input_ids
 from sagenano.model_info import build_on_meta, parameter_breakdown
 from sagenano.train.batches import IGNORE
-from sagenano.train.losses import consistency_sum
+from sagenano.train.losses import consistency_sum, steps_to_hide
 
 QUESTION = "<|question|>If 3x + 2 = 14, what is x?<|step|>3x = 12<|step|>x = 4<|answer|>4"
 
@@ -23,7 +23,10 @@ QUESTION = "<|question|>If 3x + 2 = 14, what is x?<|step|>3x = 12<|step|>x = 4<|
 def test_forward_backward_shapes(sage, tokenizer):
     ids = encode(tokenizer, QUESTION).repeat(2, 1)
     B, T = ids.shape
-    out = sage(ids, labels=ids, run_inverse=True, output_hidden_states=True, output_attentions=True)
+    out = sage(
+        ids, labels=ids, run_inverse=True, hidden_step=torch.tensor([1, 2]), output_hidden_states=True,
+        output_attentions=True,
+    )  # fmt: skip
     V, D, L = sage.config.vocab_size, sage.config.hidden_size, sage.config.num_hidden_layers
     assert out.logits.shape == (B, T, V)
     assert out.reconstructed_logits.shape == (B, T, V)
@@ -99,8 +102,8 @@ def test_sdpa_and_eager_logits_agree(tokenizer, padded):
     mask = torch.ones_like(ids)
     if padded:
         mask[0, :4] = 0
-    a = sdpa(ids, attention_mask=mask, run_inverse=True)
-    b = eager(ids, attention_mask=mask, run_inverse=True)
+    a = sdpa(ids, attention_mask=mask, run_inverse=True, hidden_step=torch.tensor([1, 2]))
+    b = eager(ids, attention_mask=mask, run_inverse=True, hidden_step=torch.tensor([1, 2]))
     keep = mask.bool()
     torch.testing.assert_close(a.logits[keep], b.logits[keep], atol=1e-5, rtol=0)
     torch.testing.assert_close(a.reconstructed_logits[keep], b.reconstructed_logits[keep], atol=1e-5, rtol=0)
@@ -200,7 +203,7 @@ def test_every_ablation_switch_builds_and_runs(tokenizer, switch):
     ablated = make_sage(tokenizer, **{switch: False})
     assert ablated.num_parameters() < full.num_parameters(), f"{switch}=False removed nothing"
     ids = encode(tokenizer, QUESTION)
-    out = ablated(ids, labels=ids, run_inverse=True)
+    out = ablated(ids, labels=ids, run_inverse=True, hidden_step=torch.tensor([1]))
     out.loss.backward()
     assert torch.isfinite(out.logits).all()
     assert (out.reconstructed_logits is None) == (switch == "use_inverse_stack")
@@ -282,6 +285,78 @@ def test_consistency_loss_is_zero_only_for_equal_distributions():
     other[1] = torch.randn(5, 11)  # differs only where no label is kept
     assert kl(logits, other, only_first).abs() < 1e-6
     assert kl(logits, other, labels) > 0.01
+
+
+def test_the_reconstruction_does_not_read_the_hidden_step(sage, tokenizer):
+    """Eq. 11 cannot be met by copying: changing the forward states of the hidden step (after the last layer, so
+    that nothing else changes) leaves the reconstruction as it was; the meta head, which reads every position, moves."""
+    ids = encode(tokenizer, QUESTION)
+    hidden_step = torch.tensor([1])
+    in_step = step_ids_from_input_ids(ids, sage.config.step_separator_token_ids) == 1
+    last = f"model.layers.{sage.config.num_hidden_layers - 1}.hook_resid_post"
+
+    def perturb(module, inputs, output):
+        return output + 3.0 * in_step[..., None] * torch.randn_like(output)
+
+    clean = sage(ids, run_inverse=True, hidden_step=hidden_step)
+    with sage.hooks([(last, perturb)]):
+        moved = sage(ids, run_inverse=True, hidden_step=hidden_step)
+    assert torch.equal(clean.reconstructed_positions, in_step)
+    assert not torch.allclose(clean.logits[in_step], moved.logits[in_step])
+    torch.testing.assert_close(clean.reconstructed_logits, moved.reconstructed_logits)
+    assert not torch.allclose(clean.decision_logits, moved.decision_logits)
+
+
+def test_steps_to_hide_walk_every_step_of_every_row():
+    step_ids = torch.tensor([[0, 0, 1, 1, 2, 3, 3], [0, 1, 1, 2, 2, 2, 2], [0, 0, 0, 0, 0, 0, 0]])
+    labels = step_ids.clone()
+    labels[1, 3:] = IGNORE  # row 1 labels only its first step
+    hidden = torch.stack([steps_to_hide(step_ids, labels, turn) for turn in range(3)])
+    assert hidden[:, 0].tolist() == [1, 2, 3] and hidden[:, 1].tolist() == [1, 1, 1]
+    assert hidden[:, 2].tolist() == [0, 0, 0], "a row without a labelled step hides nothing to reconstruct"
+
+
+def test_consistency_loss_is_not_met_at_initialisation_and_falls_with_training(tokenizer):
+    """A forward model with peaked distributions (trained a few steps) and a fresh inverse stack: reading the
+    step's own states the stack copies them (KL near zero, as before the hidden step); without them it starts far
+    off and learns within a few steps."""
+    from sagenano.data import generate_items
+    from sagenano.data.format import training_text
+
+    model = make_sage(tokenizer).train()
+    texts = [training_text(item) for item in generate_items("linear_equation", 8, 0)]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    ids, mask = batch.input_ids, batch.attention_mask
+    labels = ids.masked_fill(mask == 0, IGNORE)
+    forward_parameters = [p for n, p in model.named_parameters() if not n.startswith(("inverse.", "meta_head."))]
+    optimizer = torch.optim.AdamW(forward_parameters, lr=1e-2)
+    for _ in range(40):
+        model(ids, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    step_ids = step_ids_from_input_ids(ids, model.config.step_separator_token_ids)
+
+    def kl_per_token(turn: int) -> tuple[float, float]:
+        hidden_step = steps_to_hide(step_ids, labels, turn)
+        out = model(ids, attention_mask=mask, run_inverse=True, hidden_step=hidden_step)
+        tokens = ((labels[:, 1:] != IGNORE) & out.reconstructed_positions[:, :-1]).sum()
+        hidden = consistency_sum(out, labels) / tokens
+        copied = SageCausalLMOutput(
+            logits=out.logits, reconstructed_logits=model.lm_head(out.inverse_hidden_states),
+            reconstructed_positions=out.reconstructed_positions,
+        )  # fmt: skip
+        return hidden, consistency_sum(copied, labels).item() / tokens.item()
+
+    start, copied = kl_per_token(0)
+    assert copied < 0.1 and start.item() > 1.0, (copied, start.item())
+    inverse_parameters = [p for n, p in model.named_parameters() if n.startswith("inverse.")]
+    optimizer = torch.optim.AdamW(inverse_parameters, lr=3e-3)
+    for turn in range(30):
+        kl_per_token(turn)[0].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    end = sum(kl_per_token(turn)[0].item() for turn in range(3)) / 3
+    assert end < 0.5 * start.item(), (start.item(), end)
 
 
 def test_tiny_config_helper_matches_pico_structure(tokenizer):

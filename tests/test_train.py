@@ -121,7 +121,10 @@ def test_segments_and_meta_targets_follow_the_text(tokenizer):
 def test_each_loss_term_is_finite_and_has_a_gradient(tokenizer):
     model = make_sage(tokenizer).train()
     batch = collate([encode_item(stage3_record(), tokenizer, "solution+explanation", 512)] * 2, tokenizer.pad_token_id)
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, run_inverse=True, use_cache=False)
+    out = model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, run_inverse=True, use_cache=False,
+        hidden_step=torch.tensor([1, 2]),
+    )  # fmt: skip
     terms = {
         "reasoning": (losses.token_nll_sum(out.logits, batch.labels(REASONING)), model.model.layers[0].attn.q_proj),
         "explanation": (losses.token_nll_sum(out.logits, batch.labels(EXPLANATION)), model.lm_head),

@@ -311,7 +311,9 @@ class InverseAnalysisStack(nn.Module):
     """The inverse analysis layers (eq. 4): read the forward stack, bidirectionally over the whole chain.
 
     Input per token: the forward stack's final hidden state plus a projection of its attention
-    summary (each layer's head-group output norms, L × G features).
+    summary (each layer's head-group output norms, L × G features). Positions in `hidden` read a learned
+    vector instead, so that what the stack says about them comes from the rest of the chain (eq. 11's
+    reconstruction, `SageForCausalLM.forward(hidden_step=...)`).
     """
 
     def __init__(self, config: SageConfig) -> None:
@@ -323,6 +325,7 @@ class InverseAnalysisStack(nn.Module):
             SageBlock(config, i, is_causal=False, reasoning_ffn=False) for i in range(config.num_inverse_layers)
         )
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.hidden_position = nn.Parameter(torch.empty(config.hidden_size))  # what a hidden position reads
         self.hook_input = HookPoint()
 
     def forward(
@@ -333,10 +336,13 @@ class InverseAnalysisStack(nn.Module):
         padding_mask: torch.Tensor | None,
         step_pos: torch.Tensor | None,
         attn_implementation: str,
+        hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:
         _B, T, _ = hidden_states.shape
         if self.summary_proj is not None:
             hidden_states = hidden_states + self.summary_proj(group_norms.flatten(2).to(hidden_states.dtype))
+        if hidden is not None:
+            hidden_states = torch.where(hidden[..., None], self.hidden_position.to(hidden_states.dtype), hidden_states)
         x = self.hook_input(hidden_states)
         mask = build_attention_mask(padding_mask, T, T, causal=False, materialize=attn_implementation == "eager")
         for layer in self.layers:
@@ -393,8 +399,9 @@ class SageCausalLMOutput(ModelOutput):
         inverse_hidden_states: (B, T, D) output of the inverse analysis stack.
         decision_logits: (B, T) meta-cognitive decision-point logits (sigmoid = decision score).
         confidence_logits: (B, T) meta-cognitive confidence logits (sigmoid = P(step correct)).
-        reconstructed_logits: (B, T, V) the inverse stack's reconstruction of the forward distribution,
-            for the consistency loss (eq. 11, `train.losses.consistency_sum`).
+        reconstructed_logits: (B, T, V) the inverse stack's reconstruction of the forward distribution at the
+            `reconstructed_positions` (B, T), made without reading them: the tokens of the step `hidden_step`
+            names, for the consistency loss (eq. 11, `train.losses.consistency_sum`).
     """
 
     loss: torch.Tensor | None = None
@@ -408,6 +415,7 @@ class SageCausalLMOutput(ModelOutput):
     decision_logits: torch.Tensor | None = None
     confidence_logits: torch.Tensor | None = None
     reconstructed_logits: torch.Tensor | None = None
+    reconstructed_positions: torch.Tensor | None = None
 
 
 def step_ids_from_input_ids(input_ids: torch.Tensor, separator_ids: list[int]) -> torch.Tensor:
@@ -439,6 +447,8 @@ class SagePreTrainedModel(PreTrainedModel):
             init.normal_(module.concepts, mean=0.0, std=self.config.initializer_range)
         if isinstance(module, RotaryEmbedding):  # a buffer, not saved: from_pretrained builds it on meta
             init.copy_(module.inv_freq, module.frequencies())
+        if isinstance(module, InverseAnalysisStack):
+            init.normal_(module.hidden_position, mean=0.0, std=self.config.initializer_range)
         if isinstance(module, AdaptiveLayerNorm) and module.step_proj is not None:
             init.zeros_(module.step_proj.weight)  # start as a plain LayerNorm (eq. 14 with tanh(0) = 0)
             init.zeros_(module.step_proj.bias)
@@ -591,6 +601,8 @@ class SageForCausalLM(SagePreTrainedModel, GenerationMixin):
     """SAGE-nano: the forward stack with an LM head, the inverse analysis stack and the meta-cognitive head."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    # Models saved before eq. 11 hid the reconstructed step lack it; it only serves that training loss.
+    _keys_to_ignore_on_load_missing = [r"inverse\.hidden_position"]
 
     def __init__(self, config: SageConfig) -> None:
         super().__init__(config)
@@ -619,6 +631,7 @@ class SageForCausalLM(SagePreTrainedModel, GenerationMixin):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         run_inverse: bool = False,
+        hidden_step: torch.LongTensor | None = None,
         output_group_norms: bool = False,
         logits_to_keep: int = 0,
         **kwargs,
@@ -626,7 +639,9 @@ class SageForCausalLM(SagePreTrainedModel, GenerationMixin):
         """Forward pass; `run_inverse=True` also runs the inverse stack and meta-cognitive head.
 
         The inverse stack is bidirectional over the whole chain, so it runs on a full sequence (training,
-        analysis), not token by token during generation.
+        analysis), not token by token during generation. `hidden_step` (B,), with `run_inverse`: the step of
+        each sequence whose forward distribution the inverse stack reconstructs without reading that step's
+        hidden states (`reconstructed_logits`), from the question and the other steps.
         """
         out = self.model(
             input_ids=input_ids,
@@ -646,7 +661,8 @@ class SageForCausalLM(SagePreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
-        inverse = self._run_inverse(out, attention_mask) if run_inverse else {}
+        hidden = self._positions_of_step(out.step_ids, input_ids, hidden_step) if hidden_step is not None else None
+        inverse = self._run_inverse(out, attention_mask, hidden) if run_inverse else {}
         return SageCausalLMOutput(
             loss=loss,
             logits=logits,
@@ -658,22 +674,46 @@ class SageForCausalLM(SagePreTrainedModel, GenerationMixin):
             **inverse,
         )
 
-    def _run_inverse(self, out: SageModelOutput, attention_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _positions_of_step(
+        self, step_ids: torch.Tensor | None, input_ids: torch.Tensor | None, step: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, T) True at the tokens of each sequence's step `step[b]` (its separator included)."""
+        if step_ids is None:
+            if input_ids is None:
+                raise ValueError("hidden_step needs input_ids or step_ids: the steps are found by their separators")
+            step_ids = step_ids_from_input_ids(input_ids, self.config.step_separator_token_ids)
+        return step_ids == step.to(step_ids.device)[:, None]
+
+    def _run_inverse(
+        self, out: SageModelOutput, attention_mask: torch.Tensor | None, hidden: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """The inverse stack over the chain and the meta head on its output; with `hidden` (B, T), also the
+        reconstruction of the forward distribution at those positions from a pass that does not read them."""
         if out.cache is not None and out.cache.get_seq_length() > out.last_hidden_state.shape[1]:
             raise ValueError("run_inverse=True needs the whole chain in one call, not a cached continuation")
-        hidden = out.last_hidden_state
+        states = out.last_hidden_state
         result: dict[str, torch.Tensor] = {}
         if self.inverse is not None:
-            B, T, _ = hidden.shape
-            positions = torch.arange(T, device=hidden.device)[None].expand(B, -1)
-            rotary = self.model.rotary(positions, hidden.dtype)
+            B, T, _ = states.shape
+            positions = torch.arange(T, device=states.device)[None].expand(B, -1)
+            step_pos = out.step_ids[..., None].to(states.dtype) if out.step_ids is not None else None
+            inputs = [states, out.group_norms, positions, attention_mask, step_pos]
+            hide = None
+            if hidden is not None:  # both passes in one call: DDP and FSDP2 see the stack run once
+                inputs = [x if x is None else torch.cat([x, x]) for x in inputs]
+                hide = torch.cat([torch.zeros_like(hidden), hidden])
+            states, group_norms, positions, mask, step_pos = inputs
+            rotary = self.model.rotary(positions, states.dtype)
             impl = self.model._attention_implementation(False)
-            step_pos = out.step_ids[..., None].to(hidden.dtype) if out.step_ids is not None else None
-            hidden = self.inverse(hidden, out.group_norms, rotary, attention_mask, step_pos, impl)
-            result["inverse_hidden_states"] = hidden
-            result["reconstructed_logits"] = self.lm_head(hidden)
+            analysed = self.inverse(states, group_norms, rotary, mask, step_pos, impl, hidden=hide)
+            result["inverse_hidden_states"] = analysed[:B]
+            if hidden is not None:
+                result["reconstructed_logits"] = self.lm_head(analysed[B:])
+                result["reconstructed_positions"] = hidden
         if self.meta_head is not None:
-            result["decision_logits"], result["confidence_logits"] = self.meta_head(hidden)
+            result["decision_logits"], result["confidence_logits"] = self.meta_head(
+                result.get("inverse_hidden_states", states)
+            )
         return result
 
     @contextlib.contextmanager

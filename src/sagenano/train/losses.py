@@ -24,15 +24,30 @@ def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def consistency_sum(out: SageCausalLMOutput, labels: torch.Tensor) -> torch.Tensor:
-    """Σ KL(P_forward ‖ P_reconstructed) over the labelled positions (eq. 11).
+    """Σ KL(P_forward ‖ P_reconstructed) over the labelled positions the inverse stack reconstructed (eq. 11).
 
-    The forward distribution is the target (detached): the inverse stack learns to reconstruct it,
-    and the loss does not pull the forward model towards its own reconstruction.
+    The inverse stack did not read the hidden states of those positions (`SageForCausalLM.forward(hidden_step=...)`),
+    so the loss cannot be met by copying them: the reconstruction has to come from the question and the other steps.
+    The forward distribution is the target (detached): the inverse stack learns to reconstruct it, and the loss does
+    not pull the forward model towards its own reconstruction.
     """
     mask = labels[:, 1:] != IGNORE
+    if out.reconstructed_positions is not None:
+        mask = mask & out.reconstructed_positions[:, :-1]
     log_p = out.logits[:, :-1].float().log_softmax(-1).detach()[mask]
     log_q = out.reconstructed_logits[:, :-1].float().log_softmax(-1)[mask]
     return F.kl_div(log_q, log_p, log_target=True, reduction="sum")
+
+
+def steps_to_hide(step_ids: torch.Tensor, labels: torch.Tensor, turn: int) -> torch.Tensor:
+    """The step of each sequence whose reconstruction eq. 11 trains (B,): row r hides step 1 + (turn + r) mod S_r,
+    S_r being the last step that holds a labelled token, so that successive turns walk every row through all its
+    steps; 0 (the question: nothing labelled) for a row with no labelled step. Deterministic, so a resumed run
+    hides what the uninterrupted one would have."""
+    labelled = labels != IGNORE
+    num_steps = torch.where(labelled, step_ids, torch.zeros_like(step_ids)).amax(-1)
+    rows = torch.arange(step_ids.shape[0], device=step_ids.device)
+    return torch.where(num_steps > 0, 1 + (turn + rows) % num_steps.clamp(min=1), torch.zeros_like(num_steps))
 
 
 def meta_sum(out: SageCausalLMOutput, targets: dict[str, torch.Tensor]) -> torch.Tensor:

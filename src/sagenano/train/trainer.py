@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..model import SageForCausalLM
+from ..model import SageForCausalLM, step_ids_from_input_ids
 from .batches import EXPLANATION, REASONING, Batch, endless_batches
 from .checkpoint import (
     LATEST,
@@ -41,7 +41,7 @@ from .checkpoint import (
     write_text_atomic,
 )
 from .distributed import Runtime, all_reduce_sum, init_runtime, shutdown, wrap_model
-from .losses import consistency_sum, meta_sum, token_nll_sum, total_loss
+from .losses import consistency_sum, meta_sum, steps_to_hide, token_nll_sum, total_loss
 from .recipe import Recipe, StageConfig
 from .schedule import build_scheduler
 from .stage3_data import SynthesisStopped
@@ -305,8 +305,16 @@ class _StageLoop:
 
     def _loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         inverse = self.stage.name == "inverse"
+        hidden_step = None
+        if inverse:
+            step_ids = step_ids_from_input_ids(batch.input_ids, self.model.config.step_separator_token_ids)
+            hidden_step = steps_to_hide(step_ids, batch.labels(REASONING), self.scheduler.last_epoch)
         out = self.wrapped(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, run_inverse=inverse
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            use_cache=False,
+            run_inverse=inverse,
+            hidden_step=hidden_step,
         )
         terms = {"reasoning": token_nll_sum(out.logits, batch.labels(REASONING))}
         if inverse:
