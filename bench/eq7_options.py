@@ -6,7 +6,7 @@ true dependency) and distractor-wins (a distractor quantity outranks every true 
 attention-only and gradient-only factors. Items come from the held-out split with a DEVELOPMENT seed (default
 4000001), never the evaluation seed, so choosing defaults here does not tune on the evaluation items.
 
-Run:  .venv/bin/python bench/eq7_options.py [--n 12] [--model PATH] [--seed 4000001]
+Run:  .venv/bin/python bench/eq7_options.py [--n 12] [--model PATH] [--seed 4000001] [--only "layer 2"]
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ VARIANTS = {
     "layer 1, all heads": {"gradient_layer": 1, "attention_aggregate": "mean"},
     "layer 1, reasoning heads": {"gradient_layer": 1, "attention_aggregate": "group:reasoning"},
     "layer 2, reasoning heads (default on pico)": {"gradient_layer": 2, "attention_aggregate": "group:reasoning"},
+    "layer 2, all heads": {"gradient_layer": 2, "attention_aggregate": "mean"},
+    "layer 2, memory heads": {"gradient_layer": 2, "attention_aggregate": "group:memory"},
+    "layer 2, meta-cognitive heads": {"gradient_layer": 2, "attention_aggregate": "group:meta_cognitive"},
     "layer 3, reasoning heads": {"gradient_layer": 3, "attention_aggregate": "group:reasoning"},
 }
 METHODS = ("eq7", "attention_only", "gradient_only")
@@ -56,6 +59,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=12, help="items per task")
     parser.add_argument("--model", default=None, help="default: the shipped model")
     parser.add_argument("--seed", type=int, default=4_000_001)
+    parser.add_argument("--only", default="", help="run only the option sets whose name holds this text")
     args = parser.parse_args()
     if args.seed == EVAL_SEED:
         parser.error("that is the evaluation seed: choose options on other items")
@@ -65,6 +69,8 @@ def main() -> None:
     print(f"{len(items)} held-out items (seed {args.seed}), {loaded.source}")
     print(f"{'options':36s} {'method':15s} {'steps':>5s} {'top-1':>7s} {'distractor-wins':>16s}")
     for name, options in VARIANTS.items():
+        if args.only not in name:
+            continue
         for method, (top1, wins, steps) in sweep(loaded, items, options).items():
             print(f"{name:36s} {method:15s} {steps:5d} {top1:7.1%} {wins:16.1%}", flush=True)
             if method == "eq7":

@@ -1,4 +1,4 @@
-"""Train and evaluate the ablation models of the report's Table 5: the shipped recipe with one part changed each.
+"""Train and evaluate the ablation models of the paper's Tables 5 and 7: the shipped recipe with one part changed each.
 
 Usage: .venv/bin/python scripts/train_ablations.py [--recipe recipes/pico.yaml] [--out runs/ablations]
                                                    [--only full,no_meta_head] [--n 300] [--dry-run]
@@ -38,6 +38,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "forward_only": ("stage 3 (inverse training)", {"drop_inverse_stage": True}),
     **{f"inverse_depth_{k}": (f"inverse depth {k} (layers of the inverse stack)", {"model": {"num_inverse_layers": k}})
        for k in (2, 4, 6, 8)},
+    # Table 7: the forward stack's own parts
+    "no_concept_heads": ("the concept heads", {"model": {"use_concept_heads": False}}),
+    "no_reasoning_ffn": ("the reasoning FFN (a plain SwiGLU instead)", {"model": {"use_reasoning_ffn": False}}),
+    "no_adaptive_ln": ("the step-adaptive LayerNorm", {"model": {"use_adaptive_layernorm": False}}),
+    "merged_head_groups": ("the head groups (one group of all heads)", {"merge_head_groups": True}),
 }  # fmt: skip
 
 
@@ -45,7 +50,10 @@ def variant_recipe(base: dict, change: dict) -> dict:
     """The base recipe (as loaded from YAML) with one variant's change applied."""
     recipe = copy.deepcopy(base)
     model = {**recipe.get("model", {}), **change.get("model", {})}
-    defaults = SageConfig.from_name(recipe.get("preset", "pico")).to_dict()
+    preset = SageConfig.from_name(recipe.get("preset", "pico"))
+    defaults = preset.to_dict()
+    if change.get("merge_head_groups"):
+        model["head_groups"] = {"all": preset.num_attention_heads}
     recipe["model"] = {key: value for key, value in model.items() if defaults.get(key) != value}  # a no-op is none
     stages = recipe["stages"]
     if change.get("drop_inverse_stage"):

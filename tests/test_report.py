@@ -11,6 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from conftest import make_sage
+from sagenano.config import SageConfig
 from sagenano.data import generate_items
 from sagenano.eval.introspection import IntrospectionSettings, gold_chain
 from sagenano.eval.paper_tables import (
@@ -102,6 +103,11 @@ def test_ablation_recipes_change_one_part_each_and_the_report_reads_their_result
     assert loaded["no_explanation"].stages[2].lambda_explanation == 0.0
     assert loaded["no_meta_head"].model == {"use_meta_cognitive_head": False}
     assert loaded["inverse_depth_6"].model == {"num_inverse_layers": 6} and loaded["full"].model == {}
+    merged = SageConfig.from_name("pico", **loaded["merged_head_groups"].model)
+    assert (
+        merged.head_groups == {"all": 6}
+        and merged.num_attention_heads == SageConfig.from_name("pico").num_attention_heads
+    )
     accuracy = {"all arithmetic": {"accuracy": 0.5}, "all logic": {"accuracy": 0.25}}
     (tmp_path / "full" / "eval.json").write_text(json.dumps({"accuracy": accuracy}))
     ablations = read_ablations(tmp_path, "m")
