@@ -64,10 +64,17 @@ def starting_model_section(recipe: Recipe, card: str | None) -> list[str]:
         return []
     lines = ["", f"### The starting model (`init: {recipe.init}`)", ""]
     stages = card.split("## Stages", 1)[1].split("\n## ", 1)[0] if card and "## Stages" in card else ""
-    table = [line for line in stages.splitlines() if line.startswith("|")]
+    own, _, earlier = stages.partition("### The starting model")  # its card lists its own starting model's stages
+
+    def rows(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("|") and not line.startswith(("| stage", "|---"))]
+
+    table = rows(earlier) + rows(own)
     if not table:
         return [*lines, "Its card was not at hand: its stages are not listed here."]
-    return [*lines, "Its stages, as its card measured them:", "", *table]
+    header = ["| stage | steps | batch | peak lr | schedule | loss tokens | tokens seen | wall time | last loss |",
+              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    return [*lines, "Its stages, first to last, as its card measured them:", "", *header, *table]
 
 
 def starting_model_curve(recipe: Recipe, card: str | None) -> list[str]:

@@ -661,8 +661,10 @@ class SageForCausalLM(SagePreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
-        hidden = self._positions_of_step(out.step_ids, input_ids, hidden_step) if hidden_step is not None else None
-        inverse = self._run_inverse(out, attention_mask, hidden) if run_inverse else {}
+        inverse = {}
+        if run_inverse:
+            hidden = None if hidden_step is None else self._positions_of_step(out.step_ids, input_ids, hidden_step)
+            inverse = self._run_inverse(out, attention_mask, hidden)
         return SageCausalLMOutput(
             loss=loss,
             logits=logits,
