@@ -328,13 +328,14 @@ def test_lookup_traces_what_generate_traces(family, tokenizer):
     assert_same_trace(trace_generate(model, tokenizer, PROMPT, max_new_tokens=40, top_k=4, lookup=True), plain)
 
 
-def test_lookup_traces_the_shipped_models_chains_in_fewer_passes(tokenizer):
+def test_lookup_traces_the_shipped_models_chains_in_fewer_passes():
     """Held-out questions: the chain, its records and attention as `generate` gives them, in fewer forward passes
     (each chain's replay pass counted)."""
     from sagenano.data import generate_items
     from sagenano.loading import load_model
 
-    model = load_model().model
+    loaded = load_model()
+    model, tokenizer = loaded.model, loaded.tokenizer  # the tokenizer that writes the model's prompt
     calls = count_forwards(model)
     passes = tokens = 0
     for item in [*generate_items("linear_equation", 2, 5, "heldout"), *generate_items("logic", 2, 5, "heldout")]:

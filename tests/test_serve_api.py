@@ -14,7 +14,7 @@ from sagenano.serve import ServerSettings, create_app
 from sagenano.serve.store import ReportStore
 
 EQUATION = "If 3x + 2 = 14, what is x?"
-HESITANT = "Given 3x + 13 = 43, find x."  # the shipped pico hesitates at a token that changes its answer
+HESITANT = "Given 4x + 13 = 43, find x."  # the shipped pico hesitates at a token that changes its answer (x = 7.5)
 SMALL = {"max_new_tokens": 48, "alternatives": 2, "max_decision_points": 2}
 
 

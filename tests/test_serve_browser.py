@@ -21,7 +21,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]  # fmt: skip
 ARTIFACTS = Path(os.environ.get("SAGENANO_TEST_ARTIFACTS", Path(__file__).parents[1] / "runs" / "test-artifacts"))
 EQUATION = "If 3x + 2 = 14, what is x?"
-HESITANT = "Given 3x + 13 = 43, find x."  # the shipped pico hesitates at a token that changes its answer
+HESITANT = "Given 4x + 13 = 43, find x."  # the shipped pico hesitates at a token that changes its answer (x = 7.5)
 
 
 def _free_port() -> int:
