@@ -7,6 +7,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: it reads this once; tests never go online
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,8 +31,22 @@ from transformers import (
 )
 
 from sagenano.config import SageConfig
+from sagenano.eval.benchmarks import benchmarks_dir
 from sagenano.model import SageForCausalLM
 from sagenano.tokenizer import load_tokenizer, step_token_id
+
+
+def _benchmark_data() -> Path | None:
+    try:
+        return benchmarks_dir()
+    except FileNotFoundError:
+        return None
+
+
+BENCHMARK_DATA = _benchmark_data()  # ../shared/data/benchmarks or $SAGENANO_BENCHMARKS; None where it is absent
+needs_benchmarks = pytest.mark.skipif(
+    BENCHMARK_DATA is None, reason="benchmark files not found: set SAGENANO_BENCHMARKS to shared/data/benchmarks"
+)
 
 torch.set_num_threads(1)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 
 import pytest
 
+from conftest import BENCHMARK_DATA, needs_benchmarks
 from sagenano.eval import (
     BenchItem,
     UnknownTaskError,
@@ -32,18 +32,8 @@ from sagenano.eval.extract import (
     normalize_math,
 )
 
-
-def _data_dir() -> Path | None:
-    try:
-        return benchmarks_dir()
-    except FileNotFoundError:
-        return None
-
-
-DATA = _data_dir()
-needs_data = pytest.mark.skipif(
-    DATA is None, reason="benchmark files not found: set SAGENANO_BENCHMARKS to shared/data/benchmarks"
-)
+DATA = BENCHMARK_DATA
+needs_data = needs_benchmarks
 FILE_TASKS = [name for name in task_names() if get_task(name).default_file]
 SYNTHETIC_TASKS = [name for name in task_names() if get_task(name).synthetic_task]
 CHOICE_TASKS = ["aqua_rat", "logiqa", "commonsenseqa", "arc_easy", "arc_challenge", "synth_multiple_choice"]

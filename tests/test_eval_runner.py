@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_hf_model, make_sage
+from conftest import make_hf_model, make_sage, needs_benchmarks
 from sagenano.eval.benchmarks import get_task, load_items
 from sagenano.eval.runner import (
     EvalSettings,
@@ -51,6 +51,7 @@ def lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
 
+@needs_benchmarks
 def test_a_five_item_run_end_to_end_then_resumes_without_redoing_items(tmp_path, tiny_checkpoint):
     out = tmp_path / "eval"
     common = ["eval", "--model", str(tiny_checkpoint), "--tasks", "gsm8k", "--max-new-tokens", "8", "--out", str(out)]
@@ -75,6 +76,7 @@ def test_a_five_item_run_end_to_end_then_resumes_without_redoing_items(tmp_path,
     assert "gsm8k" in second.stdout and "accuracy" in second.stdout
 
 
+@needs_benchmarks
 def test_two_torchrun_processes_write_what_one_process_writes(tmp_path):
     common = ["eval", "--model", str(shipped_model_dir()), "--tasks", "synth_arithmetic,arc_easy", "--limit", "5",
               "--max-new-tokens", "48", "--batch-size", "1"]  # fmt: skip
@@ -97,6 +99,7 @@ def test_two_torchrun_processes_write_what_one_process_writes(tmp_path):
     assert summaries[0] == summaries[1]
 
 
+@needs_benchmarks
 def test_option_loglikelihoods_equal_one_forward_pass_per_option(tokenizer):
     model = make_hf_model("llama", len(tokenizer))
     item = load_items("arc_easy", limit=1)[0]
@@ -110,6 +113,7 @@ def test_option_loglikelihoods_equal_one_forward_pass_per_option(tokenizer):
         assert value == pytest.approx(alone, abs=1e-4)
 
 
+@needs_benchmarks
 def test_loglik_scoring_picks_the_best_option_and_reports_its_share(tmp_path, tokenizer):
     model = make_hf_model("llama", len(tokenizer))
     summary = evaluate_task(model, tokenizer, "arc_easy", tmp_path, EvalSettings(limit=3, scoring="loglik"),
@@ -125,6 +129,7 @@ def test_loglik_scoring_picks_the_best_option_and_reports_its_share(tmp_path, to
         evaluate_task(model, tokenizer, "gsm8k", tmp_path, EvalSettings(limit=1, scoring="loglik"), progress=False)
 
 
+@needs_benchmarks
 def test_prompts_follow_the_model_format_and_carry_the_exemplars():
     items = load_items("gsm8k", limit=2)
     sage = build_prompt(items[1], [items[0]], sage=True)
@@ -135,6 +140,7 @@ def test_prompts_follow_the_model_format_and_carry_the_exemplars():
     assert f"The answer is {items[0].gold}." in plain
 
 
+@needs_benchmarks
 def test_a_prompt_longer_than_the_context_is_recorded_as_skipped(tmp_path, tokenizer):
     model = make_sage(tokenizer, max_position_embeddings=64)
     summary = evaluate_task(model, tokenizer, "logiqa", tmp_path, EvalSettings(limit=2, max_new_tokens=8),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from conftest import make_sage
+from conftest import make_sage, needs_benchmarks
 from sagenano.config import SageConfig
 from sagenano.data import generate_items
 from sagenano.eval.introspection import IntrospectionSettings, gold_chain
@@ -33,6 +33,7 @@ from sagenano.train.recipe import Recipe
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
 
 
+@needs_benchmarks
 def test_the_report_builds_from_a_tiny_run_with_every_section_and_figure(tmp_path):
     tokenizer = with_sage_prompt(load_tokenizer())  # the prompt format the shipped model is saved with
     model = make_sage(tokenizer)
