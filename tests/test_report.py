@@ -92,6 +92,15 @@ def test_report_command_rejects_unknown_tasks_and_baselines():
     assert bad_baseline.returncode == 2 and "lime" in bad_baseline.stderr
 
 
+def test_report_command_names_a_missing_benchmark_file_before_any_work(tmp_path):
+    cli = [sys.executable, "-m", "sagenano.cli", "report", "--benchmarks", "gsm8k", "--out", str(tmp_path / "out")]
+    for folder in (tmp_path / "absent", tmp_path):  # no folder; a folder without the file
+        env = {**ENV, "SAGENANO_BENCHMARKS": str(folder)}
+        missing = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+        assert missing.returncode == 2 and "--benchmarks" in missing.stderr and "Traceback" not in missing.stderr
+        assert not (tmp_path / "out").exists()
+
+
 def test_ablation_recipes_change_one_part_each_and_the_report_reads_their_results(tmp_path):
     sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
     import train_ablations

@@ -104,7 +104,7 @@ def report(
     overhead per engine component, ablations (when trained), the error taxonomy and a reliability diagram.
     Every number comes from this run; the benchmark answers are kept in <out>/eval and reused on a rerun.
     """
-    from ..eval.benchmarks import UnknownTaskError, get_task
+    from ..eval.benchmarks import UnknownTaskError, benchmarks_dir, get_task
     from ..eval.paper_tables import ReportSettings, build_report
     from ..eval.paper_tables import introspection_settings as make_introspection
     from ..loading import load_model
@@ -113,8 +113,12 @@ def report(
     names = tuple(t.strip() for t in benchmarks.split(",") if t.strip()) if benchmarks else settings.benchmarks
     try:
         for name in names:
-            get_task(name)
+            task = get_task(name)
+            if task.default_file and not (benchmarks_dir() / task.default_file).is_file():
+                raise FileNotFoundError(f"benchmark {name!r} has no file at {benchmarks_dir() / task.default_file}")
         introspection = make_introspection(introspection_items, baselines)
+    except FileNotFoundError as error:
+        fail(f"{error}; or choose other benchmarks with --benchmarks")
     except (UnknownTaskError, ValueError) as error:
         fail(str(error))
     if min(limit, quality_items, introspection_items, max_new_tokens) < 1:
