@@ -33,6 +33,8 @@ QUICK = {
     "explain_overhead": ["--questions", "3", "--repeats", "2"],
     "introspection": ["--n", "20", "--baselines", "attention,gradient"],
     "eq7_options": ["--n", "4"],
+    "head_groups": ["--n", "8", "--permutations", "500"],
+    "consistency": ["--n", "8"],
     "quantize": ["--n", "25", "--explain", "4", "--repeats", "3"],
     "peer_attribution": ["--questions", "2"],
     "explain_memory": ["--lengths", "32,128", "--presets", "pico,micro"],
