@@ -54,6 +54,25 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def development_parser(description: str, n: int) -> argparse.ArgumentParser:
+    """The options of a measurement on development items: --n (items per task), --model, --seed."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=n, help=f"items per task (default {n})")
+    parser.add_argument("--model", default=None, help="a model folder (default: the shipped model)")
+    parser.add_argument("--seed", type=int, default=4_000_001, help="development seed of the held-out split")
+    return parser
+
+
+def parse_development_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments, refusing the evaluation seed: defaults are chosen on other items than those reported."""
+    from sagenano.eval.task_accuracy import EVAL_SEED
+
+    args = parser.parse_args()
+    if args.seed == EVAL_SEED:
+        parser.error("that is the evaluation seed: measure on other items")
+    return args
+
+
 def setup(args: argparse.Namespace) -> None:
     """Fixes the thread count and checks the device; call first in every process."""
     if args.device == "cuda" and not torch.cuda.is_available():

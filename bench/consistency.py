@@ -12,16 +12,15 @@ Run:  .venv/bin/python bench/consistency.py [--n 40] [--model PATH] [--seed 4000
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from collections import defaultdict
 
 import torch
 
-from common import print_table, record
+from common import development_parser, parse_development_args, print_table, record
 from sagenano.data import generate_items
 from sagenano.data.format import training_text
-from sagenano.eval.task_accuracy import EVAL_SEED, TASKS
+from sagenano.eval.task_accuracy import TASKS
 from sagenano.loading import load_model
 from sagenano.model import SageForCausalLM, step_ids_from_input_ids
 
@@ -42,13 +41,8 @@ def reconstruction(model: SageForCausalLM, ids: torch.Tensor, step: int) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=40, help="items per task (default 40)")
-    parser.add_argument("--model", default=None, help="a SAGE model folder (default: the shipped model)")
-    parser.add_argument("--seed", type=int, default=4_000_001, help="development seed of the held-out split")
-    args = parser.parse_args()
-    if args.seed == EVAL_SEED:
-        parser.error("that is the evaluation seed: measure on other items")
+    parser = development_parser(__doc__, n=40)
+    args = parse_development_args(parser)
     warnings.filterwarnings("ignore", category=UserWarning)
     loaded = load_model(args.model)
     model, tokenizer = loaded.model, loaded.tokenizer

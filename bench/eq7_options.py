@@ -11,13 +11,12 @@ Run:  .venv/bin/python bench/eq7_options.py [--n 12] [--model PATH] [--seed 4000
 
 from __future__ import annotations
 
-import argparse
 import warnings
 
-from common import record
+from common import development_parser, parse_development_args, record
 from sagenano.data import generate_items
 from sagenano.eval.introspection import aligned, dependency_records, engine_rankings, gold_chain, share
-from sagenano.eval.task_accuracy import EVAL_SEED, TASKS
+from sagenano.eval.task_accuracy import TASKS
 from sagenano.inverse import explain
 from sagenano.loading import load_model
 
@@ -55,14 +54,9 @@ def sweep(loaded, items, options: dict) -> dict[str, tuple[float, float, int]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=12, help="items per task")
-    parser.add_argument("--model", default=None, help="default: the shipped model")
-    parser.add_argument("--seed", type=int, default=4_000_001)
+    parser = development_parser(__doc__, n=12)
     parser.add_argument("--only", default="", help="run only the option sets whose name holds this text")
-    args = parser.parse_args()
-    if args.seed == EVAL_SEED:
-        parser.error("that is the evaluation seed: choose options on other items")
+    args = parse_development_args(parser)
     warnings.filterwarnings("ignore", category=UserWarning)
     loaded = load_model(args.model)
     items = [item for task in TASKS for item in generate_items(task, args.n, args.seed, "heldout")]

@@ -19,7 +19,6 @@ Run:  .venv/bin/python bench/head_groups.py [--n 40] [--model PATH] [--seed 4000
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import random
 import warnings
@@ -27,10 +26,10 @@ from collections.abc import Iterator
 
 import torch
 
-from common import print_table, record
+from common import development_parser, parse_development_args, print_table, record
 from sagenano.data import generate_items
 from sagenano.data.format import training_text
-from sagenano.eval.task_accuracy import EVAL_SEED, TASKS
+from sagenano.eval.task_accuracy import TASKS
 from sagenano.loading import load_model
 from sagenano.model import SageForCausalLM, step_ids_from_input_ids
 
@@ -67,13 +66,23 @@ def heads_zeroed(model: SageForCausalLM, columns: slice, layer: int | None = Non
             handle.remove()
 
 
-@torch.no_grad()
-def head_statistics(model: SageForCausalLM, tokenizer, items) -> torch.Tensor:
-    """(layers, heads, statistics) averaged over the chain tokens of every item's gold chain."""
-    sums, count = None, 0
+Chain = tuple[torch.Tensor, torch.Tensor]  # a gold chain's input ids (1, T) and each token's step index (T,)
+
+
+def encode_chains(model: SageForCausalLM, tokenizer, items) -> dict[str, list[Chain]]:
+    """The items' gold chains per task, tokenised once for every measurement that reads them."""
+    chains: dict[str, list[Chain]] = {task: [] for task in TASKS}
     for item in items:
         ids = tokenizer(training_text(item), return_tensors="pt").input_ids
-        steps = step_ids_from_input_ids(ids, model.config.step_separator_token_ids)[0]
+        chains[item.task].append((ids, step_ids_from_input_ids(ids, model.config.step_separator_token_ids)[0]))
+    return chains
+
+
+@torch.no_grad()
+def head_statistics(model: SageForCausalLM, chains: list[Chain]) -> torch.Tensor:
+    """(layers, heads, statistics) averaged over the chain tokens of every gold chain."""
+    sums, count = None, 0
+    for ids, steps in chains:
         attentions = torch.stack(model(ids, output_attentions=True).attentions)[:, 0]  # (L, H, T, T)
         queries = torch.nonzero(steps > 0).flatten()
         w = attentions[:, :, queries].float()  # (L, H, Q, T)
@@ -117,15 +126,23 @@ def specialisation(stats: torch.Tensor, group_sizes: list[int], permutations: in
     return rows
 
 
+@torch.no_grad()
+def chain_loss(model: SageForCausalLM, chains: list[Chain]) -> float:
+    """Mean negative log-likelihood of the chain tokens (steps and answer) of the gold chains."""
+    total, count = 0.0, 0
+    for ids, steps in chains:
+        logits = model(ids).logits[0, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
+        chain = steps[1:] > 0
+        total += float(nll[chain].sum())
+        count += int(chain.sum())
+    return total / count
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=40, help="items per task (default 40)")
-    parser.add_argument("--model", default=None, help="a SAGE model folder (default: the shipped model)")
-    parser.add_argument("--seed", type=int, default=4_000_001, help="development seed of the held-out split")
+    parser = development_parser(__doc__, n=40)
     parser.add_argument("--permutations", type=int, default=2000, help="shuffles for the p-values (default 2000)")
-    args = parser.parse_args()
-    if args.seed == EVAL_SEED:
-        parser.error("that is the evaluation seed: measure on other items")
+    args = parse_development_args(parser)
     warnings.filterwarnings("ignore", category=UserWarning)
     loaded = load_model(args.model, attn_implementation="eager")
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -135,7 +152,8 @@ def main() -> None:
     items = [item for task in TASKS for item in generate_items(task, args.n, args.seed, "heldout")]
     print(f"{len(items)} held-out items (seed {args.seed}), {loaded.source}; groups {groups}", flush=True)
 
-    stats = head_statistics(model, tokenizer, items)
+    by_task = encode_chains(model, tokenizer, items)
+    stats = head_statistics(model, [chain for chains in by_task.values() for chain in chains])
     rows, start = [], 0
     for name, size in groups.items():
         mean = stats[:, start : start + size].mean((0, 1))
@@ -150,34 +168,18 @@ def main() -> None:
         record("head_groups", f"eta² of the group names, {name}", round(eta, 3), result=f"p={p:.3f}")
 
     print("\nRise of the gold chain's loss (nats per chain token) with heads zeroed:", flush=True)
-    by_task = {task: [item for item in items if item.task == task] for task in TASKS}
-    base = {task: chain_loss(model, tokenizer, task_items) for task, task_items in by_task.items()}
+    base = {task: chain_loss(model, chains) for task, chains in by_task.items()}
     layers = range(model.config.num_hidden_layers)
     loss_rows = [["none: loss", "", *(f"{base[t]:.3f}" for t in TASKS)]]
     for name, columns in head_slices(model).items():
         for where in ["all", *layers]:
             with heads_zeroed(model, columns, None if where == "all" else where):
-                rise = {t: chain_loss(model, tokenizer, by_task[t]) - base[t] for t in TASKS}
+                rise = {t: chain_loss(model, by_task[t]) - base[t] for t in TASKS}
             loss_rows.append([name, str(where), *(f"{rise[t]:+.3f}" for t in TASKS)])
             if where == "all":
                 for task in TASKS:
                     record("head_groups", f"loss rise with the {name} heads zeroed, {task}", round(rise[task], 3))
     print_table(["heads zeroed", "layer", *TASKS], loss_rows)
-
-
-@torch.no_grad()
-def chain_loss(model: SageForCausalLM, tokenizer, items) -> float:
-    """Mean negative log-likelihood of the chain tokens (steps and answer) of the items' gold chains."""
-    total, count = 0.0, 0
-    for item in items:
-        ids = tokenizer(training_text(item), return_tensors="pt").input_ids
-        steps = step_ids_from_input_ids(ids, model.config.step_separator_token_ids)[0]
-        logits = model(ids).logits[0, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
-        chain = steps[1:] > 0
-        total += float(nll[chain].sum())
-        count += int(chain.sum())
-    return total / count
 
 
 if __name__ == "__main__":

@@ -32,8 +32,6 @@ from sagenano.eval.extract import (
     normalize_math,
 )
 
-DATA = BENCHMARK_DATA
-needs_data = needs_benchmarks
 FILE_TASKS = [name for name in task_names() if get_task(name).default_file]
 SYNTHETIC_TASKS = [name for name in task_names() if get_task(name).synthetic_task]
 CHOICE_TASKS = ["aqua_rat", "logiqa", "commonsenseqa", "arc_easy", "arc_challenge", "synth_multiple_choice"]
@@ -45,7 +43,7 @@ def items_of(name: str) -> list[BenchItem]:
 
 
 def raw_records(relative: str) -> list[dict]:
-    text = (DATA / relative).read_text(encoding="utf-8")
+    text = (BENCHMARK_DATA / relative).read_text(encoding="utf-8")
     return json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in text.splitlines()]
 
 
@@ -109,7 +107,7 @@ def assert_canonical(name: str, item: BenchItem) -> None:
         assert normalize_math(item.gold) == item.gold, item.gold
 
 
-@needs_data
+@needs_benchmarks
 @pytest.mark.parametrize("name", FILE_TASKS)
 def test_loader_reads_its_real_file(name):
     items = items_of(name)
@@ -124,7 +122,7 @@ def test_loader_reads_its_real_file(name):
             )
 
 
-@needs_data
+@needs_benchmarks
 @pytest.mark.parametrize("name", FILE_TASKS)
 def test_gold_round_trips_through_extract(name):
     task = get_task(name)
@@ -134,7 +132,7 @@ def test_gold_round_trips_through_extract(name):
         assert task.is_correct(item.gold, item.gold)
 
 
-@needs_data
+@needs_benchmarks
 def test_choice_items_match_their_files():
     for item, record in zip(items_of("commonsenseqa"), raw_records("commonsenseqa/dev_rand_split.jsonl"), strict=True):
         assert item.id == record["id"] and item.gold == record["answerKey"]
@@ -146,12 +144,12 @@ def test_choice_items_match_their_files():
     for item, record in zip(items_of("aqua_rat"), raw_records("aqua_rat/test.json"), strict=True):
         assert item.labels == tuple("ABCDE") and item.gold == record["correct"]
         assert item.choices == tuple(option.split(")", 1)[1].strip() for option in record["options"])
-    letters = (DATA / "logiqa/Test.txt").read_text(encoding="utf-8").split("\n")[1::8]
+    letters = (BENCHMARK_DATA / "logiqa/Test.txt").read_text(encoding="utf-8").split("\n")[1::8]
     assert [item.gold for item in items_of("logiqa")] == [letter.upper() for letter in letters]
     assert all(item.labels == ("A", "B", "C", "D") for item in items_of("logiqa"))
 
 
-@needs_data
+@needs_benchmarks
 def test_truth_and_yesno_golds_match_their_files():
     verdicts = {"A": "True", "B": "False", "C": "Unknown"}
     for item, record in zip(items_of("proofwriter"), raw_records("proofwriter/test.json"), strict=True):
@@ -162,7 +160,7 @@ def test_truth_and_yesno_golds_match_their_files():
 
 
 def test_limit_keeps_the_first_items():
-    if DATA is not None:
+    if BENCHMARK_DATA is not None:
         assert [item.id for item in load_items("gsm8k", limit=5)] == [f"gsm8k-{i}" for i in range(5)]
     assert len(load_items("synth_arithmetic", limit=5)) == 5
 
@@ -215,7 +213,7 @@ def test_reclor_without_a_path_says_to_supply_the_file(tmp_path):
 # ---- k-shot exemplars ------------------------------------------------------------------------------------
 
 
-@needs_data
+@needs_benchmarks
 def test_shots_come_from_the_dev_split_or_the_end_of_the_eval_file():
     shots, excluded = shot_items("gsm8k", 3)
     assert [s.id for s in shots] == ["gsm8k-shots-0", "gsm8k-shots-1", "gsm8k-shots-2"] and excluded == set()
@@ -232,7 +230,7 @@ def test_shots_come_from_the_dev_split_or_the_end_of_the_eval_file():
 # ---- extraction from real worked solutions ---------------------------------------------------------------
 
 
-@needs_data
+@needs_benchmarks
 def test_number_extraction_from_gsm8k_solutions():
     task, items = get_task("gsm8k"), items_of("gsm8k")
     solutions = [record["answer"] for record in raw_records("gsm8k/test.jsonl")]
@@ -245,7 +243,7 @@ def test_number_extraction_from_gsm8k_solutions():
     assert share(bare) >= 0.95, f"last number is the gold in {share(bare):.3f} of solutions"
 
 
-@needs_data
+@needs_benchmarks
 def test_choice_extraction_from_aqua_rationales():
     task, items = get_task("aqua_rat"), items_of("aqua_rat")
     hits = [task.extract(item.rationale, item) == item.gold for item in items]
@@ -253,7 +251,7 @@ def test_choice_extraction_from_aqua_rationales():
     assert share(hits[:30]) >= 0.95 and share(hits) >= 0.95, f"aqua rationales: {share(hits):.3f}"
 
 
-@needs_data
+@needs_benchmarks
 def test_math_extraction_from_solutions():
     task, items = get_task("math500"), items_of("math500")
     hits = [task.is_correct(task.extract(item.rationale, item), item.gold) for item in items]
@@ -288,7 +286,7 @@ def choice_phrasings(item: BenchItem) -> list[str]:
     ]
 
 
-@needs_data
+@needs_benchmarks
 @pytest.mark.parametrize("name", CHOICE_TASKS)
 def test_choice_extraction_from_phrased_golds(name):
     task = get_task(name)
@@ -299,7 +297,7 @@ def test_choice_extraction_from_phrased_golds(name):
     assert len({item.gold for item in items}) >= 4
 
 
-@needs_data
+@needs_benchmarks
 def test_choice_extraction_by_option_text():
     task, items = get_task("commonsenseqa"), items_of("commonsenseqa")[:200]
     hits = [task.extract(f"So the answer is {item.choices[item.labels.index(item.gold)]}.", item) == item.gold
@@ -320,7 +318,7 @@ def truth_phrasings(gold: str) -> list[str]:
 
 @pytest.mark.parametrize("name", ["proofwriter", "synth_logic"])
 def test_truth_extraction_from_phrased_golds(name):
-    if name == "proofwriter" and DATA is None:
+    if name == "proofwriter" and BENCHMARK_DATA is None:
         pytest.skip("benchmark files not found: set SAGENANO_BENCHMARKS to shared/data/benchmarks")
     task = get_task(name)
     items = items_of(name)[:60]
@@ -330,7 +328,7 @@ def test_truth_extraction_from_phrased_golds(name):
             assert task.extract(text, item) == item.gold, text
 
 
-@needs_data
+@needs_benchmarks
 def test_yesno_extraction_from_phrased_golds():
     task = get_task("strategyqa")
     items = items_of("strategyqa")[:40]
